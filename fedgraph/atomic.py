@@ -1,0 +1,76 @@
+"""Atomic file writes: a reader sees the old file or the new one, never half of one.
+
+Every file fedgraph writes (configs, metrics, checkpoints, ledgers, exports) goes through
+these helpers: the bytes are written to a temporary file in the same directory, flushed and
+fsynced, then moved over the target with :func:`os.replace`, which is atomic on POSIX and
+Windows. If anything fails before the move, the temporary file is removed and the target is
+untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator, Union
+
+PathLike = Union[str, os.PathLike]
+
+
+@contextlib.contextmanager
+def atomic_path(target: PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``target``; on success move it over ``target``.
+
+    Use this for writers that want a path rather than a file object (``torch.save``,
+    ``DataFrame.to_parquet``, ``matplotlib.savefig``). If the block raises, the temporary file
+    is deleted and ``target`` keeps its previous content (or stays absent).
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def atomic_write_bytes(target: PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``target`` atomically and return the target path."""
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+    return Path(target)
+
+
+def atomic_write_text(target: PathLike, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``target`` atomically and return the target path."""
+    return atomic_write_bytes(target, text.encode("utf-8"))
+
+
+def atomic_write_json(target: PathLike, obj: Any, *, indent: int = 2) -> Path:
+    """Serialise ``obj`` as JSON (sorted keys kept as given) and write it atomically."""
+    return atomic_write_text(target, json.dumps(obj, indent=indent, default=_json_default) + "\n")
+
+
+def atomic_write_with(target: PathLike, writer: Callable[[Path], None]) -> Path:
+    """Call ``writer(tmp_path)`` and move the result over ``target`` atomically."""
+    with atomic_path(target) as tmp:
+        writer(tmp)
+    return Path(target)
+
+
+def _json_default(obj: Any) -> Any:
+    # numpy scalars and arrays, Paths: the types fedgraph's reports actually contain.
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serialisable")
