@@ -1,0 +1,228 @@
+"""Run configuration: typed sections with defaults, loaded from TOML, overridable by key.
+
+A run is fully described by one :class:`RunConfig`. ``configs/*.toml`` files set any subset
+of keys; everything else takes the defaults below. On the command line any key can be
+overridden as ``section.key=value`` (value parsed as TOML, bare words as strings), e.g.
+``train.rounds=3 data.max_users_per_shop=200 federation.strategy=fedprox``.
+
+The resolved configuration is written to the run directory (``config.toml``) and is what
+every process of the run (server, shop clients, reports) reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from fedgraph.atomic import atomic_write_text
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message says which key and why."""
+
+
+@dataclass
+class DataConfig:
+    #: "online_retail" (bundled UCI data), "synthetic", or "files" (events + catalog paths).
+    source: str = "online_retail"
+    events: str = ""
+    catalog: str = ""
+    #: Online Retail partitioning: UK split into this many shops by customer hash.
+    uk_shards: int = 4
+    #: Online Retail: countries with fewer customers are grouped into the shop "other".
+    min_customers: int = 20
+    #: Keep at most this many users per shop (0 = all); deterministic under ``seed``.
+    max_users_per_shop: int = 0
+    #: Synthetic federation size.
+    synthetic_shops: int = 20
+    seed: int = 0
+    #: Temporal hold-out: each user's last ``test_fraction`` of distinct items.
+    test_fraction: float = 0.2
+    min_user_items: int = 5
+
+
+@dataclass
+class FeatureConfig:
+    #: Text-similarity neighbours per item for the public item graph.
+    neighbours: int = 10
+    #: Propagation steps over that graph (0 disables the smoothed-text block).
+    hops: int = 1
+    text_batch_size: int = 256
+    #: Embedding cache directory ("" = $FEDGRAPH_CACHE_DIR or ~/.cache/fedgraph).
+    cache_dir: str = ""
+
+
+@dataclass
+class ModelConfig:
+    dim: int = 64
+    hidden: int = 128
+    temperature: float = 0.1
+    recency_halflife_days: float = 60.0
+
+
+@dataclass
+class TrainConfig:
+    rounds: int = 8
+    local_epochs: int = 1
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    history: int = 32
+    positives: int = 4
+    negatives: int = 32
+    seed: int = 0
+    #: "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
+    device: str = "auto"
+
+
+@dataclass
+class FederationConfig:
+    #: "fedavg", "fedprox" or "fedadam".
+    strategy: str = "fedavg"
+    fraction_train: float = 1.0
+    #: A round fails unless at least this many shops return an update.
+    min_train_shops: int = 2
+    proximal_mu: float = 0.01
+    server_lr: float = 0.01
+    round_timeout_s: float = 900.0
+    #: Flower simulation backend resources per shop (fractions share a device).
+    cpus_per_shop: float = 1.0
+    gpus_per_shop: float = 0.0
+    #: CPUs Ray may use in total (0 = all).
+    total_cpus: int = 0
+
+
+@dataclass
+class EvaluationConfig:
+    k: int = 20
+    #: History length used to embed a user at evaluation and graph time.
+    history: int = 64
+    baselines: list[str] = field(default_factory=lambda: ["popularity", "local", "pooled", "lightgcn_pooled"])
+    lightgcn_epochs: int = 40
+    lightgcn_layers: int = 3
+    lightgcn_dim: int = 64
+    lightgcn_lr: float = 0.005
+    lightgcn_batch_size: int = 8192
+
+
+@dataclass
+class GraphConfig:
+    top_k_items: int = 20
+    top_k_interests: int = 5
+    top_k_neighbours: int = 10
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    graph: GraphConfig = field(default_factory=GraphConfig)
+
+    # ------------------------------------------------------------------ io
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+    def save(self, path: str | Path) -> Path:
+        return atomic_write_text(path, self.to_toml())
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], *, source: str = "<dict>") -> "RunConfig":
+        config = cls()
+        for section_name, values in raw.items():
+            section = _section(config, section_name, source)
+            if not isinstance(values, dict):
+                raise ConfigError(f"{source}: [{section_name}] must be a table of keys, got {values!r}")
+            for key, value in values.items():
+                _assign(section, section_name, key, value, source)
+        config.validate(source)
+        return config
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, overrides: list[str] | None = None) -> "RunConfig":
+        raw: dict[str, Any] = {}
+        source = "defaults"
+        if path is not None:
+            path = Path(path)
+            if not path.exists():
+                raise ConfigError(f"config file {path} does not exist (see configs/ for examples)")
+            try:
+                raw = tomllib.loads(path.read_text(encoding="utf-8"))
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+            source = str(path)
+        config = cls.from_dict(raw, source=source)
+        for item in overrides or []:
+            config.apply_override(item)
+        config.validate("overrides" if overrides else source)
+        return config
+
+    def apply_override(self, item: str) -> None:
+        """Apply one ``section.key=value`` override."""
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise ConfigError(f"override {item!r} must look like section.key=value, e.g. train.rounds=3")
+        dotted, text = item.split("=", 1)
+        section_name, key = dotted.strip().split(".", 1)
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text  # bare word: a string
+        _assign(_section(self, section_name, "override"), section_name, key, value, f"override {item!r}")
+
+    # ------------------------------------------------------------------ checks
+    def validate(self, source: str = "config") -> None:
+        checks = [
+            (self.data.source in ("online_retail", "synthetic", "files"), "data.source must be online_retail, synthetic or files"),
+            (self.data.source != "files" or (self.data.events and self.data.catalog), "data.source=files needs data.events and data.catalog paths"),
+            (0.0 < self.data.test_fraction < 1.0, "data.test_fraction must be between 0 and 1"),
+            (self.train.rounds >= 1, "train.rounds must be >= 1"),
+            (self.train.local_epochs >= 1, "train.local_epochs must be >= 1"),
+            (self.train.batch_size >= 1, "train.batch_size must be >= 1"),
+            (self.train.lr > 0, "train.lr must be > 0"),
+            (min(self.train.history, self.train.positives, self.train.negatives) >= 1, "train.history, train.positives and train.negatives must be >= 1"),
+            (self.federation.strategy in ("fedavg", "fedprox", "fedadam"), "federation.strategy must be fedavg, fedprox or fedadam"),
+            (0.0 < self.federation.fraction_train <= 1.0, "federation.fraction_train must be in (0, 1]"),
+            (self.federation.min_train_shops >= 1, "federation.min_train_shops must be >= 1"),
+            (self.model.temperature > 0, "model.temperature must be > 0"),
+            (self.evaluation.k >= 1, "evaluation.k must be >= 1"),
+            (set(self.evaluation.baselines) <= {"popularity", "local", "pooled", "lightgcn_pooled"},
+             "evaluation.baselines may hold popularity, local, pooled, lightgcn_pooled"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"{source}: {message}")
+
+
+def _section(config: RunConfig, name: str, source: str) -> Any:
+    names = [f.name for f in fields(config)]
+    if name not in names:
+        raise ConfigError(f"{source}: unknown section [{name}]; sections are {', '.join(names)}")
+    return getattr(config, name)
+
+
+def _assign(section: Any, section_name: str, key: str, value: Any, source: str) -> None:
+    known = {f.name: f for f in fields(section)}
+    if key not in known:
+        raise ConfigError(f"{source}: unknown key {section_name}.{key}; keys of [{section_name}] are {', '.join(known)}")
+    current = getattr(section, key)
+    expected = type(current)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if expected is list and isinstance(value, str):
+        value = [v for v in value.split(",") if v]
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise ConfigError(
+            f"{source}: {section_name}.{key} must be {expected.__name__} (default {current!r}), got {value!r}"
+        )
+    setattr(section, key, value)

@@ -1,0 +1,118 @@
+"""The server's round loop: train, aggregate, checkpoint, evaluate, resume.
+
+Flower's strategies decide *whom* to ask and *how* to aggregate (``configure_train`` /
+``aggregate_train``); this loop adds what a long federated run needs: a checkpoint of the
+global model after every round (atomic, digest-checked), a per-round history with per-shop
+figures, a progress line per round, resumption from the last checkpoint, and a loud failure
+when too few shops answer instead of silently keeping stale weights.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Iterable
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from fedgraph.federation.run_dir import RunDir, state_digest
+
+PREFIX = "[fedgraph]"
+
+
+class RoundFailed(RuntimeError):
+    """A round could not produce a new global model (too few shops answered)."""
+
+
+def _split_replies(replies: Iterable[Message]) -> tuple[list[Message], list[str]]:
+    ok, failures = [], []
+    for msg in replies:
+        if msg.has_error():
+            failures.append(f"node {msg.metadata.src_node_id}: {msg.error.reason}")
+        else:
+            ok.append(msg)
+    return ok, failures
+
+
+def _per_shop(run: RunDir, replies: list[Message]) -> dict[str, dict[str, float]]:
+    names = run.shop_names
+    out = {}
+    for msg in replies:
+        metrics = dict(msg.content["metrics"])
+        shop = names[int(metrics.pop("partition-id"))]
+        out[shop] = {k: float(v) for k, v in metrics.items()}
+    return out
+
+
+def _mean(values: list[float]) -> float:
+    values = [v for v in values if v == v]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _evaluate(grid: Grid, strategy: Strategy, server_round: int, arrays: ArrayRecord, timeout: float, run: RunDir) -> tuple[dict, list[str]]:
+    replies, failures = _split_replies(
+        grid.send_and_receive(strategy.configure_evaluate(server_round, arrays, ConfigRecord(), grid), timeout=timeout)
+    )
+    return _per_shop(run, replies), failures
+
+
+def run_rounds(grid: Grid, strategy: Strategy, run: RunDir, *, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the configured number of rounds, resuming after the last checkpoint."""
+    cfg = run.config
+    total = cfg.train.rounds
+    timeout = cfg.federation.round_timeout_s
+    k = cfg.evaluation.k
+    history = run.read_history()
+    checkpoint = run.latest_checkpoint()
+    if checkpoint is None:
+        start = 0
+        arrays = ArrayRecord(run.new_model().state_dict())
+        history = {"rounds": []}
+        evals, failures = _evaluate(grid, strategy, 0, arrays, timeout, run)
+        history["rounds"].append({"round": 0, "eval": evals, "failures": failures, "model_version": state_digest(arrays.to_torch_state_dict())[:16]})
+        run.write_history(history)
+        say(f"{PREFIX} round 0/{total} | initial model | NDCG@{k} {_mean([e[f'ndcg@{k}'] for e in evals.values()]):.4f} (macro over {len(evals)} shops)")
+    else:
+        start = int(checkpoint["round"])
+        arrays = ArrayRecord(checkpoint["state_dict"])
+        history["rounds"] = [r for r in history.get("rounds", []) if r["round"] <= start]
+        say(f"{PREFIX} resuming after round {start}/{total} from {run.checkpoint_file(start).name}")
+    train_config = ConfigRecord({"proximal-mu": float(cfg.federation.proximal_mu)}) if cfg.federation.strategy == "fedprox" else ConfigRecord()
+
+    for server_round in range(start + 1, total + 1):
+        began = time.perf_counter()
+        replies, failures = _split_replies(
+            grid.send_and_receive(strategy.configure_train(server_round, arrays, train_config, grid), timeout=timeout)
+        )
+        if len(replies) < cfg.federation.min_train_shops:
+            detail = "; ".join(failures) or "no replies before the timeout"
+            raise RoundFailed(
+                f"round {server_round}: {len(replies)} shop(s) returned an update, fewer than "
+                f"federation.min_train_shops={cfg.federation.min_train_shops} ({detail}). "
+                f"The global model was not updated; fix the failing shops and resume the run."
+            )
+        new_arrays, _ = strategy.aggregate_train(server_round, replies)
+        if new_arrays is None:
+            raise RoundFailed(f"round {server_round}: aggregation produced no model; the global model was not updated")
+        arrays = new_arrays
+        state = arrays.to_torch_state_dict()
+        version = state_digest(state)[:16]
+        train = _per_shop(run, replies)
+        evals, eval_failures = _evaluate(grid, strategy, server_round, arrays, timeout, run)
+        seconds = time.perf_counter() - began
+        history["rounds"].append(
+            {"round": server_round, "seconds": seconds, "model_version": version, "train": train, "eval": evals, "failures": failures + eval_failures}
+        )
+        # Checkpoint first, then history: a crash in between re-runs nothing and loses nothing.
+        run.save_checkpoint(server_round, state, {"model_version": version})
+        run.write_history(history)
+        loss = _mean([t["train_loss"] for t in train.values()])
+        say(
+            f"{PREFIX} round {server_round}/{total} | shops {len(replies)}/{len(replies) + len(failures)} | "
+            f"loss {loss:.4f} | NDCG@{k} {_mean([e[f'ndcg@{k}'] for e in evals.values()]):.4f} | "
+            f"Recall@{k} {_mean([e[f'recall@{k}'] for e in evals.values()]):.4f} (macro) | {seconds:.1f} s"
+            + (f" | {len(failures)} shop(s) failed: {failures[0]}" if failures else "")
+        )
+    return history

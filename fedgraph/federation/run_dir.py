@@ -1,0 +1,156 @@
+"""The run directory: everything one run reads and writes, in one place.
+
+::
+
+    RUN_DIR/
+      config.toml              resolved configuration (every process reads this)
+      shops/index.json         shop names in partition order, feature size
+      shops/<shop>.npz         one shop's prepared data (fedgraph.shop.ShopData)
+      checkpoints/round-NNNN.pt  global model after round N (atomic, with a digest)
+      federated_history.json   per-round, per-shop training and evaluation figures
+      baselines/<method>.json  results of the comparison methods
+      metrics.json, metrics.png, graph.sqlite, flower.log
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fedgraph.atomic import atomic_path, atomic_write_json
+from fedgraph.config import RunConfig
+from fedgraph.models.interest_model import InterestModel
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is unreadable or does not match its digest."""
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    @classmethod
+    def at(cls, path: str | Path) -> "RunDir":
+        return cls(Path(path).resolve())
+
+    # ------------------------------------------------------------ layout
+    @property
+    def config_file(self) -> Path:
+        return self.path / "config.toml"
+
+    @property
+    def shops_dir(self) -> Path:
+        return self.path / "shops"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def history_file(self) -> Path:
+        return self.path / "federated_history.json"
+
+    @property
+    def baselines_dir(self) -> Path:
+        return self.path / "baselines"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def graph_file(self) -> Path:
+        return self.path / "graph.sqlite"
+
+    # ------------------------------------------------------------ config and shops
+    @cached_property
+    def config(self) -> RunConfig:
+        if not self.config_file.exists():
+            raise FileNotFoundError(f"{self.path} is not a fedgraph run directory (no config.toml)")
+        return RunConfig.load(self.config_file)
+
+    @cached_property
+    def index(self) -> dict[str, Any]:
+        path = self.shops_dir / "index.json"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: the run's data was not prepared (re-run fedgraph simulate)")
+        return json.loads(path.read_text())
+
+    @property
+    def shop_names(self) -> list[str]:
+        return list(self.index["shops"])
+
+    def shop_file(self, shop: str) -> Path:
+        return self.shops_dir / f"{shop}.npz"
+
+    def new_model(self) -> InterestModel:
+        m = self.config.model
+        torch.manual_seed(self.config.train.seed)
+        return InterestModel(int(self.index["feature_size"]), dim=m.dim, hidden=m.hidden, temperature=m.temperature)
+
+    # ------------------------------------------------------------ checkpoints
+    def checkpoint_file(self, server_round: int) -> Path:
+        return self.checkpoints_dir / f"round-{server_round:04d}.pt"
+
+    def checkpoint_rounds(self) -> list[int]:
+        if not self.checkpoints_dir.exists():
+            return []
+        found = (re.fullmatch(r"round-(\d{4})\.pt", p.name) for p in self.checkpoints_dir.iterdir())
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def save_checkpoint(self, server_round: int, state: dict[str, torch.Tensor], extra: dict[str, Any] | None = None) -> Path:
+        state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+        payload = {"round": server_round, "state_dict": state, "digest": state_digest(state), "extra": extra or {}}
+        with atomic_path(self.checkpoint_file(server_round)) as tmp:
+            torch.save(payload, tmp)
+        return self.checkpoint_file(server_round)
+
+    def load_checkpoint(self, server_round: int) -> dict[str, Any]:
+        path = self.checkpoint_file(server_round)
+        earlier = [r for r in self.checkpoint_rounds() if r < server_round]
+        hint = (
+            f"delete it to resume from round {earlier[-1]} ({self.checkpoint_file(earlier[-1]).name})"
+            if earlier
+            else "delete it to restart training from round 0"
+        )
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+            state = payload["state_dict"]
+            ok = payload["digest"] == state_digest(state) and payload["round"] == server_round
+        except Exception as exc:
+            raise CheckpointError(f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc}); {hint}") from exc
+        if not ok:
+            raise CheckpointError(f"checkpoint {path} does not match its digest (modified or corrupted); {hint}")
+        return payload
+
+    def latest_checkpoint(self) -> dict[str, Any] | None:
+        rounds = self.checkpoint_rounds()
+        return self.load_checkpoint(rounds[-1]) if rounds else None
+
+    # ------------------------------------------------------------ history
+    def read_history(self) -> dict[str, Any]:
+        if not self.history_file.exists():
+            return {"rounds": []}
+        return json.loads(self.history_file.read_text())
+
+    def write_history(self, history: dict[str, Any]) -> None:
+        atomic_write_json(self.history_file, history)
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the names, shapes and bytes of a state dict (the model version)."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()

@@ -1,0 +1,87 @@
+"""What one shop does when the server asks it to train or evaluate.
+
+The shop loads the global weights into a fresh model, trains on its own prepared data with
+the run's settings and returns the new weights and a few figures. The model holds no
+user or item ids (see :class:`fedgraph.models.InterestModel`), so everything it sends is
+transferable between shops; the shop's data never leaves it.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from typing import Any
+
+import torch
+
+from fedgraph.evaluation import evaluate_model
+from fedgraph.federation.run_dir import RunDir
+from fedgraph.shop import ShopData
+from fedgraph.training.local import TrainSettings, resolve_device, train_local
+
+_SHOPS: dict[str, ShopData] = {}
+
+
+def shop_data(run: RunDir, partition_id: int) -> ShopData:
+    """The prepared data of the shop at ``partition_id`` (cached per process)."""
+    names = run.shop_names
+    if not 0 <= partition_id < len(names):
+        raise IndexError(f"partition-id {partition_id} is out of range: the run has {len(names)} shops")
+    path = run.shop_file(names[partition_id])
+    key = str(path)
+    if key not in _SHOPS:
+        _SHOPS[key] = ShopData.load(path)
+    return _SHOPS[key]
+
+
+def train_settings(run: RunDir, *, epochs: int | None = None, seed: int = 0, proximal_mu: float = 0.0) -> TrainSettings:
+    t = run.config.train
+    return TrainSettings(
+        epochs=epochs or t.local_epochs,
+        batch_size=t.batch_size,
+        lr=t.lr,
+        weight_decay=t.weight_decay,
+        history=t.history,
+        positives=t.positives,
+        negatives=t.negatives,
+        proximal_mu=proximal_mu,
+        seed=seed,
+    )
+
+
+def round_seed(base: int, server_round: int, shop: str) -> int:
+    """A seed that differs per round and shop and is stable across processes."""
+    return (base * 1_000_003 + server_round * 7919 + zlib.crc32(shop.encode())) % (2**31)
+
+
+def _limit_threads(run: RunDir) -> None:
+    cpus = run.config.federation.cpus_per_shop
+    if cpus >= 1 and "FEDGRAPH_KEEP_THREADS" not in os.environ:
+        torch.set_num_threads(int(cpus))
+
+
+def shop_train(
+    run_dir: str, partition_id: int, state: dict[str, torch.Tensor], *, server_round: int, proximal_mu: float = 0.0
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Train the global ``state`` on one shop; return the new state and numeric metrics."""
+    run = RunDir.at(run_dir)
+    _limit_threads(run)
+    data = shop_data(run, partition_id)
+    model = run.new_model()
+    model.load_state_dict(state)
+    settings = train_settings(run, seed=round_seed(run.config.train.seed, server_round, data.shop), proximal_mu=proximal_mu)
+    result = train_local(model, data, settings, device=resolve_device(run.config.train.device))
+    metrics = {**result.as_metrics, "partition-id": partition_id}
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}, metrics
+
+
+def shop_evaluate(run_dir: str, partition_id: int, state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Recall@K / NDCG@K of the global ``state`` on one shop's held-out items."""
+    run = RunDir.at(run_dir)
+    _limit_threads(run)
+    data = shop_data(run, partition_id)
+    model = run.new_model()
+    model.load_state_dict(state)
+    ev = run.config.evaluation
+    result = evaluate_model(model, data, k=ev.k, history=ev.history, device=resolve_device(run.config.train.device))
+    return {**result, "num-examples": int(result["users"]), "partition-id": partition_id}

@@ -1,0 +1,167 @@
+"""One shop's prepared data: catalog features, per-user training histories, held-out items.
+
+:class:`ShopData` is what a shop's client trains and evaluates on. It is built from the
+validated event log (after the temporal split) and the catalog's public item features, and
+it is saved as a single ``.npz`` file so a Flower client process can load it quickly.
+
+Histories are stored in CSR form: user ``u``'s distinct training items are
+``item[indptr[u]:indptr[u+1]]`` in time order (oldest first), with one edge-feature row each
+(:data:`fedgraph.models.EDGE_FEATURES`: recency, log1p quantity, one-hot kind).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fedgraph.atomic import atomic_write_bytes
+
+KIND_ORDER = ("view", "cart", "purchase")
+
+
+class ShopDataError(ValueError):
+    """A shop's prepared data file is missing, corrupt or inconsistent."""
+
+
+@dataclass
+class ShopData:
+    shop: str
+    items: np.ndarray  # [I] str, catalog order
+    item_titles: np.ndarray  # [I] str
+    item_categories: np.ndarray  # [I] str
+    item_features: np.ndarray  # [I, F] float32
+    users: np.ndarray  # [U] str
+    indptr: np.ndarray  # [U+1] int64
+    item: np.ndarray  # [nnz] int64, time-ordered per user
+    attr: np.ndarray  # [nnz, 5] float32
+    test_indptr: np.ndarray  # [U+1] int64
+    test_item: np.ndarray  # [nnz_test] int64
+    meta: dict = field(default_factory=dict)
+
+    # ---------------------------------------------------------------- views
+    @property
+    def num_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def num_items(self) -> int:
+        return len(self.items)
+
+    @property
+    def num_interactions(self) -> int:
+        return len(self.item)
+
+    def history(self, u: int) -> np.ndarray:
+        return self.item[self.indptr[u] : self.indptr[u + 1]]
+
+    def test_items(self, u: int) -> np.ndarray:
+        return self.test_item[self.test_indptr[u] : self.test_indptr[u + 1]]
+
+    def history_lengths(self) -> np.ndarray:
+        return np.diff(self.indptr)
+
+    def evaluable_users(self) -> np.ndarray:
+        """Users with at least one training and one held-out item."""
+        return np.flatnonzero((np.diff(self.test_indptr) > 0) & (np.diff(self.indptr) > 0))
+
+    def trainable_users(self) -> np.ndarray:
+        """Users with at least two training items (one to predict, one to encode from)."""
+        return np.flatnonzero(np.diff(self.indptr) >= 2)
+
+    # ---------------------------------------------------------------- io
+    def save(self, path: str | Path) -> Path:
+        buffer = io.BytesIO()
+        arrays = {k: v for k, v in self.__dict__.items() if k not in ("shop", "meta")}
+        np.savez(buffer, shop=np.array(self.shop), meta=np.array(repr(self.meta)), **arrays)
+        return atomic_write_bytes(path, buffer.getvalue())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ShopData":
+        path = Path(path)
+        if not path.exists():
+            raise ShopDataError(f"shop data file {path} does not exist; re-run the data preparation (fedgraph simulate)")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                fields = {k: z[k] for k in z.files}
+        except Exception as exc:  # zipfile/ValueError/OSError: all mean the same to the user
+            raise ShopDataError(f"shop data file {path} is unreadable ({exc}); delete it and re-run the preparation") from exc
+        try:
+            import ast
+
+            shop = str(fields.pop("shop"))
+            meta = ast.literal_eval(str(fields.pop("meta")))
+            data = cls(shop=shop, meta=meta, **fields)
+        except (KeyError, TypeError, ValueError, SyntaxError) as exc:
+            raise ShopDataError(f"shop data file {path} is incomplete ({exc}); delete it and re-run the preparation") from exc
+        return data
+
+
+def build_shop_data(
+    shop: str,
+    train_events: pd.DataFrame,
+    test_events: pd.DataFrame,
+    catalog: pd.DataFrame,
+    item_features: np.ndarray,
+    *,
+    recency_halflife_days: float = 60.0,
+) -> ShopData:
+    """Assemble :class:`ShopData` for ``shop`` from its split events and catalog rows.
+
+    ``catalog`` rows must be this shop's, in the order of ``item_features``. Events of the
+    same (user, item) pair are merged into one edge: summed weight, latest time, strongest
+    kind. Recency is measured from the shop's last training event.
+    """
+    items = catalog["item"].to_numpy(dtype=str)
+    item_pos = pd.Index(items)
+    train = train_events[train_events["shop"] == shop]
+    test = test_events[test_events["shop"] == shop]
+    users = np.array(sorted(set(train["user"]).union(test["user"])), dtype=str)
+    user_pos = pd.Index(users)
+
+    kind_rank = {k: i for i, k in enumerate(KIND_ORDER)}
+    grouped = (
+        train.assign(kind_rank=train["kind"].map(kind_rank))
+        .groupby(["user", "item"], sort=False)
+        .agg(weight=("weight", "sum"), last=("timestamp", "max"), kind_rank=("kind_rank", "max"))
+        .reset_index()
+    )
+    grouped["u"] = user_pos.get_indexer(grouped["user"])
+    grouped["i"] = item_pos.get_indexer(grouped["item"])
+    if (grouped["i"] < 0).any():
+        missing = grouped.loc[grouped["i"] < 0, "item"].iloc[0]
+        raise ShopDataError(f"shop {shop!r}: item {missing!r} has events but is not in the catalog")
+    grouped = grouped.sort_values(["u", "last", "i"], kind="stable")
+    now = train["timestamp"].max() if len(train) else pd.Timestamp(0)
+    age_days = (now - grouped["last"]).dt.total_seconds().to_numpy() / 86400.0
+    attr = np.zeros((len(grouped), 5), dtype=np.float32)
+    attr[:, 0] = np.exp(-np.log(2.0) * np.clip(age_days, 0, None) / recency_halflife_days)
+    attr[:, 1] = np.log1p(grouped["weight"].to_numpy())
+    attr[np.arange(len(grouped)), 2 + grouped["kind_rank"].to_numpy()] = 1.0
+    counts = np.bincount(grouped["u"].to_numpy(), minlength=len(users))
+
+    test_pairs = test[["user", "item"]].drop_duplicates()
+    tu = user_pos.get_indexer(test_pairs["user"])
+    ti = item_pos.get_indexer(test_pairs["item"])
+    keep = ti >= 0  # a held-out item must be in the catalog to be recommendable
+    order = np.lexsort((ti[keep], tu[keep]))
+    tu, ti = tu[keep][order], ti[keep][order]
+    test_counts = np.bincount(tu, minlength=len(users))
+
+    return ShopData(
+        shop=shop,
+        items=items,
+        item_titles=catalog["title"].to_numpy(dtype=str),
+        item_categories=catalog["category"].to_numpy(dtype=str),
+        item_features=np.ascontiguousarray(item_features, dtype=np.float32),
+        users=users,
+        indptr=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        item=grouped["i"].to_numpy(dtype=np.int64),
+        attr=attr,
+        test_indptr=np.concatenate([[0], np.cumsum(test_counts)]).astype(np.int64),
+        test_item=ti.astype(np.int64),
+        meta={"train_events": int(len(train)), "test_events": int(len(test))},
+    )

@@ -1,0 +1,100 @@
+"""Turn a shop's histories into batches of user rows (one user = one row = one DP sample).
+
+Each training row of user ``u`` is built from ``u``'s data alone: a few of the user's own
+training items are held out as positives, the most recent of the remaining items form the
+user's ego graph (history), and negatives are drawn *uniformly* from the shop's public
+catalog (a draw that hits one of the user's items is masked). Nothing in a row depends on
+another user, which keeps per-user gradients (and so per-user DP-SGD) exact.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fedgraph.models.interest_model import EDGE_FEATURES, UserBatch
+from fedgraph.shop import ShopData
+
+
+class RowSampler:
+    """Builds :class:`UserBatch` rows for a shop.
+
+    Args:
+        data: The shop's prepared data.
+        history: Maximum ego-graph size per row (most recent items kept).
+        positives: Items to predict per training row.
+        negatives: Uniform catalog negatives per training row.
+        negative_range: Optional ``[U, 2]`` half-open item-index range per user from which
+            its negatives are drawn (used when several shops are pooled into one table);
+            defaults to the whole catalog.
+    """
+
+    def __init__(
+        self,
+        data: ShopData,
+        *,
+        history: int,
+        positives: int,
+        negatives: int,
+        negative_range: np.ndarray | None = None,
+    ) -> None:
+        if history < 1 or positives < 1 or negatives < 1:
+            raise ValueError("history, positives and negatives must all be >= 1")
+        self.data = data
+        self.history = history
+        self.positives = positives
+        self.negatives = negatives
+        if negative_range is None:
+            negative_range = np.tile(np.array([0, data.num_items], dtype=np.int64), (data.num_users, 1))
+        self.negative_range = negative_range
+
+    def training_batch(self, users: np.ndarray, rng: np.random.Generator) -> UserBatch:
+        """Rows for ``users`` (each must have >= 2 training items)."""
+        b, h, p, n = len(users), self.history, self.positives, self.negatives
+        hist = np.zeros((b, h), dtype=np.int64)
+        hist_attr = np.zeros((b, h, EDGE_FEATURES), dtype=np.float32)
+        hist_mask = np.zeros((b, h), dtype=bool)
+        pos = np.zeros((b, p), dtype=np.int64)
+        pos_mask = np.zeros((b, p), dtype=bool)
+        low, high = self.negative_range[users, 0], self.negative_range[users, 1]
+        neg = low[:, None] + (rng.random((b, n)) * (high - low)[:, None]).astype(np.int64)
+        neg_mask = np.ones((b, n), dtype=bool)
+        indptr, items, attr = self.data.indptr, self.data.item, self.data.attr
+        for row, u in enumerate(users):
+            start, stop = indptr[u], indptr[u + 1]
+            count = stop - start
+            if count < 2:
+                raise ValueError(f"user index {u} has {count} training items; training rows need at least 2")
+            take = min(p, count - 1)
+            order = rng.permutation(count)
+            chosen = order[:take]
+            rest = np.sort(order[take:])[-h:]  # most recent remaining items
+            pos[row, :take] = items[start + chosen]
+            pos_mask[row, :take] = True
+            hist[row, : len(rest)] = items[start + rest]
+            hist_attr[row, : len(rest)] = attr[start + rest]
+            hist_mask[row, : len(rest)] = True
+            neg_mask[row] = ~np.isin(neg[row], items[start:stop])
+        return _to_batch(hist, hist_attr, hist_mask, pos, pos_mask, neg, neg_mask)
+
+    def encoding_batch(self, users: np.ndarray, history: int | None = None) -> UserBatch:
+        """History-only rows (the ``history`` most recent items) to embed ``users``."""
+        h = history or self.history
+        b = len(users)
+        hist = np.zeros((b, h), dtype=np.int64)
+        hist_attr = np.zeros((b, h, EDGE_FEATURES), dtype=np.float32)
+        hist_mask = np.zeros((b, h), dtype=bool)
+        indptr, items, attr = self.data.indptr, self.data.item, self.data.attr
+        for row, u in enumerate(users):
+            start = max(indptr[u], indptr[u + 1] - h)
+            stop = indptr[u + 1]
+            hist[row, : stop - start] = items[start:stop]
+            hist_attr[row, : stop - start] = attr[start:stop]
+            hist_mask[row, : stop - start] = True
+        empty_i = np.zeros((b, 0), dtype=np.int64)
+        empty_m = np.zeros((b, 0), dtype=bool)
+        return _to_batch(hist, hist_attr, hist_mask, empty_i, empty_m, empty_i, empty_m)
+
+
+def _to_batch(*arrays: np.ndarray) -> UserBatch:
+    return UserBatch(*(torch.from_numpy(a) for a in arrays))
