@@ -63,18 +63,20 @@ class ModelConfig:
     hidden: int = 128
     temperature: float = 0.1
     recency_halflife_days: float = 60.0
+    #: Shop-private item corrections and biases (trained locally, never averaged or sent).
+    local_items: bool = True
 
 
 @dataclass
 class TrainConfig:
-    rounds: int = 8
-    local_epochs: int = 1
-    batch_size: int = 64
-    lr: float = 3e-3
+    rounds: int = 10
+    local_epochs: int = 2
+    batch_size: int = 32
+    lr: float = 5e-3
     weight_decay: float = 0.0
     history: int = 32
     positives: int = 4
-    negatives: int = 32
+    negatives: int = 64
     seed: int = 0
     #: "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
     device: str = "auto"

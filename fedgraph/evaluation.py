@@ -18,10 +18,12 @@ from fedgraph.training.rows import RowSampler
 
 @torch.no_grad()
 def item_embeddings(model: InterestModel, data: ShopData, device: torch.device | str = "cpu", chunk: int = 8192) -> torch.Tensor:
-    """``[I, dim]`` embeddings of every catalog item of the shop."""
+    """``[I, dim + 1]`` embeddings (unit vector, then bias) of every catalog item of the shop."""
     model.to(device).eval()
     feats = torch.from_numpy(data.item_features)
-    return torch.cat([model.item_embeddings(feats[s : s + chunk].to(device)) for s in range(0, len(feats), chunk)] or [torch.empty(0, model.dim)])
+    index = torch.arange(len(feats))
+    parts = [model.item_embeddings(feats[s : s + chunk].to(device), index[s : s + chunk].to(device)) for s in range(0, len(feats), chunk)]
+    return torch.cat(parts) if parts else torch.empty(0, model.dim + 1)
 
 
 @torch.no_grad()
@@ -56,7 +58,7 @@ def evaluate_model(
     """Recall@k / NDCG@k of ``model`` on the shop's held-out items."""
     users = data.evaluable_users()
     items = item_embeddings(model, data, device)
-    scores = user_embeddings(model, data, users, history=history, items=items, device=device) @ items.T
+    scores = model.score(user_embeddings(model, data, users, history=history, items=items, device=device), items)
     relevant, exclude = _relevant_and_exclude(data, users)
     return evaluate_ranking(top_k_items(scores.cpu(), k, exclude), relevant, k)
 

@@ -61,7 +61,9 @@ def _relevant_set(items: Collection[int] | np.ndarray | None) -> set[int]:
     return {i for i in _as_index_list(items) if i >= 0}
 
 
-def _hits(ranked: np.ndarray, relevant: Sequence[Collection[int]], k: int) -> tuple[np.ndarray, np.ndarray]:
+def _hits(
+    ranked: np.ndarray, relevant: Sequence[Collection[int]], k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Boolean hit matrix [U, k] and relevant-set sizes [U].
 
     A repeated item in a row counts once (at its first position); padding never hits.
@@ -173,19 +175,26 @@ def top_k_items(
 
 def _topk_stable(block: torch.Tensor, k: int) -> np.ndarray:
     """torch.topk with ties broken by lower index; -inf entries become PAD."""
-    vals = torch.topk(block, k, dim=1, largest=True, sorted=True).values
+    vals, idx = torch.topk(block, k, dim=1, largest=True, sorted=True)
     threshold = vals[:, -1:]  # k-th best score per row
-    above = block > threshold
-    at = block == threshold
-    need = k - above.sum(dim=1, keepdim=True)  # how many threshold-valued items to take
-    take_at = at & (torch.cumsum(at.to(torch.int32), dim=1) <= need)
-    chosen = above | take_at  # exactly k per row
-    idx = chosen.nonzero()[:, 1].reshape(block.shape[0], k)  # ascending item index per row
-    picked = torch.gather(block, 1, idx)
-    order = torch.sort(picked, dim=1, descending=True, stable=True).indices
+    # Rows where more items share the k-th score than topk kept: which of them are kept is
+    # unspecified, so redo those rows taking the lowest-index ones.
+    tied = (block == threshold).sum(dim=1) > (vals == threshold).sum(dim=1)
+    if bool(tied.any()):
+        rows = tied.nonzero()[:, 0]
+        sub, thr = block[rows], threshold[rows]
+        above = sub > thr
+        at = sub == thr
+        need = k - above.sum(dim=1, keepdim=True)  # >= 1: fewer than k items beat the k-th
+        chosen = above | (at & (torch.cumsum(at.to(torch.int32), dim=1) <= need))
+        idx[rows] = chosen.nonzero()[:, 1].reshape(len(rows), k)  # exactly k per row
+    # Order the kept items by score, ties by index: sort by index, then stable sort by score.
+    idx = torch.sort(idx, dim=1).values
+    vals = torch.gather(block, 1, idx)
+    order = torch.sort(vals, dim=1, descending=True, stable=True).indices
     idx = torch.gather(idx, 1, order)
-    picked = torch.gather(picked, 1, order)
-    idx = torch.where(torch.isneginf(picked), torch.full_like(idx, PAD), idx)
+    vals = torch.gather(vals, 1, order)
+    idx = torch.where(torch.isneginf(vals), torch.full_like(idx, PAD), idx)
     return idx.cpu().numpy()
 
 

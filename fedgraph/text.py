@@ -56,7 +56,7 @@ _BUSY_TIMEOUT_S = 60.0
 
 
 def default_cache_dir() -> Path:
-    """Directory holding the text cache: ``$FEDGRAPH_CACHE_DIR/text`` or ``~/.cache/fedgraph/text``."""
+    """The text cache directory: ``$FEDGRAPH_CACHE_DIR/text``, else ``~/.cache/fedgraph/text``."""
     root = os.environ.get("FEDGRAPH_CACHE_DIR")
     base = Path(root).expanduser() if root else Path.home() / ".cache" / "fedgraph"
     return base / "text"
@@ -275,7 +275,7 @@ class _VectorCache:
                     self._move_aside(exc)
                     continue
                 warnings.warn(
-                    f"fedgraph text cache {op} failed ({exc}); continuing without it for this call.",
+                    f"fedgraph text cache {op} failed ({exc}); going on without it for this call.",
                     RuntimeWarning,
                     stacklevel=3,
                 )
@@ -387,8 +387,8 @@ class TextEmbedder:
         self.progress = bool(progress)
         self._device_arg = device
         self.fingerprint = model_fingerprint(self.model_dir)
-        self.cache_path = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-        self.cache_path = self.cache_path / CACHE_FILENAME
+        cache_root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        self.cache_path = cache_root / CACHE_FILENAME
         self._cache = _VectorCache(self.cache_path, self.dim)
         self.stats = EmbedStats()
         self._model: Any = None
@@ -402,7 +402,11 @@ class TextEmbedder:
         if not pooling.is_file():
             return  # plain transformers checkpoint: mean pooling is our documented choice
         cfg = json.loads(pooling.read_text(encoding="utf-8"))
-        others = [k for k, v in cfg.items() if k.startswith("pooling_mode_") and v and k != "pooling_mode_mean_tokens"]
+        others = [
+            k
+            for k, v in cfg.items()
+            if k.startswith("pooling_mode_") and v and k != "pooling_mode_mean_tokens"
+        ]
         if not cfg.get("pooling_mode_mean_tokens", False) or others:
             raise ValueError(
                 f"{pooling} asks for pooling {others or 'other than mean'}; TextEmbedder only "
@@ -588,9 +592,10 @@ def catalog_texts(catalog: "pd.DataFrame") -> list[str]:
 
     titles = clean(catalog["title"].tolist())
     cats = clean(catalog["category"].tolist())
-    descs = (
-        clean(catalog["description"].tolist()) if "description" in catalog.columns else [""] * len(titles)
-    )
+    if "description" in catalog.columns:
+        descs = clean(catalog["description"].tolist())
+    else:
+        descs = [""] * len(titles)
     texts = []
     for title, desc, cat in zip(titles, descs, cats):
         text = title

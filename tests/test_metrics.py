@@ -148,10 +148,15 @@ def test_top_k_ties_break_to_lower_index():
 def test_top_k_ties_deterministic_at_scale():
     g = torch.Generator().manual_seed(0)
     scores = torch.randint(0, 4, (300, 500), generator=g).float()
-    ranked = top_k_items(scores, 20, chunk_size=64)
-    # reference: stable descending sort (ties -> lower index first)
-    ref = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :20].numpy()
+    exclude = [torch.randperm(500, generator=g)[: u % 40].numpy() for u in range(300)]
+    ranked = top_k_items(scores, 20, exclude, chunk_size=64)
+    # reference: mask, then a stable descending sort (ties -> lower index first)
+    masked = scores.clone()
+    for u, items in enumerate(exclude):
+        masked[u, torch.from_numpy(items)] = -math.inf
+    ref = torch.sort(masked, dim=1, descending=True, stable=True).indices[:, :20].numpy()
     np.testing.assert_array_equal(ranked, ref)
+    np.testing.assert_array_equal(top_k_items(scores, 20, None), top_k_items(scores, 20, None, chunk_size=7))
 
 
 def test_top_k_rejects_nan_and_bad_exclude():

@@ -151,6 +151,16 @@ def test_invalid_rows_are_recomputed(shared, tmp_path):
     np.testing.assert_array_equal(got, good)
 
 
+def test_unusable_cache_dir_degrades_to_no_cache(shared, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    emb = reuse_model(shared, blocker / "cache")
+    with pytest.warns(RuntimeWarning, match="unusable"):
+        vecs = emb.encode(TEXTS[:2])
+    np.testing.assert_allclose(vecs, shared.encode(TEXTS[:2]), atol=1e-5)
+    assert emb.stats.embedded == 2
+
+
 def test_determinism_across_batching(shared, tmp_path):
     texts = [f"product {i} " + "word " * (i % 7) for i in range(40)]
     a = reuse_model(shared, tmp_path / "a", batch_size=7).encode(texts)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence, Union
 
@@ -148,7 +149,7 @@ def _read_table(path: PathLike, name: str, what: str) -> pd.DataFrame:
     if ext not in SUPPORTED_EXTENSIONS:
         raise DataValidationError(
             name,
-            expected=f"a {what} file ending in .csv, .csv.gz or .parquet",
+            expected=f"{_an(what)} file ending in .csv, .csv.gz or .parquet",
             found=_Text(f"extension '{ext}'" if ext else "no extension"),
             fix="Convert the file to CSV or Parquet, or rename it if it already is one.",
         )
@@ -162,7 +163,7 @@ def _read_table(path: PathLike, name: str, what: str) -> pd.DataFrame:
     if not path.is_file():
         raise DataValidationError(
             name,
-            expected=f"a {what} file",
+            expected=f"{_an(what)} file",
             found=_Text(f"a directory at {path}"),
             fix="Pass the path of the file itself.",
         )
@@ -171,14 +172,18 @@ def _read_table(path: PathLike, name: str, what: str) -> pd.DataFrame:
             frame = pd.read_parquet(path)
         else:
             # All columns as strings: ids keep leading zeros ("007"), nothing becomes NaN.
-            frame = pd.read_csv(
-                path,
-                dtype=str,
-                keep_default_na=False,
-                na_filter=False,
-                encoding="utf-8-sig",
-                compression="gzip" if ext == ".csv.gz" else None,
-            )
+            with warnings.catch_warnings():
+                # pandas only warns when the first data row has more fields than the header.
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                frame = pd.read_csv(
+                    path,
+                    dtype=str,
+                    keep_default_na=False,
+                    na_filter=False,
+                    index_col=False,
+                    encoding="utf-8-sig",
+                    compression="gzip" if ext == ".csv.gz" else None,
+                )
     except pd.errors.EmptyDataError:
         raise DataValidationError(
             name,
@@ -186,12 +191,30 @@ def _read_table(path: PathLike, name: str, what: str) -> pd.DataFrame:
             found=_Text("an empty file"),
             fix=f"Write the header ({', '.join(_columns_for(what))}) and the {what} rows.",
         ) from None
-    except pd.errors.ParserError as exc:
+    except pd.errors.ParserWarning:
         raise DataValidationError(
             name,
-            expected="a well-formed CSV file (the same number of fields on every line)",
-            found=_Text(f"a parse error ({' '.join(str(exc).split())})"),
-            fix="Fix the line named (quote fields that contain commas).",
+            row=1,
+            expected="as many fields as the header has columns",
+            found=_Text("more fields"),
+            fix="Remove the extra fields or quote fields that contain commas.",
+        ) from None
+    except pd.errors.ParserError as exc:
+        text = " ".join(str(exc).split())
+        line = re.search(r"line (\d+), saw (\d+)", text)
+        if line:
+            raise DataValidationError(
+                name,
+                row=int(line.group(1)) - 1,
+                expected="as many fields as the header has columns",
+                found=_Text(f"{line.group(2)} fields"),
+                fix="Remove the extra fields or quote fields that contain commas.",
+            ) from None
+        raise DataValidationError(
+            name,
+            expected="a well-formed CSV file",
+            found=_Text(f"a parse error ({text})"),
+            fix="Fix the CSV syntax (for example an unclosed quote).",
         ) from None
     except UnicodeDecodeError as exc:
         raise DataValidationError(
@@ -203,11 +226,15 @@ def _read_table(path: PathLike, name: str, what: str) -> pd.DataFrame:
     except (OSError, ValueError, ImportError) as exc:
         raise DataValidationError(
             name,
-            expected=f"a readable {ext} file",
+            expected=f"a readable {ext} {what} file",
             found=_Text(f"an unreadable file ({type(exc).__name__}: {exc})"),
             fix="Check that the file is complete and of the type its extension says.",
         ) from None
     return frame
+
+
+def _an(word: str) -> str:
+    return ("an " if word[:1] in "aeiou" else "a ") + word
 
 
 def _columns_for(what: str) -> list[str]:
@@ -261,11 +288,11 @@ def validate_catalog(df: pd.DataFrame, source: str = "catalog") -> pd.DataFrame:
     out["description"] = _strings(df["description"]).fillna("")
     out["category"] = _ids(df["category"], source, "category", what="a non-empty category")
     out["price"] = _numbers(df["price"], source, "price", strictly_positive=False)
-    key = out["shop"].str.cat(out["item"], sep="\x1f")
-    dup = key.duplicated(keep="first")
+    (key,) = _pair_keys((out["shop"], out["item"]))
+    dup = pd.Series(key).duplicated(keep="first")
     if dup.any():
         j = _first(dup)
-        i = _first(key == key.iloc[j])
+        i = _first(key == key[j])
         raise DataValidationError(
             source,
             rows=(i + 1, j + 1),
@@ -303,9 +330,8 @@ def check_events_against_catalog(
             found=_value(ev_shops, i),
             fix=f"Add that shop's items to {catalog_source} or remove its events.",
         )
-    ev_key = ev_shops.str.cat(events["item"], sep="\x1f")
-    cat_key = catalog["shop"].str.cat(catalog["item"], sep="\x1f")
-    missing = ~ev_key.isin(cat_key)
+    ev_key, cat_key = _pair_keys((ev_shops, events["item"]), (catalog["shop"], catalog["item"]))
+    missing = ~np.isin(ev_key, cat_key)
     if missing.any():
         i = _first(missing)
         raise DataValidationError(
@@ -379,6 +405,18 @@ def _check_frame(df: Any, source: str, columns: list[str], what: str) -> pd.Data
     df = df.copy(deep=False)
     df.columns = present
     return df
+
+
+def _pair_keys(*pairs: tuple[pd.Series, pd.Series]) -> list[np.ndarray]:
+    """One int64 key per (shop, item) row, comparable across all the given pairs."""
+    shops, shop_uniques = pd.factorize(pd.concat([p[0] for p in pairs], ignore_index=True))
+    items, item_uniques = pd.factorize(pd.concat([p[1] for p in pairs], ignore_index=True))
+    key = shops.astype(np.int64) * max(len(item_uniques), 1) + items
+    out, start = [], 0
+    for shop, _ in pairs:
+        out.append(key[start : start + len(shop)])
+        start += len(shop)
+    return out
 
 
 def _first(mask: pd.Series) -> int:

@@ -91,10 +91,21 @@ class RunDir:
     def shop_file(self, shop: str) -> Path:
         return self.shops_dir / f"{shop}.npz"
 
-    def new_model(self) -> InterestModel:
+    def new_model(self, num_local_items: int = 0) -> InterestModel:
+        """A freshly initialised model (same seed → same shared weights in every process).
+
+        ``num_local_items`` > 0 adds the shop-private item part (if ``model.local_items``).
+        """
         m = self.config.model
         torch.manual_seed(self.config.train.seed)
-        return InterestModel(int(self.index["feature_size"]), dim=m.dim, hidden=m.hidden, temperature=m.temperature)
+        return InterestModel(
+            int(self.index["feature_size"]), dim=m.dim, hidden=m.hidden, temperature=m.temperature,
+            num_local_items=num_local_items if m.local_items else 0,
+        )  # fmt: skip
+
+    def local_state_file(self, shop: str) -> Path:
+        """Where a shop keeps its private parameters between rounds (never sent anywhere)."""
+        return self.path / "local" / f"{shop}.pt"
 
     # ------------------------------------------------------------ checkpoints
     def checkpoint_file(self, server_round: int) -> Path:

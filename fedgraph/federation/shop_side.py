@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from fedgraph.atomic import atomic_path
 from fedgraph.evaluation import evaluate_model
 from fedgraph.federation.run_dir import RunDir
 from fedgraph.shop import ShopData
@@ -54,6 +55,18 @@ def round_seed(base: int, server_round: int, shop: str) -> int:
     return (base * 1_000_003 + server_round * 7919 + zlib.crc32(shop.encode())) % (2**31)
 
 
+def _model_for(run: RunDir, data: ShopData, state: dict[str, torch.Tensor]):
+    """A model holding the global ``state`` plus this shop's private part (if any yet)."""
+    model = run.new_model(data.num_items)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith("local.") for k in missing):
+        raise ValueError(f"global weights do not fit the model: missing {missing}, unexpected {unexpected}")
+    path = run.local_state_file(data.shop)
+    if model.local is not None and path.exists():
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=False)
+    return model
+
+
 def _limit_threads(run: RunDir) -> None:
     cpus = run.config.federation.cpus_per_shop
     if cpus >= 1 and "FEDGRAPH_KEEP_THREADS" not in os.environ:
@@ -67,12 +80,15 @@ def shop_train(
     run = RunDir.at(run_dir)
     _limit_threads(run)
     data = shop_data(run, partition_id)
-    model = run.new_model()
-    model.load_state_dict(state)
+    model = _model_for(run, data, state)
     settings = train_settings(run, seed=round_seed(run.config.train.seed, server_round, data.shop), proximal_mu=proximal_mu)
     result = train_local(model, data, settings, device=resolve_device(run.config.train.device))
     metrics = {**result.as_metrics, "partition-id": partition_id}
-    return {k: v.detach().cpu() for k, v in model.state_dict().items()}, metrics
+    local = model.local_state_dict()
+    if local:  # the shop-private part stays in the shop's own directory
+        with atomic_path(run.local_state_file(data.shop)) as tmp:
+            torch.save({k: v.detach().cpu() for k, v in local.items()}, tmp)
+    return {k: v.detach().cpu() for k, v in model.shared_state_dict().items()}, metrics
 
 
 def shop_evaluate(run_dir: str, partition_id: int, state: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -80,8 +96,7 @@ def shop_evaluate(run_dir: str, partition_id: int, state: dict[str, torch.Tensor
     run = RunDir.at(run_dir)
     _limit_threads(run)
     data = shop_data(run, partition_id)
-    model = run.new_model()
-    model.load_state_dict(state)
+    model = _model_for(run, data, state)
     ev = run.config.evaluation
     result = evaluate_model(model, data, k=ev.k, history=ev.history, device=resolve_device(run.config.train.device))
     return {**result, "num-examples": int(result["users"]), "partition-id": partition_id}

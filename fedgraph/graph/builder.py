@@ -125,12 +125,12 @@ def _as_matrix(name: str, value: Any, n_rows: int) -> np.ndarray:
 def _exclusion_csr(exclude: Sequence[np.ndarray], n_users: int, n_items: int) -> tuple[np.ndarray, np.ndarray]:
     if len(exclude) != n_users:
         raise ValueError(f"exclude must have one entry per user ({n_users}), got {len(exclude)}")
-    lengths = np.fromiter((len(e) for e in exclude), dtype=np.int64, count=n_users)
+    arrays = [np.asarray(e, dtype=np.int64).reshape(-1) for e in exclude]
     indptr = np.zeros(n_users + 1, dtype=np.int64)
-    np.cumsum(lengths, out=indptr[1:])
+    np.cumsum([a.size for a in arrays], out=indptr[1:])
     if indptr[-1] == 0:
         return indptr, np.zeros(0, dtype=np.int64)
-    indices = np.concatenate([np.asarray(e, dtype=np.int64).reshape(-1) for e in exclude])
+    indices = np.concatenate(arrays)
     if indices.min() < 0 or indices.max() >= n_items:
         bad = indices[(indices < 0) | (indices >= n_items)][0]
         raise ValueError(f"exclude contains item index {bad}, outside [0, {n_items})")

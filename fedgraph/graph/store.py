@@ -691,8 +691,9 @@ class GraphStore:
                 f"shop {shop!r} not in graph store {self.path} (it holds no graphs yet; "
                 "build them with `fedgraph graph build`)")
         shown = ", ".join(repr(s) for s in shops[:10]) + (", ..." if len(shops) > 10 else "")
+        noun = "shop" if len(shops) == 1 else "shops"
         return GraphLookupError(
-            f"shop {shop!r} not in graph store {self.path} ({len(shops)} shops: {shown})")
+            f"shop {shop!r} not in graph store {self.path} ({len(shops)} {noun}: {shown})")
 
     def _require(self, kind: str, shop: str, key: str) -> None:
         """Raise :class:`GraphLookupError` unless node ``key`` of ``kind`` exists in ``shop``."""
@@ -719,9 +720,9 @@ class GraphStore:
         plural = "interests" if kind == "interest" else f"{kind}s"
         if not near:
             return GraphLookupError(f"{kind} {key!r} not in shop {shop!r} (it has no {plural})")
-        shown = ", ".join(repr(n) for n in sorted(near))
-        return GraphLookupError(
-            f"{kind} {key!r} not in shop {shop!r} ({count} {plural}; e.g. {shown}, ...)")
+        shown = ", ".join(repr(n) for n in sorted(near)) + (", ..." if count > len(near) else "")
+        noun = plural if count != 1 else kind
+        return GraphLookupError(f"{kind} {key!r} not in shop {shop!r} ({count} {noun}; e.g. {shown})")
 
 
 def _check_k(k: int) -> int:

@@ -52,6 +52,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.utils import scatter, softmax
 
+#: State-dict prefix of the shop-private parameters.
+LOCAL_PREFIX = "local."
+
 #: Number of per-edge features: recency, log1p(weight), one-hot kind (view, cart, purchase).
 EDGE_FEATURES = 5
 
@@ -91,9 +94,12 @@ class InterestModel(nn.Module):
         temperature: Softmax temperature :math:`\\tau` of the scores.
     """
 
-    def __init__(self, in_features: int, dim: int = 64, hidden: int = 128, temperature: float = 0.1) -> None:
+    def __init__(
+        self, in_features: int, dim: int = 64, hidden: int = 128, temperature: float = 0.1, num_local_items: int = 0
+    ) -> None:
         super().__init__()
         self.in_features = in_features
+        self.num_local_items = num_local_items
         self.dim = dim
         self.hidden = hidden
         self.temperature = temperature
@@ -103,6 +109,9 @@ class InterestModel(nn.Module):
         self.attention_score = nn.Linear(dim, 1, bias=False)
         self.message = nn.Linear(dim, dim, bias=False)
         self.user_out = nn.Linear(dim, dim)
+        # Shop-private part: a correction vector and a bias per catalog item. Its state-dict
+        # keys start with ``local.`` and are never sent to the server (see local_state_dict).
+        self.local = nn.Embedding(num_local_items, dim + 1) if num_local_items else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -112,17 +121,38 @@ class InterestModel(nn.Module):
         # Start the residual branch near zero so an untrained user is the attentive mean.
         nn.init.normal_(self.user_out.weight, std=1e-3)
         nn.init.zeros_(self.user_out.bias)
+        if self.local is not None:
+            nn.init.zeros_(self.local.weight)
+
+    def shared_state_dict(self) -> dict[str, Tensor]:
+        """The transferable parameters: what federated learning averages."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(LOCAL_PREFIX)}
+
+    def local_state_dict(self) -> dict[str, Tensor]:
+        """The shop-private parameters (item corrections and biases): never leave the shop."""
+        return {k: v for k, v in self.state_dict().items() if k.startswith(LOCAL_PREFIX)}
 
     # ------------------------------------------------------------------ towers
-    def item_embeddings(self, item_features: Tensor) -> Tensor:
-        """Embed items from their public features: ``[..., F] -> [..., dim]`` (unit norm)."""
-        return F.normalize(self.item_out(F.gelu(self.item_in(item_features))), dim=-1)
+    def item_embeddings(self, item_features: Tensor, items: Tensor | None = None) -> Tensor:
+        """Embed items: ``[..., F] -> [..., dim + 1]``; the last column is the item's bias.
+
+        The first ``dim`` columns are unit norm. ``items`` (same leading shape) are the item
+        indices for the shop-private correction and bias; without them (or without a local
+        part) the bias is 0.
+        """
+        emb = self.item_out(F.gelu(self.item_in(item_features)))
+        bias = emb.new_zeros(emb.shape[:-1] + (1,))
+        if self.local is not None and items is not None:
+            local = self.local(items)
+            emb, bias = emb + local[..., :-1], local[..., -1:]
+        return torch.cat([F.normalize(emb, dim=-1), bias], dim=-1)
 
     def user_embeddings_from(self, history_emb: Tensor, history_attr: Tensor, history_mask: Tensor) -> Tensor:
-        """Encode users from their embedded ego graphs: ``[B, H, dim] -> [B, dim]`` (unit norm).
+        """Encode users from their embedded ego graphs: ``[B, H, dim(+1)] -> [B, dim]`` (unit norm).
 
         A user with an empty history gets the zero vector (it scores every item 0).
         """
+        history_emb = history_emb[..., : self.dim]
         batch, hist = history_mask.shape
         logits = self.attention_score(torch.tanh(self.attention_hidden(torch.cat([history_emb, history_attr], dim=-1))))
         messages = self.message(history_emb)
@@ -141,12 +171,16 @@ class InterestModel(nn.Module):
         """
         hist, pos = batch.history.shape[1], batch.positives.shape[1]
         all_items = torch.cat([batch.history, batch.positives, batch.negatives], dim=1)
-        emb = self.item_embeddings(item_features[all_items])
+        emb = self.item_embeddings(item_features[all_items], all_items)
         h_emb, p_emb, n_emb = emb[:, :hist], emb[:, hist : hist + pos], emb[:, hist + pos :]
         user = self.user_embeddings_from(h_emb, batch.history_attr, batch.history_mask)
-        pos_scores = torch.einsum("bd,bpd->bp", user, p_emb) / self.temperature
-        neg_scores = torch.einsum("bd,bnd->bn", user, n_emb) / self.temperature
-        return user, pos_scores, neg_scores
+        return user, self.score(user, p_emb), self.score(user, n_emb)
+
+    def score(self, user: Tensor, item: Tensor) -> Tensor:
+        """Scores :math:`z_u^T e_i / \\tau + b_i` for ``user [B, dim]`` and ``item [B, T, dim+1]`` or ``[I, dim+1]``."""
+        if item.dim() == 2:
+            return (user @ item[:, :-1].T) / self.temperature + item[:, -1]
+        return torch.einsum("bd,btd->bt", user, item[..., :-1]) / self.temperature + item[..., -1]
 
     def recommendation_loss(self, batch: UserBatch, item_features: Tensor) -> Tensor:
         """Sampled-softmax loss, one value per user row: ``[B]``."""
@@ -162,7 +196,7 @@ class InterestModel(nn.Module):
     @torch.no_grad()
     def recommend(self, user_emb: Tensor, item_emb: Tensor, k: int, exclude: Tensor | None = None) -> Tensor:
         """Top-``k`` item indices per user; ``exclude`` is a ``[U, I]`` bool mask of seen items."""
-        scores = user_emb @ item_emb.T
+        scores = self.score(user_emb, item_emb)
         if exclude is not None:
             scores = scores.masked_fill(exclude, float("-inf"))
         return scores.topk(min(k, scores.shape[1]), dim=1).indices

@@ -22,12 +22,12 @@ from fedgraph.training.rows import RowSampler
 @dataclass(frozen=True)
 class TrainSettings:
     epochs: int = 1
-    batch_size: int = 64
-    lr: float = 3e-3
+    batch_size: int = 32
+    lr: float = 5e-3
     weight_decay: float = 0.0
     history: int = 32
     positives: int = 4
-    negatives: int = 32
+    negatives: int = 64
     proximal_mu: float = 0.0
     seed: int = 0
 
@@ -71,7 +71,8 @@ def train_local(
         data, history=settings.history, positives=settings.positives, negatives=settings.negatives, negative_range=negative_range
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    anchor = [p.detach().clone() for p in model.parameters()] if settings.proximal_mu > 0 else None
+    shared = [p for name, p in model.named_parameters() if not name.startswith("local.")]
+    anchor = [p.detach().clone() for p in shared] if settings.proximal_mu > 0 else None
     rng = np.random.default_rng(settings.seed)
     steps, last_epoch_losses = 0, []
     for _ in range(settings.epochs):
@@ -81,7 +82,7 @@ def train_local(
             batch = sampler.training_batch(order[start : start + settings.batch_size], rng).to(device)
             loss = model.recommendation_loss(batch, features).mean()
             if anchor is not None:
-                prox = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
+                prox = sum(((p - a) ** 2).sum() for p, a in zip(shared, anchor))
                 loss = loss + 0.5 * settings.proximal_mu * prox
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -24,6 +24,8 @@ class RowSampler:
         history: Maximum ego-graph size per row (most recent items kept).
         positives: Items to predict per training row.
         negatives: Uniform catalog negatives per training row.
+        next_items: Predict the items that follow a random cut of the user's timeline from
+            the items before it (default); otherwise random held-out items from the rest.
         negative_range: Optional ``[U, 2]`` half-open item-index range per user from which
             its negatives are drawn (used when several shops are pooled into one table);
             defaults to the whole catalog.
@@ -37,6 +39,7 @@ class RowSampler:
         positives: int,
         negatives: int,
         negative_range: np.ndarray | None = None,
+        next_items: bool = True,
     ) -> None:
         if history < 1 or positives < 1 or negatives < 1:
             raise ValueError("history, positives and negatives must all be >= 1")
@@ -44,6 +47,7 @@ class RowSampler:
         self.history = history
         self.positives = positives
         self.negatives = negatives
+        self.next_items = next_items
         if negative_range is None:
             negative_range = np.tile(np.array([0, data.num_items], dtype=np.int64), (data.num_users, 1))
         self.negative_range = negative_range
@@ -65,10 +69,18 @@ class RowSampler:
             count = stop - start
             if count < 2:
                 raise ValueError(f"user index {u} has {count} training items; training rows need at least 2")
-            take = min(p, count - 1)
-            order = rng.permutation(count)
-            chosen = order[:take]
-            rest = np.sort(order[take:])[-h:]  # most recent remaining items
+            if self.next_items:
+                # A random cut in the user's timeline: predict the items right after it
+                # from the items before it (the shape of the temporal hold-out).
+                cut = int(rng.integers(1, count))
+                chosen = np.arange(cut, min(cut + p, count))
+                rest = np.arange(max(0, cut - h), cut)
+                take = len(chosen)
+            else:
+                take = min(p, count - 1)
+                order = rng.permutation(count)
+                chosen = order[:take]
+                rest = np.sort(order[take:])[-h:]  # most recent remaining items
             pos[row, :take] = items[start + chosen]
             pos_mask[row, :take] = True
             hist[row, : len(rest)] = items[start + rest]

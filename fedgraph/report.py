@@ -1,0 +1,132 @@
+"""Run reports: ``metrics.json`` (stable schema), ``metrics.png`` and the terminal table.
+
+``metrics.json`` layout (tools may rely on it)::
+
+    {
+      "k": 20,
+      "methods": {
+        "<method>": {                      # popularity, local, federated, pooled, lightgcn_pooled
+          "recall@20": float,              # macro average over shops
+          "ndcg@20": float,                # macro average over shops
+          "weighted": {"recall@20": .., "ndcg@20": ..},   # weighted by evaluated users
+          "macro_excluding_largest": {"recall@20": .., "ndcg@20": ..},
+          "per_shop": {"<shop>": {"recall@20": .., "ndcg@20": .., "users": n}}
+        }
+      },
+      "rounds": [{"round": r, "recall@20": macro, "ndcg@20": macro, "seconds": s}],
+      "shops": [...], "largest_shop": "...", "timings": {...}, "environment": {...}, "graphs": {...}
+    }
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from fedgraph.atomic import atomic_write_json, atomic_write_with  # noqa: E402
+from fedgraph.federation.run_dir import RunDir  # noqa: E402
+from fedgraph.metrics import aggregate_shops  # noqa: E402
+
+ORDER = ("popularity", "local", "federated", "pooled", "lightgcn_pooled")
+LABELS = {
+    "popularity": "popularity",
+    "local": "each shop alone",
+    "federated": "federated (fedgraph)",
+    "pooled": "all data pooled",
+    "lightgcn_pooled": "LightGCN pooled (PyG)",
+}
+
+
+def _summarise(per_shop: dict[str, dict], k: int, largest: str) -> dict[str, Any]:
+    keys = (f"recall@{k}", f"ndcg@{k}")
+    clean = {s: {key: float(m[key]) for key in keys} | {"users": int(m.get("users", 0))} for s, m in per_shop.items()}
+    agg = aggregate_shops(clean)
+    rest = {s: m for s, m in clean.items() if s != largest}
+    agg_rest = aggregate_shops(rest) if rest else {"macro": {key: math.nan for key in keys}}
+    return {
+        **{key: agg["macro"][key] for key in keys},
+        "weighted": {key: agg["weighted"][key] for key in keys},
+        "macro_excluding_largest": {key: agg_rest["macro"][key] for key in keys},
+        "per_shop": clean,
+    }
+
+
+def write_report(
+    run: RunDir,
+    results: dict[str, dict[str, dict]],
+    *,
+    timings: dict[str, float],
+    environment: dict[str, Any],
+    graphs: dict[str, Any],
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    k = run.config.evaluation.k
+    summary = run.index.get("summary", [])
+    largest = max(summary, key=lambda s: s["users"])["shop"] if summary else ""
+    methods = {m: _summarise(results[m], k, largest) for m in ORDER if m in results}
+    rounds = []
+    for r in run.read_history()["rounds"]:
+        agg = aggregate_shops({s: {f"recall@{k}": e[f"recall@{k}"], f"ndcg@{k}": e[f"ndcg@{k}"], "users": e.get("users", 0)} for s, e in r["eval"].items()})
+        rounds.append({"round": r["round"], **agg["macro"], "seconds": r.get("seconds", 0.0), "failures": len(r.get("failures", []))})
+    doc = {
+        "k": k, "methods": methods, "rounds": rounds, "shops": summary, "largest_shop": largest,
+        "timings": timings, "environment": environment, "graphs": graphs,
+        "config": run.config.to_dict(), "dataset": run.index.get("dataset", {}),
+    }  # fmt: skip
+    atomic_write_json(run.metrics_file, doc)
+    atomic_write_with(run.path / "metrics.png", lambda tmp: _plot(doc, tmp))
+    for line in summary_table(doc).splitlines():
+        say(line)
+    say(f"wrote {run.metrics_file} and {run.path / 'metrics.png'}")
+    return doc
+
+
+def summary_table(doc: dict[str, Any]) -> str:
+    k = doc["k"]
+    head = f"{'method':<24} {'Recall@' + str(k):>10} {'NDCG@' + str(k):>9} {'NDCG w.':>9} {'NDCG excl. ' + doc['largest_shop']:>18}"
+    lines = [head, "-" * len(head)]
+    for m, v in doc["methods"].items():
+        lines.append(
+            f"{LABELS.get(m, m):<24} {v[f'recall@{k}']:>10.4f} {v[f'ndcg@{k}']:>9.4f} {v['weighted'][f'ndcg@{k}']:>9.4f} "
+            f"{v['macro_excluding_largest'][f'ndcg@{k}']:>18.4f}"
+        )
+    lines.append(f"(macro averages over {len(doc['shops'])} shops; 'w.' = weighted by evaluated users)")
+    return "\n".join(lines)
+
+
+def _plot(doc: dict[str, Any], path) -> None:
+    k = doc["k"]
+    methods = doc["methods"]
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+    colours = dict(zip(ORDER, ("#999999", "#e08a2c", "#1f6fb4", "#2ca02c", "#9467bd")))
+    for ax, metric in zip(axes[:2], (f"ndcg@{k}", f"recall@{k}")):
+        rounds = [r["round"] for r in doc["rounds"]]
+        ax.plot(rounds, [r[metric] for r in doc["rounds"]], marker="o", color=colours["federated"], label=LABELS["federated"])
+        for m in ORDER:
+            if m in methods and m != "federated":
+                ax.axhline(methods[m][metric], linestyle="--", color=colours[m], label=f"{LABELS[m]} (final)")
+        ax.set_xlabel("federated round")
+        ax.set_ylabel(f"{metric.upper()} (macro over shops)")
+        ax.set_title(f"{metric.upper()} per round")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    ax = axes[2]
+    shops = [s["shop"] for s in doc["shops"]]
+    shown = [m for m in ORDER if m in methods]
+    width = 0.8 / max(len(shown), 1)
+    for j, m in enumerate(shown):
+        vals = [methods[m]["per_shop"].get(s, {}).get(f"ndcg@{k}", float("nan")) for s in shops]
+        ax.bar([i + j * width for i in range(len(shops))], vals, width=width, color=colours[m], label=LABELS[m])
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(shops))])
+    ax.set_xticklabels([f"{s}\n({next(x['users'] for x in doc['shops'] if x['shop'] == s)})" for s in shops], rotation=45, fontsize=7, ha="right")
+    ax.set_ylabel(f"NDCG@{k}")
+    ax.set_title("per shop (users)")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,247 @@
+"""A federated simulation, end to end: data → features → Flower rounds → baselines → graphs → report.
+
+:func:`simulate` is what ``fedgraph simulate`` runs. Each stage writes its result into the
+run directory atomically, and a stage whose result is already there is skipped, so a run
+that was stopped (Ctrl-C, crash, a failed round) resumes with ``fedgraph simulate --resume
+RUN_DIR`` from where it stopped: prepared data, finished rounds (checkpoints) and finished
+baselines are reused.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from fedgraph.atomic import atomic_write_json
+from fedgraph.config import RunConfig
+from fedgraph.federation.run_dir import RunDir
+from fedgraph.features import feature_size, item_features
+from fedgraph.shop import ShopData, build_shop_data
+
+Say = Callable[[str], None]
+METHODS = ("popularity", "local", "federated", "pooled", "lightgcn_pooled")
+
+
+@dataclass
+class Dataset:
+    events: pd.DataFrame
+    catalog: pd.DataFrame
+    description: dict[str, Any]
+
+
+def load_dataset(config: RunConfig) -> Dataset:
+    """Load and validate the configured data source."""
+    d = config.data
+    if d.source == "online_retail":
+        from fedgraph.data.online_retail import load_online_retail
+
+        data = load_online_retail(
+            uk_shards=d.uk_shards, min_customers=d.min_customers, max_users_per_shop=d.max_users_per_shop or None, seed=d.seed
+        )
+        return Dataset(data.events, data.catalog, {"source": "UCI Online Retail (CC BY 4.0)", "cleaning": data.cleaning})
+    if d.source == "synthetic":
+        from fedgraph.data.synthetic import generate_federation
+
+        fed = generate_federation(d.synthetic_shops, seed=d.seed)
+        return Dataset(fed.events, fed.catalog, {"source": f"synthetic ({d.synthetic_shops} shops, seed {d.seed})"})
+    from fedgraph.data.loaders import check_events_against_catalog, load_catalog, load_events
+
+    events, catalog = load_events(d.events), load_catalog(d.catalog)
+    check_events_against_catalog(events, catalog, source=f"{d.events} / {d.catalog}")
+    return Dataset(events, catalog, {"source": f"files: {d.events}, {d.catalog}"})
+
+
+def prepare(config: RunConfig, run: RunDir, say: Say = print) -> list[str]:
+    """Load, split, embed and save every shop's :class:`ShopData`; returns the shop names."""
+    from fedgraph.data.split import temporal_split
+    from fedgraph.text import TextEmbedder, embed_catalog
+
+    started = time.perf_counter()
+    dataset = load_dataset(config)
+    train, test = temporal_split(dataset.events, test_fraction=config.data.test_fraction, min_user_items=config.data.min_user_items)
+    catalog = dataset.catalog.reset_index(drop=True)
+    say(f"data: {len(dataset.events):,} events, {catalog['shop'].nunique()} shops, {len(catalog):,} catalog rows "
+        f"({len(train):,} train / {len(test):,} held-out events) in {time.perf_counter() - started:.1f} s")  # fmt: skip
+    embedder = TextEmbedder(cache_dir=config.features.cache_dir or None, batch_size=config.features.text_batch_size)
+    text = embed_catalog(catalog, embedder)
+    say(f"text features: {len(catalog):,} items, {embedder.stats.as_dict()}")
+    # Order shops by size (largest first) so partition ids are stable and readable.
+    shops = sorted(dataset.events["shop"].unique(), key=lambda s: (-int(dataset.events["user"][dataset.events["shop"] == s].nunique()), s))
+    summary = []
+    for shop in shops:
+        rows = np.flatnonzero(catalog["shop"].to_numpy() == shop)
+        shop_catalog = catalog.iloc[rows]
+        feats = item_features(text[rows], shop_catalog["price"].to_numpy(), neighbours=config.features.neighbours, hops=config.features.hops)
+        data = build_shop_data(shop, train, test, shop_catalog, feats, recency_halflife_days=config.model.recency_halflife_days)
+        data.save(run.shop_file(shop))
+        summary.append({"shop": shop, "users": data.num_users, "items": data.num_items, "interactions": data.num_interactions,
+                        "evaluable_users": int(len(data.evaluable_users()))})  # fmt: skip
+    atomic_write_json(run.shops_dir / "index.json", {
+        "shops": list(shops), "feature_size": feature_size(hops=config.features.hops), "dataset": dataset.description, "summary": summary,
+    })  # fmt: skip
+    say(f"prepared {len(shops)} shops in {time.perf_counter() - started:.1f} s")
+    return list(shops)
+
+
+def load_shops(run: RunDir) -> list[ShopData]:
+    return [ShopData.load(run.shop_file(s)) for s in run.shop_names]
+
+
+def _baseline_settings(run: RunDir):
+    from fedgraph.federation.shop_side import train_settings
+
+    cfg = run.config
+    return train_settings(run, epochs=cfg.train.rounds * cfg.train.local_epochs, seed=cfg.train.seed)
+
+
+def run_baselines(run: RunDir, say: Say = print) -> dict[str, dict[str, dict]]:
+    """Compute (or reuse) every configured baseline; one JSON file per method."""
+    from fedgraph import baselines
+    from fedgraph.training.local import resolve_device
+
+    cfg, ev = run.config, run.config.evaluation
+    device = resolve_device(cfg.train.device)
+    shops = load_shops(run)
+    results = {}
+    for method in ev.baselines:
+        path = run.baselines_dir / f"{method}.json"
+        if path.exists():
+            results[method] = json.loads(path.read_text())["per_shop"]
+            say(f"baseline {method}: reused {path.name}")
+            continue
+        started = time.perf_counter()
+        if method == "popularity":
+            per_shop = baselines.popularity(shops, k=ev.k)
+        elif method == "local":
+            per_shop = baselines.local_alone(shops, run.new_model, _baseline_settings(run), k=ev.k, history=ev.history, device=device)
+        elif method == "pooled":
+            per_shop = baselines.pooled_central(shops, run.new_model, _baseline_settings(run), k=ev.k, history=ev.history, device=device)
+        else:
+            per_shop = baselines.lightgcn_pooled(
+                shops, k=ev.k, epochs=ev.lightgcn_epochs, layers=ev.lightgcn_layers, dim=ev.lightgcn_dim, lr=ev.lightgcn_lr,
+                batch_size=ev.lightgcn_batch_size, seed=cfg.train.seed, device=device, progress=say,
+            )  # fmt: skip
+        seconds = time.perf_counter() - started
+        atomic_write_json(path, {"method": method, "seconds": seconds, "per_shop": per_shop})
+        results[method] = per_shop
+        say(f"baseline {method}: done in {seconds:.1f} s")
+    return results
+
+
+def federated_results(run: RunDir) -> dict[str, dict]:
+    """Per-shop evaluation of the final global model (from the round history)."""
+    rounds = run.read_history()["rounds"]
+    if not rounds or rounds[-1]["round"] != run.config.train.rounds:
+        done = rounds[-1]["round"] if rounds else "no"
+        raise RuntimeError(f"federated training did not finish ({done} of {run.config.train.rounds} rounds); resume the run")
+    return {shop: {k: v for k, v in m.items() if k != "num-examples"} for shop, m in rounds[-1]["eval"].items()}
+
+
+def build_graphs(run: RunDir, say: Say = print) -> dict[str, Any]:
+    """Rebuild every shop's interest graph from the final global model into ``graph.sqlite``."""
+    from fedgraph.evaluation import item_embeddings, user_embeddings
+    from fedgraph.graph import GraphStore, build_interest_graph
+    from fedgraph.training.local import resolve_device
+
+    cfg = run.config
+    device = resolve_device(cfg.train.device)
+    last = run.checkpoint_rounds()[-1]
+    checkpoint = run.load_checkpoint(last)
+    model = run.new_model()
+    model.load_state_dict(checkpoint["state_dict"])
+    version = checkpoint["extra"].get("model_version", "")
+    store = GraphStore(run.graph_file)
+    sizes = {}
+    for shop in load_shops(run):
+        started = time.perf_counter()
+        users = np.arange(shop.num_users)
+        items = item_embeddings(model, shop, device)
+        user_emb = user_embeddings(model, shop, users, history=cfg.evaluation.history, items=items, device=device)
+        graph = build_interest_graph(
+            shop.shop, list(shop.users), user_emb.cpu().numpy(), list(shop.items), items.cpu().numpy(),
+            list(shop.item_titles), list(shop.item_categories), exclude=[shop.history(u) for u in users],
+            top_k_items=cfg.graph.top_k_items, top_k_interests=cfg.graph.top_k_interests,
+            top_k_neighbours=cfg.graph.top_k_neighbours, model_version=version, round=last, device=device,
+        )  # fmt: skip
+        store.write(graph)
+        sizes[shop.shop] = store.summary(shop.shop)
+        say(f"graph {shop.shop}: {shop.num_users} users, {shop.num_items} items in {time.perf_counter() - started:.1f} s")
+    store.close()
+    return sizes
+
+
+def _peak_rss_mb() -> dict[str, float]:
+    kb_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kb_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {"main_process_mb": kb_self / 1024, "largest_child_process_mb": kb_children / 1024}
+
+
+def simulate(config: RunConfig | None, out_dir: str | Path, *, resume: bool = False, say: Say = print) -> dict[str, Any]:
+    """Run (or resume) a whole simulation into ``out_dir``; returns the metrics document."""
+    from fedgraph.flower_runtime import run_flower_simulation
+    from fedgraph.report import write_report
+
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    if resume:
+        run = RunDir.at(out_dir)
+        config = run.config
+        say(f"resuming run {run.path}")
+    else:
+        if out_dir.exists() and any(out_dir.iterdir()):
+            raise FileExistsError(f"{out_dir} already holds files; pick a new --out, or resume it with --resume {out_dir}")
+        assert config is not None
+        out_dir.mkdir(parents=True, exist_ok=True)
+        config.save(out_dir / "config.toml")
+        run = RunDir.at(out_dir)
+    timings: dict[str, float] = {}
+
+    t = time.perf_counter()
+    if not (run.shops_dir / "index.json").exists():
+        prepare(config, run, say)
+    timings["prepare_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    history = run.read_history()["rounds"]
+    if not history or history[-1]["round"] < config.train.rounds:
+        fed = config.federation
+        say(f"federated training: {len(run.shop_names)} shops, {config.train.rounds} rounds, {fed.strategy} (Flower simulation engine)")
+        run_flower_simulation(
+            run.path, num_shops=len(run.shop_names), cpus_per_shop=fed.cpus_per_shop, gpus_per_shop=fed.gpus_per_shop,
+            total_cpus=fed.total_cpus, on_line=lambda line: _forward_flower_line(line, say),
+        )  # fmt: skip
+    federated = federated_results(run)
+    timings["federated_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    results = run_baselines(run, say)
+    timings["baselines_s"] = time.perf_counter() - t
+    results["federated"] = federated
+
+    t = time.perf_counter()
+    graphs = build_graphs(run, say)
+    timings["graphs_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - started
+    environment = {
+        "python": sys.version.split()[0], "torch": torch.__version__, "platform": platform.platform(),
+        "device": str(torch.cuda.get_device_name(0)) if torch.cuda.is_available() else "cpu", **_peak_rss_mb(),
+    }  # fmt: skip
+    return write_report(run, results, timings=timings, environment=environment, graphs=graphs, say=say)
+
+
+def _forward_flower_line(line: str, say: Say) -> None:
+    """Show our progress lines and Flower's problems; the full log is in flower.log."""
+    if "[fedgraph]" in line:
+        say(line[line.index("[fedgraph]") + len("[fedgraph] ") :])
+    elif any(tag in line for tag in ("ERROR", "Traceback", "Error:", "RoundFailed")):
+        say(f"flower: {line.strip()}")
