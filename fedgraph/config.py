@@ -40,6 +40,8 @@ class DataConfig:
     max_users_per_shop: int = 0
     #: Synthetic federation size.
     synthetic_shops: int = 20
+    synthetic_users_per_shop: list[int] = field(default_factory=lambda: [20, 500])
+    synthetic_items_per_shop: list[int] = field(default_factory=lambda: [50, 500])
     seed: int = 0
     #: Temporal hold-out: each user's last ``test_fraction`` of distinct items.
     test_fraction: float = 0.2
@@ -60,7 +62,7 @@ class FeatureConfig:
 @dataclass
 class ModelConfig:
     dim: int = 64
-    hidden: int = 128
+    hidden: int = 64
     temperature: float = 0.1
     recency_halflife_days: float = 60.0
     #: Shop-private item corrections and biases (trained locally, never averaged or sent).
@@ -76,7 +78,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     history: int = 32
     positives: int = 4
-    negatives: int = 64
+    negatives: int = 48
     seed: int = 0
     #: "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
     device: str = "auto"
@@ -93,7 +95,7 @@ class FederationConfig:
     server_lr: float = 0.01
     round_timeout_s: float = 900.0
     #: Flower simulation backend resources per shop (fractions share a device).
-    cpus_per_shop: float = 1.0
+    cpus_per_shop: int = 1
     gpus_per_shop: float = 0.0
     #: CPUs Ray may use in total (0 = all).
     total_cpus: int = 0
@@ -105,11 +107,11 @@ class EvaluationConfig:
     #: History length used to embed a user at evaluation and graph time.
     history: int = 64
     baselines: list[str] = field(default_factory=lambda: ["popularity", "local", "pooled", "lightgcn_pooled"])
-    lightgcn_epochs: int = 40
+    lightgcn_epochs: int = 20
     lightgcn_layers: int = 3
     lightgcn_dim: int = 64
     lightgcn_lr: float = 0.005
-    lightgcn_batch_size: int = 8192
+    lightgcn_batch_size: int = 16384
 
 
 @dataclass

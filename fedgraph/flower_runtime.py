@@ -30,6 +30,8 @@ build-backend = "hatchling.build"
 [project]
 name = "fedgraph-app"
 version = "1.0.0"
+description = "fedgraph federated interest-graph training (generated per run)"
+license = "Apache-2.0"
 dependencies = []
 
 [tool.hatch.build.targets.wheel]
@@ -80,7 +82,7 @@ def run_flower_simulation(
     run_dir: Path,
     *,
     num_shops: int,
-    cpus_per_shop: float = 1.0,
+    cpus_per_shop: int = 1,
     gpus_per_shop: float = 0.0,
     total_cpus: int = 0,
     on_line: Callable[[str], None] = print,
@@ -129,7 +131,7 @@ def run_flower_simulation(
             if time.monotonic() > deadline:
                 raise FlowerRunError(f"flower-superlink did not become ready in {startup_timeout:.0f} s; see {flower_dir / 'superlink.log'}")
             time.sleep(0.3)
-        fed = [f"num-supernodes={num_shops}", f"client-resources-num-cpus={float(cpus_per_shop)}",
+        fed = [f"num-supernodes={num_shops}", f"client-resources-num-cpus={max(1, int(cpus_per_shop))}",
                f"client-resources-num-gpus={float(gpus_per_shop)}", 'init-args-logging-level="error"', "init-args-log-to-driver=true"]  # fmt: skip
         if total_cpus:
             fed.append(f"init-args-num-cpus={int(total_cpus)}")

@@ -52,7 +52,9 @@ def load_dataset(config: RunConfig) -> Dataset:
     if d.source == "synthetic":
         from fedgraph.data.synthetic import generate_federation
 
-        fed = generate_federation(d.synthetic_shops, seed=d.seed)
+        fed = generate_federation(
+            d.synthetic_shops, seed=d.seed, users_per_shop=tuple(d.synthetic_users_per_shop), items_per_shop=tuple(d.synthetic_items_per_shop)
+        )
         return Dataset(fed.events, fed.catalog, {"source": f"synthetic ({d.synthetic_shops} shops, seed {d.seed})"})
     from fedgraph.data.loaders import check_events_against_catalog, load_catalog, load_events
 
@@ -150,6 +152,7 @@ def federated_results(run: RunDir) -> dict[str, dict]:
 def build_graphs(run: RunDir, say: Say = print) -> dict[str, Any]:
     """Rebuild every shop's interest graph from the final global model into ``graph.sqlite``."""
     from fedgraph.evaluation import item_embeddings, user_embeddings
+    from fedgraph.federation.shop_side import model_for_shop
     from fedgraph.graph import GraphStore, build_interest_graph
     from fedgraph.training.local import resolve_device
 
@@ -157,18 +160,20 @@ def build_graphs(run: RunDir, say: Say = print) -> dict[str, Any]:
     device = resolve_device(cfg.train.device)
     last = run.checkpoint_rounds()[-1]
     checkpoint = run.load_checkpoint(last)
-    model = run.new_model()
-    model.load_state_dict(checkpoint["state_dict"])
     version = checkpoint["extra"].get("model_version", "")
     store = GraphStore(run.graph_file)
     sizes = {}
     for shop in load_shops(run):
         started = time.perf_counter()
+        model = model_for_shop(run, shop, checkpoint["state_dict"])  # global weights + the shop's private part
         users = np.arange(shop.num_users)
         items = item_embeddings(model, shop, device)
         user_emb = user_embeddings(model, shop, users, history=cfg.evaluation.history, items=items, device=device)
+        # Scores are z_u . e_i / tau + b_i (exactly the evaluation's ranking): the builder
+        # gets the unit item vectors (for similarities and interests) and the bias apart.
         graph = build_interest_graph(
-            shop.shop, list(shop.users), user_emb.cpu().numpy(), list(shop.items), items.cpu().numpy(),
+            shop.shop, list(shop.users), (user_emb / model.temperature).cpu().numpy(), list(shop.items),
+            items[:, :-1].cpu().numpy(), item_bias=items[:, -1].cpu().numpy(),
             list(shop.item_titles), list(shop.item_categories), exclude=[shop.history(u) for u in users],
             top_k_items=cfg.graph.top_k_items, top_k_interests=cfg.graph.top_k_interests,
             top_k_neighbours=cfg.graph.top_k_neighbours, model_version=version, round=last, device=device,

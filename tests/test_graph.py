@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import sqlite3
 
 import networkx as nx
@@ -184,6 +185,8 @@ def test_write_and_read_back(store):
     assert (summary.n_users, summary.n_items, summary.n_interests) == (3, 6, 3)
     assert (summary.n_user_item, summary.n_user_interest, summary.n_item_item) == (9, 6, 12)
     assert (summary.model_version, summary.round, summary.event_offset) == ("v1", 3, "events@3")
+    assert json.loads(json.dumps(summary))["n_user_item"] == 9  # a plain dict, fit for reports
+    assert store.summary("fr") == summary and summary["is_current"] is True
 
     recs = store.user_recommendations("fr", "alice")
     assert [r.item for r in recs] == ["A1", "A2", "B2"]
@@ -200,6 +203,36 @@ def test_write_and_read_back(store):
     assert back.users == sorted(USERS) and back.items == sorted(ITEMS)
     assert len(back.user_item) == 9 and back.event_offset == "events@3"
     assert back.user_item["score"].max() == pytest.approx(1.0)
+
+
+def test_bulk_write_round_trips_exactly(store):
+    rng = np.random.default_rng(3)
+    n = 1234  # not a multiple of the rows per INSERT statement
+    users = [f"user-{i}" for i in rng.permutation(n)]
+    g = build_interest_graph("fr", users, rng.standard_normal((n, 4)).astype(np.float32),
+                             ITEMS, ITEM_EMB, TITLES, CATEGORIES, top_k_items=4,
+                             top_k_interests=2, top_k_neighbours=3, model_version="v7", round=9)
+    store.write(g)
+    back = store.read_graph("fr")
+
+    def edges(graph, name, src_nodes, dst_nodes, src, dst, w):
+        e = getattr(graph, name)
+        return sorted(zip([src_nodes[i] for i in e[src]], [dst_nodes[i] for i in e[dst]],
+                          e[w].tolist()))
+
+    def all_edges(gr):
+        return {
+            "ui": edges(gr, "user_item", gr.users, gr.items, "user_idx", "item_idx", "score"),
+            "uc": edges(gr, "user_interest", gr.users, gr.interests, "user_idx", "interest_idx",
+                        "weight"),
+            "ii": edges(gr, "item_item", gr.items, gr.items, "src_idx", "dst_idx", "similarity"),
+        }
+
+    original = all_edges(g)
+    assert original == all_edges(back)  # float32 values survive the REAL column bit-exactly
+    assert len(original["ui"]) == n * 4
+    one = users[17]
+    assert [r.item for r in store.user_recommendations("fr", one, k=4)] == recs_of(g, one)[0]
 
 
 def test_replace_keeps_other_shops_and_history(store):
@@ -279,7 +312,8 @@ def test_upsert_user(store):
     assert [r.item for r in store.user_recommendations("fr", "carol")] == ["B1", "B2", "A2"]
     store.upsert_user("fr", "dave", [("cooking", 1.0)], [("C2", 0.3)], "v2", 5)
     s = store.summary("fr")
-    assert (s.n_users, s.n_user_item, s.n_user_interest, s.n_upserts) == (4, 9 - 3 + 2 + 1, 6 - 2 + 2 + 1, 2)
+    counts = (s.n_users, s.n_user_item, s.n_user_interest, s.n_upserts)
+    assert counts == (4, 9 - 3 + 2 + 1, 6 - 2 + 2 + 1, 2)
     assert s.model_version == "v1"  # the shop's graph is still the v1 build
     assert store.user_recommendations("fr", "dave")[0].title == "Wok"
 
@@ -317,7 +351,7 @@ def test_lookup_errors_say_what_exists(store):
 def test_not_a_graph_store(tmp_path):
     garbage = tmp_path / "garbage.sqlite"
     garbage.write_bytes(b"this is not sqlite at all" * 100)
-    with pytest.raises(GraphStoreError, match=r"garbage\.sqlite.*fedgraph graph build"):
+    with pytest.raises(GraphStoreError, match=r"garbage\.sqlite.*fedgraph simulate"):
         GraphStore(garbage)
 
     foreign = tmp_path / "other.db"
@@ -344,7 +378,7 @@ def test_corrupt_store(tmp_path):
     data = path.read_bytes()
     assert len(data) > 40 * 4096
     path.write_bytes(data[: len(data) // 3])  # truncated, e.g. a copy that was cut short
-    with pytest.raises(GraphStoreError, match=r"graphs\.sqlite.*corrupt.*fedgraph graph build"):
+    with pytest.raises(GraphStoreError, match=r"graphs\.sqlite.*corrupt.*fedgraph simulate"):
         s = GraphStore(path)
         s.summary("fr")
         for user in ("user-01999", "user-01500", "user-00500"):
@@ -405,3 +439,16 @@ def test_export_neo4j(store, tmp_path):
     assert cypher.count("LOAD CSV WITH HEADERS") == 6 and "file:///recommended.csv" in cypher
     assert "neo4j-admin database import" in files["README.txt"].read_text()
     assert not [p for p in (tmp_path / "neo4j").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_item_bias_shifts_recommendation_scores():
+    from fedgraph.graph import build_interest_graph
+
+    users = np.array([[1.0, 0.0]], dtype=np.float32)
+    items = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]], dtype=np.float32)
+    args = ("s", ["u"], users, ["a", "b", "c"], items, ["A", "B", "C"], ["x", "x", "y"])
+    plain = build_interest_graph(*args, top_k_items=1)
+    biased = build_interest_graph(*args, top_k_items=1, item_bias=np.array([0.0, 0.0, 5.0]))
+    assert plain.user_item["item_idx"].tolist() == [0]
+    assert biased.user_item["item_idx"].tolist() == [2]
+    assert biased.user_item["score"][0] == pytest.approx(5.0)

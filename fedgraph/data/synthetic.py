@@ -194,6 +194,8 @@ ADJECTIVES: tuple[str, ...] = (
     "Timeless",
 )
 
+_PROPER = frozenset({"Scandinavian", "Nordic"})  # stay capitalised inside sentences
+
 
 @dataclass
 class SyntheticFederation:
@@ -247,6 +249,22 @@ def _fixed_ids(prefix: str, numbers: np.ndarray, width: int) -> pa.Array:
     return pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(buf))
 
 
+class _IdTable:
+    """Fixed-width id strings ``prefix`` + zero-padded 0..n-1 as a byte matrix; ``take``
+    gathers rows with numpy (a plain memory copy) and wraps them as a large_string array."""
+
+    def __init__(self, prefix: str, n: int, width: int) -> None:
+        arr = _fixed_ids(prefix, np.arange(n), width)
+        self.length = len(prefix) + width
+        self.rows = np.frombuffer(arr.buffers()[2], dtype=np.uint8)[: n * self.length].reshape(n, self.length)
+
+    def take(self, index: np.ndarray) -> pa.Array:
+        buf = self.rows[np.asarray(index, dtype=np.int64)]
+        n = len(buf)
+        offsets = np.arange(0, (n + 1) * self.length, self.length, dtype=np.int64)
+        return pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(buf))
+
+
 def _digits(n: int) -> int:
     return len(str(max(int(n) - 1, 0)))
 
@@ -279,7 +297,8 @@ class _Vocab:
         big = pa.large_string()
         self.adj_title = pa.array(ADJECTIVES, type=big)
         self.adj_lower = pa.array(
-            [("an " if a[0].lower() in "aeiou" else "a ") + a.lower() for a in ADJECTIVES], type=big
+            [("an " if a[0].lower() in "aeiou" else "a ") + (a if a in _PROPER else a.lower()) for a in ADJECTIVES],
+            type=big,
         )
         # Sentence case: the article is capitalised.
         self.adj_sentence = pa.array([a[0].upper() + a[1:] for a in self.adj_lower.to_pylist()], type=big)
@@ -359,6 +378,11 @@ def generate_federation(
     event_start = np.concatenate([[0], np.cumsum(n_events)])
     item_start_global = np.concatenate([[0], np.cumsum(n_items)])
 
+    # Id strings are built once and gathered with take (much cheaper than formatting per row).
+    shop_names = _IdTable("shop-", n_shops, w_shop)
+    user_names = _IdTable("u", int(n_users.max()), w_user)
+    item_names = _IdTable("i", int(n_items.max()), w_item)
+
     ev_cols: dict[str, list] = {c: [] for c in ("event_id", "shop", "user", "item", "kind")}
     ev_ts: list[np.ndarray] = []
     ev_w: list[np.ndarray] = []
@@ -388,8 +412,8 @@ def generate_federation(
         phr = voc.phr_off[it_cat] + np.floor(rng.random(len(it_shop)) * voc.phr_cnt[it_cat]).astype(np.int64)
         price = np.round(voc.base_price[it_cat] * np.exp(rng.normal(0.0, 0.5, size=len(it_shop))), 2)
         price = np.maximum(price, 0.5)
-        cat_cols["shop"].append(_fixed_ids("shop-", it_shop, w_shop))
-        cat_cols["item"].append(_fixed_ids("i", it_local, w_item))
+        cat_cols["shop"].append(shop_names.take(it_shop))
+        cat_cols["item"].append(item_names.take(it_local))
         cat_cols["title"].append(
             pc.binary_join_element_wise(
                 voc.adj_title.take(adj), voc.mat_title.take(mat), voc.noun_title.take(noun), _SPACE
@@ -432,8 +456,8 @@ def generate_federation(
         cum_w[:, -1] = 1.0 + 1e-9
         us_local = np.arange(nu) - (user_start[us_shop] - u0)
         vr, vc = np.nonzero(valid)
-        pl_cols["shop"].append(_fixed_ids("shop-", us_shop[vr], w_shop))
-        pl_cols["user"].append(_fixed_ids("u", us_local[vr], w_user))
+        pl_cols["shop"].append(shop_names.take(us_shop[vr]))
+        pl_cols["user"].append(user_names.take(us_local[vr]))
         pl_cols["category"].append(voc.category.take(shop_cats[us_shop[vr], int_slot[vr, vc]]))
         pl_w.append(weights[vr, vc])
 
@@ -475,9 +499,9 @@ def generate_federation(
         weight = np.where(kind == view_i, 1.0, np.where(kind == cart_i, 2.0, quantity))
 
         ev_cols["event_id"].append(_fixed_ids("e", np.arange(e0, e1), w_event))
-        ev_cols["shop"].append(_fixed_ids("shop-", ev_shop, w_shop))
-        ev_cols["user"].append(_fixed_ids("u", us_local[ev_user], w_user))
-        ev_cols["item"].append(_fixed_ids("i", ev_item_local, w_item))
+        ev_cols["shop"].append(shop_names.take(ev_shop))
+        ev_cols["user"].append(user_names.take(us_local[ev_user]))
+        ev_cols["item"].append(item_names.take(ev_item_local))
         ev_cols["kind"].append(kinds.take(kind))
         ev_ts.append(ts)
         ev_w.append(weight)

@@ -55,7 +55,7 @@ def round_seed(base: int, server_round: int, shop: str) -> int:
     return (base * 1_000_003 + server_round * 7919 + zlib.crc32(shop.encode())) % (2**31)
 
 
-def _model_for(run: RunDir, data: ShopData, state: dict[str, torch.Tensor]):
+def model_for_shop(run: RunDir, data: ShopData, state: dict[str, torch.Tensor]):
     """A model holding the global ``state`` plus this shop's private part (if any yet)."""
     model = run.new_model(data.num_items)
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -80,7 +80,7 @@ def shop_train(
     run = RunDir.at(run_dir)
     _limit_threads(run)
     data = shop_data(run, partition_id)
-    model = _model_for(run, data, state)
+    model = model_for_shop(run, data, state)
     settings = train_settings(run, seed=round_seed(run.config.train.seed, server_round, data.shop), proximal_mu=proximal_mu)
     result = train_local(model, data, settings, device=resolve_device(run.config.train.device))
     metrics = {**result.as_metrics, "partition-id": partition_id}
@@ -96,7 +96,7 @@ def shop_evaluate(run_dir: str, partition_id: int, state: dict[str, torch.Tensor
     run = RunDir.at(run_dir)
     _limit_threads(run)
     data = shop_data(run, partition_id)
-    model = _model_for(run, data, state)
+    model = model_for_shop(run, data, state)
     ev = run.config.evaluation
     result = evaluate_model(model, data, k=ev.k, history=ev.history, device=resolve_device(run.config.train.device))
     return {**result, "num-examples": int(result["users"]), "partition-id": partition_id}

@@ -94,7 +94,8 @@ class InterestGraph:
         if missing:
             raise ValueError(f"item categories missing from interests: {sorted(missing)[:5]}")
         checks = (
-            ("user_interest", USER_INTEREST_DTYPE, "user_idx", self.num_users, "interest_idx", self.num_interests),
+            ("user_interest", USER_INTEREST_DTYPE, "user_idx", self.num_users,
+             "interest_idx", self.num_interests),
             ("user_item", USER_ITEM_DTYPE, "user_idx", self.num_users, "item_idx", n_items),
             ("item_item", ITEM_ITEM_DTYPE, "src_idx", n_items, "dst_idx", n_items),
         )
@@ -126,15 +127,17 @@ def _exclusion_csr(exclude: Sequence[np.ndarray], n_users: int, n_items: int) ->
     if len(exclude) != n_users:
         raise ValueError(f"exclude must have one entry per user ({n_users}), got {len(exclude)}")
     arrays = [np.asarray(e, dtype=np.int64).reshape(-1) for e in exclude]
+    # The concatenated indices are kept as int32 (half the memory for big histories).
     indptr = np.zeros(n_users + 1, dtype=np.int64)
     np.cumsum([a.size for a in arrays], out=indptr[1:])
     if indptr[-1] == 0:
-        return indptr, np.zeros(0, dtype=np.int64)
+        return indptr, np.zeros(0, dtype=np.int32)
     indices = np.concatenate(arrays)
+    del arrays
     if indices.min() < 0 or indices.max() >= n_items:
         bad = indices[(indices < 0) | (indices >= n_items)][0]
         raise ValueError(f"exclude contains item index {bad}, outside [0, {n_items})")
-    return indptr, indices
+    return indptr, indices.astype(np.int32)
 
 
 def _normalise(x: torch.Tensor) -> torch.Tensor:
@@ -159,6 +162,7 @@ def build_interest_graph(
     device: str | torch.device | None = None,
     batch_size: int = 4096,
     temperature: float = 0.1,
+    item_bias: np.ndarray | torch.Tensor | None = None,
 ) -> InterestGraph:
     """Build a shop's :class:`InterestGraph` from user and item embeddings.
 
@@ -179,6 +183,9 @@ def build_interest_graph(
         batch_size: users (or items) scored per chunk; peak extra memory is about
             ``batch_size * n_items * 4`` bytes.
         temperature: softmax temperature of the user->interest affinity.
+        item_bias: optional ``(n_items,)`` per-item score offset: the recommendation score is
+            then ``user . item + item_bias`` (the interest model's shop-private item bias).
+            Similarities and interests use the embeddings alone.
 
     User -> interest weights: each interest ``c`` gets an embedding ``e_c``, the L2-normalised
     mean of the embeddings of the items whose category is ``c``. A user ``u``'s affinity to
@@ -224,6 +231,11 @@ def build_interest_graph(
 
     with torch.inference_mode():
         items_t = torch.from_numpy(I).to(dev)
+        bias_t = None
+        if item_bias is not None:
+            bias_t = torch.as_tensor(np.asarray(item_bias, dtype=np.float32).reshape(-1)).to(dev)
+            if bias_t.shape[0] != n_items:
+                raise ValueError(f"item_bias has {bias_t.shape[0]} entries for {n_items} items")
         items_n = _normalise(items_t)
         # Interest embeddings: normalised mean of the raw item embeddings per category.
         if n_interests:
@@ -247,8 +259,10 @@ def build_interest_graph(
             u = torch.from_numpy(U[start:stop]).to(dev)
             if k_items:
                 scores = u @ items_t.T
+                if bias_t is not None:
+                    scores = scores + bias_t
                 if excl is not None and indptr[stop] > indptr[start]:
-                    cols = torch.from_numpy(excl[indptr[start]:indptr[stop]]).to(dev)
+                    cols = torch.from_numpy(excl[indptr[start]:indptr[stop]]).to(dev).long()
                     rows = torch.repeat_interleave(
                         torch.arange(stop - start, device=dev),
                         torch.from_numpy(np.diff(indptr[start:stop + 1])).to(dev),

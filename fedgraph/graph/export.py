@@ -14,8 +14,10 @@ from __future__ import annotations
 import csv
 import re
 from pathlib import Path
-from typing import IO, Iterable
+from typing import IO, Iterable, Iterator
 from xml.sax.saxutils import escape, quoteattr
+
+import numpy as np
 
 from fedgraph.atomic import atomic_path, atomic_write_text
 from fedgraph.graph.store import GraphStore
@@ -41,6 +43,11 @@ _GRAPHML_KEYS = [
     ("e_model_version", "edge", "model_version", "string"),
     ("e_round", "edge", "round", "int"),
 ]
+
+
+def _weight(value: float) -> str:
+    """Shortest text that reads back as the same float32 (weights are float32 throughout)."""
+    return str(np.float32(value))
 
 
 def _xml_text(value: object) -> str:
@@ -88,26 +95,45 @@ def _write_graphml(store: GraphStore, shop: str, info, out: IO[str]) -> None:
     if info.event_offset is not None:
         w(_data("g_event_offset", info.event_offset) + "\n")
 
+    # Escaping dominates the cost on big graphs: quote each id once (items and interests are
+    # few; edges arrive grouped by source, so the last source is cached) and build the
+    # (model_version, round) tail once per distinct pair.
     for user, *_ in store.iter_nodes(shop, "user"):
         w(f"<node id={_xml_attr('user:' + user)}>{_data('n_type', 'user')}{_data('n_id', user)}</node>\n")
+    item_ids: dict[str, str] = {}
     for item, title, category, *_ in store.iter_nodes(shop, "item"):
-        w(f"<node id={_xml_attr('item:' + item)}>{_data('n_type', 'item')}{_data('n_id', item)}"
+        item_ids[item] = _xml_attr("item:" + item)
+        w(f"<node id={item_ids[item]}>{_data('n_type', 'item')}{_data('n_id', item)}"
           f"{_data('n_title', title)}{_data('n_category', category)}</node>\n")
+    interest_ids: dict[str, str] = {}
     for interest, *_ in store.iter_nodes(shop, "interest"):
-        w(f"<node id={_xml_attr('interest:' + interest)}>{_data('n_type', 'interest')}"
+        interest_ids[interest] = _xml_attr("interest:" + interest)
+        w(f"<node id={interest_ids[interest]}>{_data('n_type', 'interest')}"
           f"{_data('n_id', interest)}</node>\n")
 
-    def edge(src: str, dst: str, kind: str, weight: float, mv: str, rnd: int, extra: str = "") -> None:
-        w(f"<edge source={_xml_attr(src)} target={_xml_attr(dst)}>{_data('e_type', kind)}"
-          f"{_data('e_weight', repr(float(weight)))}{extra}{_data('e_model_version', mv)}"
-          f"{_data('e_round', rnd)}</edge>\n")
+    tails: dict[tuple[str, int], str] = {}
 
-    for user, interest, weight, mv, rnd in store.iter_edges(shop, "interested_in"):
-        edge("user:" + user, "interest:" + interest, "interested_in", weight, mv, rnd)
-    for user, item, score, rank, mv, rnd in store.iter_edges(shop, "recommended"):
-        edge("user:" + user, "item:" + item, "recommended", score, mv, rnd, _data("e_rank", rank))
-    for src, dst, similarity, mv, rnd in store.iter_edges(shop, "similar_to"):
-        edge("item:" + src, "item:" + dst, "similar_to", similarity, mv, rnd)
+    def tail(mv: str, rnd: int) -> str:
+        key = (mv, rnd)
+        if key not in tails:
+            tails[key] = f"{_data('e_model_version', mv)}{_data('e_round', rnd)}</edge>\n"
+        return tails[key]
+
+    def edges(kind: str, rows, src_ids, dst_ids, src_prefix: str, with_rank: bool) -> None:
+        head = _data("e_type", kind)
+        last_src, last_quoted = None, ""
+        for row in rows:
+            src, dst, weight = row[0], row[1], row[2]
+            if src != last_src:
+                last_src = src
+                last_quoted = src_ids[src] if src_ids is not None else _xml_attr(src_prefix + src)
+            rank = f'<data key="e_rank">{row[3]}</data>' if with_rank else ""
+            w(f'<edge source={last_quoted} target={dst_ids[dst]}>{head}'
+              f'<data key="e_weight">{_weight(weight)}</data>{rank}{tail(row[-2], row[-1])}')
+
+    edges("interested_in", store.iter_edges(shop, "interested_in"), None, interest_ids, "user:", False)
+    edges("recommended", store.iter_edges(shop, "recommended"), None, item_ids, "user:", True)
+    edges("similar_to", store.iter_edges(shop, "similar_to"), item_ids, item_ids, "item:", False)
     w("</graph>\n</graphml>\n")
 
 
@@ -126,20 +152,30 @@ NEO4J_FILES: dict[str, list[str]] = {
 }
 
 
-def _csv_text(value: object) -> str:
+def _flatten(row: tuple) -> tuple:
     # neo4j-admin rejects line breaks inside fields unless --multiline-fields=true: flatten them.
-    return "" if value is None else str(value).replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
+    return tuple(
+        v.replace("\r\n", " ").replace("\r", " ").replace("\n", " ") if isinstance(v, str) else v
+        for v in row
+    )
 
 
-def _write_csv(target: Path, header: list[str], rows: Iterable[Iterable[object]]) -> int:
+def _write_csv(target: Path, header: list[str], rows: Iterable[tuple]) -> int:
     count = 0
+
+    def checked(rows: Iterable[tuple]) -> Iterator[tuple]:
+        nonlocal count
+        for row in rows:
+            count += 1
+            # csv writes None as "" (Neo4j reads an empty field as "no property").
+            yield _flatten(row) if any(isinstance(v, str) and ("\n" in v or "\r" in v)
+                                       for v in row) else row
+
     with atomic_path(target) as tmp:
         with open(tmp, "w", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(header)
-            for row in rows:
-                writer.writerow([_csv_text(v) for v in row])
-                count += 1
+            writer.writerows(checked(rows))
     return count
 
 
@@ -175,11 +211,11 @@ def export_neo4j(store: GraphStore, shop: str, out_dir: str | Path) -> dict[str,
                           for i, t, c, mv, rnd in store.iter_nodes(shop, "item")))
         put("interests.csv", ((c, n, shop, "Interest")
                               for c, n, _mv, _rnd in store.iter_nodes(shop, "interest")))
-        put("interested_in.csv", ((u, c, repr(float(w)), mv, rnd, "INTERESTED_IN")
+        put("interested_in.csv", ((u, c, _weight(w), mv, rnd, "INTERESTED_IN")
                                   for u, c, w, mv, rnd in store.iter_edges(shop, "interested_in")))
-        put("recommended.csv", ((u, i, repr(float(s)), r, mv, rnd, "RECOMMENDED")
+        put("recommended.csv", ((u, i, _weight(s), r, mv, rnd, "RECOMMENDED")
                                 for u, i, s, r, mv, rnd in store.iter_edges(shop, "recommended")))
-        put("similar_to.csv", ((a, b, repr(float(s)), mv, rnd, "SIMILAR_TO")
+        put("similar_to.csv", ((a, b, _weight(s), mv, rnd, "SIMILAR_TO")
                                for a, b, s, mv, rnd in store.iter_edges(shop, "similar_to")))
 
     written["import.cypher"] = atomic_write_text(out_dir / "import.cypher", _cypher_script(shop))

@@ -1,0 +1,97 @@
+"""End to end: `fedgraph simulate` runs a real Flower simulation (SuperLink + `flwr run`)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from fedgraph.graph import GraphStore
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def _fedgraph(*args, timeout=420):
+    return subprocess.run([sys.executable, "-m", "fedgraph.cli", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def _no_process_mentions(text):
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if text in line and "pytest" not in line]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, text_cache):
+    out = tmp_path_factory.mktemp("e2e") / "run"
+    result = _fedgraph(
+        "simulate", "--out", str(out),
+        "data.source=synthetic", "data.synthetic_shops=2", "data.synthetic_users_per_shop=[30, 60]",
+        "data.synthetic_items_per_shop=[40, 80]", "train.rounds=2", "train.local_epochs=1",
+        f"features.cache_dir='{text_cache}'", "evaluation.lightgcn_epochs=2",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out, result.stdout
+
+
+def test_two_shops_two_rounds_end_to_end(finished_run):
+    out, stdout = finished_run
+    assert "round 2/2 | shops 2/2" in stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["methods"]) == {"popularity", "local", "federated", "pooled", "lightgcn_pooled"}
+    shops = [s["shop"] for s in metrics["shops"]]
+    assert len(shops) == 2
+    for method in metrics["methods"].values():
+        assert 0.0 <= method["recall@20"] <= 1.0 and 0.0 <= method["ndcg@20"] <= 1.0
+        assert set(method["per_shop"]) == set(shops)
+        assert all(set(m) >= {"recall@20", "ndcg@20"} for m in method["per_shop"].values())
+    assert [r["round"] for r in metrics["rounds"]] == [0, 1, 2]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["round-0001.pt", "round-0002.pt"]
+    assert (out / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the shop-private item part stayed in the shop's directory, one file per shop
+    assert sorted(p.stem for p in (out / "local").iterdir()) == sorted(shops)
+    assert not _no_process_mentions(str(out)), "a Flower process of the run is still alive"
+
+
+def test_interest_graph_built_and_queryable(finished_run):
+    out, _ = finished_run
+    store = GraphStore(out / "graph.sqlite")
+    shops = store.shops()
+    assert len(shops) == 2
+    summary = store.summary(shops[0])
+    assert summary["round"] == 2 and summary["n_users"] > 0 and summary["n_user_item"] > 0
+    user = next(iter(store.iter_nodes(shops[0], "user")))
+    user_id = user["id"] if isinstance(user, dict) else user[0]
+    recs = store.user_recommendations(shops[0], user_id, k=5)
+    assert len(recs) == 5 and recs[0].score >= recs[-1].score
+    cli = _fedgraph("graph", str(out), "user", shops[0], str(user_id), timeout=120)
+    assert cli.returncode == 0 and "recommendations:" in cli.stdout, cli.stderr
+
+
+def test_resume_continues_from_last_checkpoint(finished_run):
+    out, _ = finished_run
+    history = json.loads((out / "federated_history.json").read_text())
+    history["rounds"] = history["rounds"][:2]  # rounds 0 and 1: as if stopped during round 2
+    (out / "federated_history.json").write_text(json.dumps(history))
+    (out / "checkpoints" / "round-0002.pt").unlink()
+    (out / "metrics.json").unlink()
+    result = _fedgraph("simulate", "--resume", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "resuming after round 1/2" in result.stdout
+    assert "round 1/2 |" not in result.stdout and "round 2/2 | shops 2/2" in result.stdout
+    assert "baseline popularity: reused" in result.stdout
+    assert json.loads((out / "metrics.json").read_text())["rounds"][-1]["round"] == 2
+
+
+def test_corrupt_checkpoint_is_reported_on_resume(finished_run):
+    out, _ = finished_run
+    ckpt = out / "checkpoints" / "round-0002.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:200])
+    result = _fedgraph("simulate", "--resume", str(out), timeout=120)
+    assert result.returncode != 0
+    assert "round-0002.pt is unreadable" in result.stderr and "resume from round 1" in result.stderr
+
+
+def test_new_run_refuses_a_used_directory(finished_run):
+    out, _ = finished_run
+    result = _fedgraph("simulate", "--out", str(out), timeout=120)
+    assert result.returncode == 2 and "--resume" in result.stderr
