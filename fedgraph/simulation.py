@@ -59,7 +59,7 @@ def load_dataset(config: RunConfig) -> Dataset:
     from fedgraph.data.loaders import check_events_against_catalog, load_catalog, load_events
 
     events, catalog = load_events(d.events), load_catalog(d.catalog)
-    check_events_against_catalog(events, catalog, source=f"{d.events} / {d.catalog}")
+    check_events_against_catalog(events, catalog, source=d.events, catalog_source=d.catalog)
     return Dataset(events, catalog, {"source": f"files: {d.events}, {d.catalog}"})
 
 
@@ -78,7 +78,8 @@ def prepare(config: RunConfig, run: RunDir, say: Say = print) -> list[str]:
     text = embed_catalog(catalog, embedder)
     say(f"text features: {len(catalog):,} items, {embedder.stats.as_dict()}")
     # Order shops by size (largest first) so partition ids are stable and readable.
-    shops = sorted(dataset.events["shop"].unique(), key=lambda s: (-int(dataset.events["user"][dataset.events["shop"] == s].nunique()), s))
+    users_per_shop = dataset.events.groupby("shop")["user"].nunique()
+    shops = sorted(users_per_shop.index, key=lambda s: (-int(users_per_shop[s]), s))
     summary = []
     for shop in shops:
         rows = np.flatnonzero(catalog["shop"].to_numpy() == shop)
@@ -106,6 +107,36 @@ def _baseline_settings(run: RunDir):
     return train_settings(run, epochs=cfg.train.rounds * cfg.train.local_epochs, seed=cfg.train.seed)
 
 
+def _train_alone(run_path: str, shop_name: str) -> tuple[str, dict]:
+    """One shop trained alone (runs in a worker process, one thread)."""
+    from fedgraph import baselines
+    from fedgraph.training.local import resolve_device
+
+    torch.set_num_threads(1)
+    run = RunDir.at(run_path)
+    shop = ShopData.load(run.shop_file(shop_name))
+    ev = run.config.evaluation
+    device = resolve_device(run.config.train.device)
+    return shop_name, baselines.local_alone([shop], run.new_model, _baseline_settings(run), k=ev.k, history=ev.history, device=device)[shop_name]
+
+
+def _local_in_parallel(run: RunDir, device: torch.device) -> dict[str, dict]:
+    """The each-shop-alone baseline, shops spread over CPU worker processes (one per core).
+
+    On a GPU the shops run one after the other in this process instead.
+    """
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    names = run.shop_names
+    workers = min(len(names), os.cpu_count() or 1)
+    if device.type != "cpu" or workers <= 1:
+        return dict(_train_alone(str(run.path), name) for name in names)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return dict(pool.map(_train_alone, [str(run.path)] * len(names), names))
+
+
 def run_baselines(run: RunDir, say: Say = print) -> dict[str, dict[str, dict]]:
     """Compute (or reuse) every configured baseline; one JSON file per method."""
     from fedgraph import baselines
@@ -125,7 +156,7 @@ def run_baselines(run: RunDir, say: Say = print) -> dict[str, dict[str, dict]]:
         if method == "popularity":
             per_shop = baselines.popularity(shops, k=ev.k)
         elif method == "local":
-            per_shop = baselines.local_alone(shops, run.new_model, _baseline_settings(run), k=ev.k, history=ev.history, device=device)
+            per_shop = _local_in_parallel(run, device)
         elif method == "pooled":
             per_shop = baselines.pooled_central(shops, run.new_model, _baseline_settings(run), k=ev.k, history=ev.history, device=device)
         else:

@@ -59,8 +59,7 @@ def test_interest_graph_built_and_queryable(finished_run):
     assert len(shops) == 2
     summary = store.summary(shops[0])
     assert summary["round"] == 2 and summary["n_users"] > 0 and summary["n_user_item"] > 0
-    user = next(iter(store.iter_nodes(shops[0], "user")))
-    user_id = user["id"] if isinstance(user, dict) else user[0]
+    user_id = list(store.iter_nodes(shops[0], "user"))[0][0]
     recs = store.user_recommendations(shops[0], user_id, k=5)
     assert len(recs) == 5 and recs[0].score >= recs[-1].score
     cli = _fedgraph("graph", str(out), "user", shops[0], str(user_id), timeout=120)

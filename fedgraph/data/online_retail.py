@@ -20,7 +20,7 @@ from typing import Iterable, Optional, Union
 import numpy as np
 import pandas as pd
 
-from .loaders import DataValidationError, _Text
+from .loaders import DataFileNotFoundError, DataValidationError, _Text
 from .schema import CATALOG_COLUMNS, EVENT_COLUMNS, STRING_DTYPE, TIMESTAMP_DTYPE
 
 #: The bundled copy of the UCI Online Retail data (gzip CSV, 541,909 rows).
@@ -260,8 +260,6 @@ def load_online_retail(
     path = Path(path) if path is not None else BUNDLED_ONLINE_RETAIL
     source = path.name
     if not path.exists():
-        from .loaders import DataFileNotFoundError
-
         raise DataFileNotFoundError(
             source,
             expected="the UCI Online Retail CSV",
