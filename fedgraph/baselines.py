@@ -131,7 +131,7 @@ def lightgcn_pooled(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        if (epoch + 1) % 10 == 0 or epoch + 1 == epochs:
+        if (epoch + 1) % 2 == 0 or epoch + 1 == epochs:
             progress(f"lightgcn_pooled: epoch {epoch + 1}/{epochs}, loss {float(loss):.4f}, {time.perf_counter() - started:.0f} s")
     model.eval()
     with torch.no_grad():

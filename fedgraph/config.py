@@ -107,11 +107,11 @@ class EvaluationConfig:
     #: History length used to embed a user at evaluation and graph time.
     history: int = 64
     baselines: list[str] = field(default_factory=lambda: ["popularity", "local", "pooled", "lightgcn_pooled"])
-    lightgcn_epochs: int = 20
+    lightgcn_epochs: int = 8
     lightgcn_layers: int = 3
     lightgcn_dim: int = 64
-    lightgcn_lr: float = 0.005
-    lightgcn_batch_size: int = 16384
+    lightgcn_lr: float = 0.02
+    lightgcn_batch_size: int = 32768
 
 
 @dataclass

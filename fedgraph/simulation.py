@@ -204,8 +204,8 @@ def build_graphs(run: RunDir, say: Say = print) -> dict[str, Any]:
         # gets the unit item vectors (for similarities and interests) and the bias apart.
         graph = build_interest_graph(
             shop.shop, list(shop.users), (user_emb / model.temperature).cpu().numpy(), list(shop.items),
-            items[:, :-1].cpu().numpy(), item_bias=items[:, -1].cpu().numpy(),
-            list(shop.item_titles), list(shop.item_categories), exclude=[shop.history(u) for u in users],
+            items[:, :-1].cpu().numpy(), list(shop.item_titles), list(shop.item_categories),
+            exclude=[shop.history(u) for u in users], item_bias=items[:, -1].cpu().numpy(),
             top_k_items=cfg.graph.top_k_items, top_k_interests=cfg.graph.top_k_interests,
             top_k_neighbours=cfg.graph.top_k_neighbours, model_version=version, round=last, device=device,
         )  # fmt: skip
