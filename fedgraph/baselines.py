@@ -132,7 +132,7 @@ def lightgcn_pooled(
             loss.backward()
             optimizer.step()
         if (epoch + 1) % 2 == 0 or epoch + 1 == epochs:
-            progress(f"lightgcn_pooled: epoch {epoch + 1}/{epochs}, loss {float(loss):.4f}, {time.perf_counter() - started:.0f} s")
+            progress(f"lightgcn_pooled: epoch {epoch + 1}/{epochs}, loss {float(loss.detach()):.4f}, {time.perf_counter() - started:.0f} s")
     model.eval()
     with torch.no_grad():
         emb = model.get_embedding(edge_index).cpu()
