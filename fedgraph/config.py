@@ -71,7 +71,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    rounds: int = 10
+    rounds: int = 16
     local_epochs: int = 2
     batch_size: int = 32
     lr: float = 5e-3
