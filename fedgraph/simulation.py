@@ -81,8 +81,9 @@ def prepare(config: RunConfig, run: RunDir, say: Say = print) -> list[str]:
     users_per_shop = dataset.events.groupby("shop")["user"].nunique()
     shops = sorted(users_per_shop.index, key=lambda s: (-int(users_per_shop[s]), s))
     summary = []
+    rows_of_shop = catalog.groupby("shop", sort=False).indices  # one pass, not one mask per shop
     for shop in shops:
-        rows = np.flatnonzero(catalog["shop"].to_numpy() == shop)
+        rows = rows_of_shop[shop]
         shop_catalog = catalog.iloc[rows]
         feats = item_features(text[rows], shop_catalog["price"].to_numpy(), neighbours=config.features.neighbours, hops=config.features.hops)
         data = build_shop_data(shop, train, test, shop_catalog, feats, recency_halflife_days=config.model.recency_halflife_days)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import zlib
+from dataclasses import fields
 from typing import Any
 
 import torch
@@ -36,18 +37,10 @@ def shop_data(run: RunDir, partition_id: int) -> ShopData:
 
 
 def train_settings(run: RunDir, *, epochs: int | None = None, seed: int = 0, proximal_mu: float = 0.0) -> TrainSettings:
+    """The run's ``[train]`` settings as :class:`TrainSettings` (fields of the same name copied)."""
     t = run.config.train
-    return TrainSettings(
-        epochs=epochs or t.local_epochs,
-        batch_size=t.batch_size,
-        lr=t.lr,
-        weight_decay=t.weight_decay,
-        history=t.history,
-        positives=t.positives,
-        negatives=t.negatives,
-        proximal_mu=proximal_mu,
-        seed=seed,
-    )
+    same_name = {f.name: getattr(t, f.name) for f in fields(TrainSettings) if hasattr(t, f.name)}
+    return TrainSettings(**{**same_name, "epochs": epochs or t.local_epochs, "seed": seed, "proximal_mu": proximal_mu})
 
 
 def round_seed(base: int, server_round: int, shop: str) -> int:
