@@ -64,6 +64,14 @@ def _bin(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
+def _tail(path: Path, lines: int = 12) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return ("\n  last lines:\n    " + "\n    ".join(text[-lines:])) if text else ""
+
+
 def _stop(process: subprocess.Popen) -> None:
     if process.poll() is not None:
         return
@@ -99,8 +107,13 @@ def run_flower_simulation(
     (home / "config.toml").write_text(
         f'[superlink]\ndefault = "fedgraph"\n\n[superlink.fedgraph]\naddress = "127.0.0.1:{port}"\ninsecure = true\n'
     )
+    # Flower starts helpers (flower-superexec, flwr-serverapp, ...) by bare name, so the
+    # environment this interpreter runs in must come first on PATH even when it was never
+    # activated (e.g. `.venv/bin/fedgraph ...`).
+    bin_dir = str(Path(sys.executable).parent)
     env = {
         **os.environ,
+        "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
         "FLWR_HOME": str(home),
         "FLWR_TELEMETRY_ENABLED": "0",
         "FLWR_DISABLE_UPDATE_CHECK": "1",
@@ -110,19 +123,25 @@ def run_flower_simulation(
         "TOKENIZERS_PARALLELISM": "false",
     }
     log_path = run_dir / "flower.log"
+    console_path = flower_dir / "superlink.console.log"
+    console = open(console_path, "ab")
     superlink = subprocess.Popen(
         [
             _bin("flower-superlink"), "--insecure", "--simulation", "--disable-runtime-dependency-installation",
             "--host", "127.0.0.1", "--port", str(port),
             "--database", str(flower_dir / "state.db"), "--log-file", str(flower_dir / "superlink.log"),
         ],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env=env, stdout=console, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
+    console.close()
     try:
         deadline = time.monotonic() + startup_timeout
         while True:
             if superlink.poll() is not None:
-                raise FlowerRunError(f"flower-superlink exited with code {superlink.returncode}; see {flower_dir / 'superlink.log'}")
+                raise FlowerRunError(
+                    f"flower-superlink exited with code {superlink.returncode} while starting; "
+                    f"see {flower_dir / 'superlink.log'} and {console_path}{_tail(console_path)}"
+                )
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1.0).is_success:
                     break
