@@ -6,6 +6,7 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedgraph.federation.shop_side import shop_evaluate, shop_train
+from fedgraph.deploy.shop_app import shop_location  # run dir + partition id (simulation or shop daemon)
 
 app = ClientApp()
 
@@ -14,8 +15,7 @@ app = ClientApp()
 def train(msg: Message, context: Context) -> Message:
     config = msg.content["config"]
     state, metrics = shop_train(
-        str(context.run_config["run-dir"]),
-        int(context.node_config["partition-id"]),
+        *shop_location(context, msg),
         msg.content["arrays"].to_torch_state_dict(),
         server_round=int(config["server-round"]),
         proximal_mu=float(config.get("proximal-mu", 0.0)),
@@ -26,8 +26,7 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     metrics = shop_evaluate(
-        str(context.run_config["run-dir"]),
-        int(context.node_config["partition-id"]),
+        *shop_location(context, msg),
         msg.content["arrays"].to_torch_state_dict(),
     )
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

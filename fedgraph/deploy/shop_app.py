@@ -1,0 +1,77 @@
+"""What the ClientApp needs to know about where a shop's data is, in simulation and in deployment.
+
+In simulation (``fedgraph simulate``) the run directory comes from the run config and the shop is
+the SuperNode's ``partition-id``. A shop daemon (``fedgraph client start``) instead starts its
+SuperNode with ``--node-config shop-config="/path/shop.toml"``: the ClientApp then
+
+1. checks that the server's model settings match the shop's (``fedgraph-model`` in the run config),
+2. keeps the global model it received (the daemon re-embeds users with it between rounds),
+3. rebuilds the shop's training data from its event log if events arrived since the last round,
+4. and trains/evaluates on ``STATE_DIR/run`` (whose shop list is the server's, so the
+   ``partition-id`` it reports is the shop's position in the server's list).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from fedgraph.deploy.settings import ShopConfig
+
+NODE_CONFIG_KEY = "shop-config"
+
+
+class ShopMismatch(RuntimeError):
+    """The server's federation does not fit this shop (different model settings, shop not listed)."""
+
+
+@lru_cache(maxsize=8)
+def _shop(path: str) -> tuple[ShopConfig, Any, Any]:
+    from fedgraph.deploy.shop_state import ShopPaths, load_catalog_features
+
+    cfg = ShopConfig.load(path)
+    paths = ShopPaths(cfg.state_dir)
+    config = cfg.run_config()
+    catalog = load_catalog_features(cfg.resolve(cfg.source.catalog), cfg.shop.name, config, paths.items)
+    return cfg, paths, catalog
+
+
+def shop_location(context: Any, msg: Any) -> tuple[str, int]:
+    """``(run_dir, partition_id)`` for :func:`fedgraph.federation.shop_side.shop_train`/``shop_evaluate``."""
+    node_config = context.node_config
+    if NODE_CONFIG_KEY not in node_config:  # simulation
+        return str(context.run_config["run-dir"]), int(node_config["partition-id"])
+    return prepare_deployed_shop(str(node_config[NODE_CONFIG_KEY]), dict(context.run_config), msg)
+
+
+def prepare_deployed_shop(shop_config: str, run_config: dict[str, Any], msg: Any) -> tuple[str, int]:
+    from fedgraph.deploy.ingest import EventLog
+    from fedgraph.deploy.shop_state import model_signature, record_message, refresh_training_data, save_global_model, write_run_dir
+    from fedgraph.features import feature_size
+
+    cfg, paths, catalog = _shop(shop_config)
+    config = cfg.run_config()
+    shops = [s for s in str(run_config.get("shops", "")).split(",") if s]
+    if cfg.shop.name not in shops:
+        raise ShopMismatch(f"shop {cfg.shop.name!r} is not in the server's shop list {shops}; ask the server operator to add it to server.shops")
+    theirs = str(run_config.get("fedgraph-model", ""))
+    if theirs and theirs != model_signature(config):
+        raise ShopMismatch(
+            f"the server's model settings {theirs} differ from this shop's {model_signature(config)} "
+            f"({cfg.resolve(cfg.shop.run_config)}); use the federation config the server operator sent"
+        )
+    write_run_dir(paths, config, shops, feature_dim=feature_size(hops=config.features.hops))
+    content = msg.content
+    server_round = int(content["config"]["server-round"])
+    kind = str(msg.metadata.message_type)
+    # A train message carries the global model of the previous round, evaluate the new one.
+    model_round = server_round - 1 if kind.startswith("train") else server_round
+    version, _ = save_global_model(paths, content["arrays"].to_torch_state_dict(), model_round)
+    events = EventLog(paths.events)
+    try:
+        offset, _ = refresh_training_data(paths, catalog, config, events)
+    finally:
+        events.close()
+    record_message(paths, kind, server_round, version, event_offset=offset)
+    return str(Path(paths.run)), shops.index(cfg.shop.name)

@@ -1,0 +1,364 @@
+"""A shop's working state between and during rounds: data for training, the global model, the graph.
+
+Layout of ``STATE_DIR`` (``[shop] state_dir`` of ``shop.toml``)::
+
+    events.sqlite          the event log (fedgraph.deploy.ingest): every ingested event, exactly once
+    graph.sqlite           the shop's interest graph (fedgraph.graph.GraphStore)
+    items.npz              catalog item ids and their public feature vectors (MiniLM text + price)
+    run/                   a fedgraph run directory for this shop (config.toml, shops/<shop>.npz,
+                           local/<shop>.pt: the shop-private model part), what the ClientApp trains on
+    model/global.pt        the newest global model received from the server (round, version)
+    status.json            the daemon's live status (fedgraph client status)
+    logs/daemon.jsonl      structured logs
+    flwr-home/             the SuperNode's Flower home
+
+Graph maintenance: when a new global model arrives every user is re-embedded and the whole graph
+rewritten (:meth:`GraphUpdater.rebuild`); between models, new events only re-embed the users they
+touch (:meth:`GraphUpdater.update`), with the current model and no training. A user's history is
+merged per item (summed weight, latest time, strongest kind) and each item's *recency* is
+``exp(-ln 2 * age / model.recency_halflife_days)``, with age measured from the shop's newest event
+at the time of the update: old interests fade as new events arrive. Each user's node row records
+the model version, round and event offset its edges reflect (all of a user's edges are replaced
+together, in one transaction).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from fedgraph.atomic import atomic_path, atomic_write_bytes, atomic_write_json
+from fedgraph.config import RunConfig
+from fedgraph.deploy.ingest import EventLog
+from fedgraph.features import feature_size
+from fedgraph.federation.run_dir import RunDir, state_digest
+from fedgraph.shop import KIND_ORDER
+
+GRAPH_OFFSET_KEY = "graph_offset"
+DATA_OFFSET_KEY = "training_data_offset"
+_DATA_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ShopPaths:
+    root: Path
+
+    @property
+    def events(self) -> Path:
+        return self.root / "events.sqlite"
+
+    @property
+    def graph(self) -> Path:
+        return self.root / "graph.sqlite"
+
+    @property
+    def items(self) -> Path:
+        return self.root / "items.npz"
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model" / "global.pt"
+
+    @property
+    def status(self) -> Path:
+        return self.root / "status.json"
+
+    @property
+    def last_message(self) -> Path:
+        return self.root / "last_message.json"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "logs" / "daemon.jsonl"
+
+    @property
+    def flwr_home(self) -> Path:
+        return self.root / "flwr-home"
+
+
+def model_signature(config: RunConfig) -> str:
+    """What shops and server must agree on for weights to fit: the model and feature settings."""
+    sig = {"model": config.to_dict()["model"], "hops": config.features.hops, "feature_size": feature_size(hops=config.features.hops)}
+    return json.dumps(sig, sort_keys=True)
+
+
+# ----------------------------------------------------------------------------- catalog features
+
+
+@dataclass
+class Catalog:
+    shop: str
+    frame: pd.DataFrame  # canonical catalog rows of this shop, in feature order
+    features: np.ndarray  # [I, F]
+
+    @property
+    def items(self) -> list[str]:
+        return self.frame["item"].astype(str).tolist()
+
+
+def load_catalog_features(path: Path, shop: str, config: RunConfig, cache: Path, *, log: Any = None) -> Catalog:
+    """The shop's catalog and item feature vectors, cached in ``cache`` (keyed by file and settings)."""
+    from fedgraph.data.loaders import _read_table, validate_catalog
+
+    raw = _read_table(path, path.name, "catalog")
+    if "shop" not in raw.columns:
+        raw.insert(0, "shop", shop)
+    catalog = validate_catalog(raw, source=path.name)
+    catalog = catalog[catalog["shop"] == shop].reset_index(drop=True)
+    if catalog.empty:
+        raise ValueError(f"catalog {path} has no items of shop {shop!r}; check source.catalog and shop.name")
+    key = hashlib.sha256(path.read_bytes() + model_signature(config).encode() + str(config.features.neighbours).encode()).hexdigest()
+    if cache.exists():
+        with np.load(cache, allow_pickle=False) as z:
+            if str(z["key"]) == key:
+                return Catalog(shop, catalog, z["features"])
+    from fedgraph.features import item_features
+    from fedgraph.text import TextEmbedder, embed_catalog
+
+    started = time.perf_counter()
+    embedder = TextEmbedder(cache_dir=config.features.cache_dir or None, batch_size=config.features.text_batch_size, progress=False)
+    text = embed_catalog(catalog, embedder)
+    feats = item_features(text, catalog["price"].to_numpy(), neighbours=config.features.neighbours, hops=config.features.hops)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, key=np.array(key), features=feats)
+
+    with atomic_path(cache) as tmp:
+        write(tmp)
+    if log is not None:
+        log.info("catalog_features", f"item features for {len(catalog)} catalog items in {time.perf_counter() - started:.1f} s",
+                 items=len(catalog), seconds=round(time.perf_counter() - started, 2))  # fmt: skip
+    return Catalog(shop, catalog, feats)
+
+
+# ----------------------------------------------------------------------------- training data
+
+
+def write_run_dir(paths: ShopPaths, config: RunConfig, shops: list[str], *, feature_dim: int) -> RunDir:
+    """The shop's run directory: the federation's config and shop list (only this shop's data)."""
+    run = RunDir.at(paths.run)
+    text = config.to_toml()
+    if not run.config_file.exists() or run.config_file.read_text() != text:
+        config.save(run.config_file)
+    index_file = run.shops_dir / "index.json"
+    index = {"shops": list(shops), "feature_size": int(feature_dim), "dataset": {"source": "shop daemon event log"}}
+    if not index_file.exists() or json.loads(index_file.read_text()) != index:
+        atomic_write_json(index_file, index)
+    return RunDir.at(paths.run)
+
+
+def refresh_training_data(paths: ShopPaths, catalog: Catalog, config: RunConfig, events: EventLog) -> tuple[int, bool]:
+    """Rebuild ``run/shops/<shop>.npz`` from the event log if events arrived since the last build.
+
+    Returns (event offset the data reflects, whether it was rebuilt).
+    """
+    from fedgraph.data.split import temporal_split
+    from fedgraph.federation import shop_side
+    from fedgraph.shop import build_shop_data
+
+    with _DATA_LOCK:
+        run = RunDir.at(paths.run)
+        head = events.head
+        target = run.shop_file(catalog.shop)
+        built = events.offset(DATA_OFFSET_KEY, -1)
+        if built == head and target.exists():
+            return head, False
+        frame = events.all_events(catalog.shop, upto=head)
+        if frame.empty:
+            raise RuntimeError(f"shop {catalog.shop!r} has ingested no events yet, so it cannot train; drop event files into its source first")
+        train, test = temporal_split(frame, test_fraction=config.data.test_fraction, min_user_items=config.data.min_user_items)
+        data = build_shop_data(catalog.shop, train, test, catalog.frame, catalog.features, recency_halflife_days=config.model.recency_halflife_days)
+        data.meta["event_offset"] = head
+        data.save(target)
+        shop_side._SHOPS.pop(str(target), None)  # the warm ClientApp caches shop data per process
+        events.set_offset(DATA_OFFSET_KEY, head)
+        return head, True
+
+
+# ----------------------------------------------------------------------------- global model
+
+
+def save_global_model(paths: ShopPaths, state: dict[str, torch.Tensor], server_round: int) -> tuple[str, bool]:
+    """Keep the newest global model the server sent (by round); returns (version, whether it is new)."""
+    version = state_digest(state)[:16]
+    current = load_global_model(paths, header_only=True)
+    if current is not None and (current["round"] > server_round or current["model_version"] == version):
+        return version, False
+    payload = {"round": int(server_round), "model_version": version, "received_at": time.time(),
+               "state_dict": {k: v.detach().cpu() for k, v in state.items()}}  # fmt: skip
+    with atomic_path(paths.model) as tmp:
+        torch.save(payload, tmp)
+    atomic_write_json(paths.model.with_suffix(".json"), {k: v for k, v in payload.items() if k != "state_dict"})
+    return version, True
+
+
+def load_global_model(paths: ShopPaths, *, header_only: bool = False) -> dict[str, Any] | None:
+    header = paths.model.with_suffix(".json")
+    if header_only:
+        return json.loads(header.read_text()) if header.exists() else None
+    if not paths.model.exists():
+        return None
+    return torch.load(paths.model, map_location="cpu", weights_only=True)
+
+
+def record_message(paths: ShopPaths, kind: str, server_round: int, version: str, **extra: Any) -> None:
+    atomic_write_json(paths.last_message, {"type": kind, "round": int(server_round), "model_version": version, "at": time.time(), **extra})
+
+
+# ----------------------------------------------------------------------------- graph maintenance
+
+
+class GraphUpdater:
+    """Keeps ``graph.sqlite`` current: full rebuild per model version, per-user upserts per event."""
+
+    def __init__(self, paths: ShopPaths, catalog: Catalog, config: RunConfig, events: EventLog):
+        from fedgraph.graph import GraphStore
+
+        self.paths = paths
+        self.catalog = catalog
+        self.config = config
+        self.events = events
+        self.store = GraphStore(paths.graph)
+        self.item_index = pd.Index(catalog.items)
+        self.model_version: str | None = None
+        self.round = 0
+        self._model = None
+        self._items: torch.Tensor | None = None
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -------------------------------------------------------------- model
+    def load_model(self) -> bool:
+        """Load the newest global model (or the seeded initial one); True if it changed."""
+        header = load_global_model(self.paths, header_only=True)
+        if header is not None and header["model_version"] == self.model_version:
+            return False
+        run = RunDir.at(self.paths.run)
+        torch.manual_seed(self.config.train.seed)
+        if header is None:
+            if self.model_version is not None:
+                return False
+            model = run.new_model(len(self.catalog.items))
+            state = {k: v for k, v in model.state_dict().items() if not k.startswith("local.")}
+            version, rnd = "init-" + state_digest(state)[:11], 0
+        else:
+            payload = load_global_model(self.paths)
+            state, version, rnd = payload["state_dict"], payload["model_version"], int(payload["round"])
+        from fedgraph.federation.shop_side import model_for_shop
+
+        model = model_for_shop(run, SimpleNamespace(num_items=len(self.catalog.items), shop=self.catalog.shop), state)
+        model.eval()
+        with torch.no_grad():
+            feats = torch.from_numpy(self.catalog.features)
+            self._items = model.item_embeddings(feats, torch.arange(len(feats)))
+        self._model, self.model_version, self.round = model, version, rnd
+        return True
+
+    # -------------------------------------------------------------- users
+    def _embed(self, users: list[str], hist: pd.DataFrame, now: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        """User vectors (scaled by 1/temperature) and each user's seen item indices."""
+        h = self.config.evaluation.history
+        halflife = self.config.model.recency_halflife_days
+        kind_rank = {k: i for i, k in enumerate(KIND_ORDER)}
+        hist = hist.assign(i=self.item_index.get_indexer(hist["item"]), k=hist["kind"].map(kind_rank).fillna(0).astype(int))
+        g = hist[hist["i"] >= 0].groupby(["user", "i"], sort=False).agg(weight=("weight", "sum"), last=("ts", "max"), k=("k", "max")).reset_index()
+        g = g.sort_values(["user", "last", "i"], kind="stable")
+        pos = {u: n for n, u in enumerate(users)}
+        B = len(users)
+        idx = np.zeros((B, h), dtype=np.int64)
+        attr = np.zeros((B, h, 5), dtype=np.float32)
+        mask = np.zeros((B, h), dtype=bool)
+        seen: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * B
+        for user, rows in g.groupby("user", sort=False):
+            r = pos[user]
+            items = rows["i"].to_numpy()
+            seen[r] = items
+            rows = rows.iloc[-h:]
+            n = len(rows)
+            age = np.clip((now - rows["last"].to_numpy(dtype=np.float64)) / 86400.0, 0, None)
+            idx[r, :n] = rows["i"].to_numpy()
+            attr[r, :n, 0] = np.exp(-np.log(2.0) * age / halflife)
+            attr[r, :n, 1] = np.log1p(rows["weight"].to_numpy())
+            attr[r, np.arange(n), 2 + rows["k"].to_numpy()] = 1.0
+            mask[r, :n] = True
+        with torch.no_grad():
+            z = self._model.user_embeddings_from(self._items[torch.from_numpy(idx)], torch.from_numpy(attr), torch.from_numpy(mask))
+        return (z / self._model.temperature).numpy(), seen
+
+    def _graph(self, users: list[str], offset: int, *, neighbours: bool):
+        from fedgraph.graph import build_interest_graph
+
+        hist = self.events.histories(users)
+        user_vecs, seen = self._embed(users, hist, self.events.latest_ts())
+        cfg = self.config.graph
+        graph = build_interest_graph(
+            self.catalog.shop, users, user_vecs, self.catalog.items, self._items[:, :-1].numpy(),
+            self.catalog.frame["title"].astype(str).tolist(), self.catalog.frame["category"].astype(str).tolist(),
+            exclude=seen, item_bias=self._items[:, -1].numpy(), top_k_items=cfg.top_k_items,
+            top_k_interests=cfg.top_k_interests, top_k_neighbours=cfg.top_k_neighbours if neighbours else 0,
+            model_version=self.model_version or "", round=self.round,
+        )  # fmt: skip
+        graph.event_offset = str(offset)
+        return graph
+
+    def rebuild(self) -> dict[str, Any]:
+        """Re-embed every user with the current model and replace the shop's graph."""
+        users, head = self.events.users_since(0)
+        graph = self._graph(sorted(users), head, neighbours=True)
+        self.store.write(graph)
+        self.events.set_offset(GRAPH_OFFSET_KEY, head)
+        return {"users": len(users), "event_offset": head}
+
+    def update(self) -> dict[str, Any]:
+        """Re-embed the users with events after the graph's offset; upsert their edges."""
+        if self.catalog.shop not in self.store.shops():
+            return self.rebuild()
+        since = self.events.offset(GRAPH_OFFSET_KEY)
+        users, head = self.events.users_since(since)
+        if not users:
+            return {"users": 0, "event_offset": head}
+        graph = self._graph(sorted(users), head, neighbours=False)
+        interests = graph.interests
+        ui = graph.user_interest
+        ur = graph.user_item
+        for n, user in enumerate(graph.users):
+            sel_i = ui[ui["user_idx"] == n]
+            sel_r = ur[ur["user_idx"] == n]
+            self.store.upsert_user(
+                self.catalog.shop, user,
+                [(interests[j], float(w)) for j, w in zip(sel_i["interest_idx"], sel_i["weight"])],
+                [(self.catalog.items[j], float(s)) for j, s in zip(sel_r["item_idx"], sel_r["score"])],
+                model_version=graph.model_version, round=graph.round, event_offset=str(head),
+            )  # fmt: skip
+        self.events.set_offset(GRAPH_OFFSET_KEY, head)
+        return {"users": len(users), "event_offset": head}
+
+    def step(self) -> dict[str, Any] | None:
+        """One maintenance pass: rebuild on a new model, else update touched users."""
+        if self.events.head == 0:
+            return None
+        if self.load_model():
+            return {"kind": "rebuild", "model_version": self.model_version, **self.rebuild()}
+        if self.events.head > self.events.offset(GRAPH_OFFSET_KEY):
+            return {"kind": "update", "model_version": self.model_version, **self.update()}
+        return None
+
+
+def atomic_status(paths: ShopPaths, status: dict[str, Any]) -> None:
+    atomic_write_bytes(paths.status, (json.dumps(status, indent=2, default=str) + "\n").encode())
