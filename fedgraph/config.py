@@ -122,6 +122,42 @@ class GraphConfig:
 
 
 @dataclass
+class PrivacyConfig:
+    """User-level DP-SGD in every shop, client-level DP and secure aggregation at the server (see PRIVACY.md)."""
+
+    #: Train every shop with user-level DP-SGD (Opacus). The privacy unit is one customer's
+    #: whole history in one shop.
+    enabled: bool = False
+    #: ε budget per shop for the whole run (train.rounds rounds of train.local_epochs passes).
+    target_epsilon: float = 8.0
+    #: δ per shop; 0 = min(1e-5, 0.1 / number of users in the shop).
+    delta: float = 0.0
+    #: Per-user gradient clipping norm C.
+    max_grad_norm: float = 1.0
+    #: Noise multiplier σ; 0 = the smallest σ that keeps the planned rounds within target_epsilon.
+    noise_multiplier: float = 0.0
+    #: Accountant that plans the noise and enforces the budget: "rdp" or "prv" (both are recorded).
+    accountant: str = "rdp"
+    #: "ghost" (Opacus ghost clipping: no per-user gradient tensors) or "hooks".
+    grad_sample_mode: str = "ghost"
+    #: Seed DP noise and Poisson sampling from train.seed (reproducible runs); false = OS entropy.
+    deterministic_noise: bool = True
+    #: Client-level DP at the server: "off", "fixed" or "adaptive" (Flower's server-side clipping wrappers).
+    client_dp: str = "off"
+    client_noise_multiplier: float = 1.0
+    client_clipping_norm: float = 1.0
+    client_delta: float = 1e-5
+    #: Secure aggregation with Flower's SecAgg+: the server sees only the sum of the shops' updates.
+    secure_aggregation: bool = False
+    #: SecAgg+ shares per shop (odd, >= 3) and the number of shares needed to reconstruct.
+    secagg_num_shares: int = 3
+    secagg_reconstruction_threshold: int = 2
+    #: SecAgg+ quantisation range: updates are clipped to [-clipping_range, clipping_range].
+    secagg_clipping_range: float = 8.0
+    secagg_quantization_range: int = 4194304
+
+
+@dataclass
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
@@ -130,6 +166,7 @@ class RunConfig:
     federation: FederationConfig = field(default_factory=FederationConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     graph: GraphConfig = field(default_factory=GraphConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     # ------------------------------------------------------------------ io
     def to_dict(self) -> dict[str, Any]:
@@ -202,6 +239,20 @@ class RunConfig:
             (self.evaluation.k >= 1, "evaluation.k must be >= 1"),
             (set(self.evaluation.baselines) <= {"popularity", "local", "pooled", "lightgcn_pooled"},
              "evaluation.baselines may hold popularity, local, pooled, lightgcn_pooled"),
+            (self.privacy.target_epsilon > 0, "privacy.target_epsilon must be > 0 (set privacy.enabled=false for no DP)"),
+            (0.0 <= self.privacy.delta < 1.0, "privacy.delta must be in [0, 1); 0 picks min(1e-5, 0.1/users) per shop"),
+            (self.privacy.max_grad_norm > 0, "privacy.max_grad_norm must be > 0"),
+            (self.privacy.noise_multiplier >= 0, "privacy.noise_multiplier must be >= 0 (0 = derive from target_epsilon)"),
+            (self.privacy.accountant in ("rdp", "prv"), "privacy.accountant must be rdp or prv"),
+            (self.privacy.grad_sample_mode in ("ghost", "hooks"), "privacy.grad_sample_mode must be ghost or hooks"),
+            (self.privacy.client_dp in ("off", "fixed", "adaptive"), "privacy.client_dp must be off, fixed or adaptive"),
+            (self.privacy.client_noise_multiplier >= 0 and self.privacy.client_clipping_norm > 0,
+             "privacy.client_noise_multiplier must be >= 0 and privacy.client_clipping_norm > 0"),
+            (0.0 < self.privacy.client_delta < 1.0, "privacy.client_delta must be in (0, 1)"),
+            (self.privacy.secagg_num_shares >= 3 and self.privacy.secagg_num_shares % 2 == 1,
+             "privacy.secagg_num_shares must be odd and >= 3 (Flower's SecAgg+ halts with an even number of shares)"),
+            (2 <= self.privacy.secagg_reconstruction_threshold <= self.privacy.secagg_num_shares,
+             "privacy.secagg_reconstruction_threshold must be between 2 and privacy.secagg_num_shares"),
         ]
         for ok, message in checks:
             if not ok:

@@ -113,7 +113,8 @@ def build_shop_data(
 
     ``catalog`` rows must be this shop's, in the order of ``item_features``. Events of the
     same (user, item) pair are merged into one edge: summed weight, latest time, strongest
-    kind. Recency is measured from the shop's last training event.
+    kind. Recency is measured from the user's own latest training event, so a user's
+    features depend only on that user's events.
     """
     items = catalog["item"].to_numpy(dtype=str)
     item_pos = pd.Index(items)
@@ -135,8 +136,10 @@ def build_shop_data(
         missing = grouped.loc[grouped["i"] < 0, "item"].iloc[0]
         raise ShopDataError(f"shop {shop!r}: item {missing!r} has events but is not in the catalog")
     grouped = grouped.sort_values(["u", "last", "i"], kind="stable")
-    now = train["timestamp"].max() if len(train) else pd.Timestamp(0)
-    age_days = (now - grouped["last"]).dt.total_seconds().to_numpy() / 86400.0
+    # Recency is measured from the user's *own* latest event, never from the shop's: a
+    # user's features must not depend on other users' data (user-level DP, see PRIVACY.md).
+    own_latest = grouped.groupby("u")["last"].transform("max")
+    age_days = (own_latest - grouped["last"]).dt.total_seconds().to_numpy() / 86400.0
     attr = np.zeros((len(grouped), 5), dtype=np.float32)
     attr[:, 0] = np.exp(-np.log(2.0) * np.clip(age_days, 0, None) / recency_halflife_days)
     attr[:, 1] = np.log1p(grouped["weight"].to_numpy())

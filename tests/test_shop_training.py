@@ -33,7 +33,9 @@ def test_shop_data_orders_histories_by_time_and_merges_repeats(tmp_path):
     b_attr = data.attr[data.indptr[0] + 1]
     assert b_attr[1] == pytest.approx(np.log1p(4.0))  # weights 1 + 3 summed
     assert b_attr[2:].tolist() == [0, 0, 1]  # strongest kind: purchase
-    assert b_attr[0] == pytest.approx(1.0)  # last event of the shop: recency 1
+    assert b_attr[0] == pytest.approx(1.0)  # the user's own latest event: recency 1
+    assert data.attr[data.indptr[0], 0] == pytest.approx(0.5 ** (2 / 60))  # a: 2 days before u1's latest
+    assert data.attr[data.indptr[1], 0] == pytest.approx(1.0)  # u2's only event is its own latest
     assert [data.items[i] for i in data.test_items(0)] == ["c"] and len(data.test_items(1)) == 0
     assert data.evaluable_users().tolist() == [0] and data.trainable_users().tolist() == [0]
     path = data.save(tmp_path / "s.npz")

@@ -46,6 +46,22 @@ def _per_shop(run: RunDir, replies: list[Message]) -> dict[str, dict[str, float]
     return out
 
 
+def _split_exhausted(run: RunDir, replies: list[Message]) -> tuple[list[Message], dict[str, dict[str, float]]]:
+    """Separate the replies of shops that refused to train because of their privacy budget."""
+    trained, exhausted = [], {}
+    for msg in replies:
+        metrics = msg.content["metrics"]
+        if float(metrics.get("budget-exhausted", 0)) > 0:
+            exhausted.update(_per_shop(run, [msg]))
+        else:
+            trained.append(msg)
+    return trained, exhausted
+
+
+def _budget_note(exhausted: dict[str, dict[str, float]]) -> str:
+    return ", ".join(f"{shop} (ε {m.get('epsilon', float('nan')):.2f} of {m.get('target-epsilon', float('nan')):g})" for shop, m in exhausted.items())
+
+
 def _mean(values: list[float]) -> float:
     values = [v for v in values if v == v]
     return float(np.mean(values)) if values else float("nan")
@@ -86,6 +102,13 @@ def run_rounds(grid: Grid, strategy: Strategy, run: RunDir, *, say: Callable[[st
         replies, failures = _split_replies(
             grid.send_and_receive(strategy.configure_train(server_round, arrays, train_config, grid), timeout=timeout)
         )
+        replies, exhausted = _split_exhausted(run, replies)
+        if exhausted and not replies and not failures:
+            say(f"{PREFIX} round {server_round}/{total} | every shop has spent its privacy budget "
+                f"({_budget_note(exhausted)}); training stops after round {server_round - 1}")
+            history["stopped"] = {"round": server_round, "reason": "privacy budget exhausted", "shops": exhausted}
+            run.write_history(history)
+            break
         if len(replies) < cfg.federation.min_train_shops:
             detail = "; ".join(failures) or "no replies before the timeout"
             raise RoundFailed(
@@ -103,7 +126,8 @@ def run_rounds(grid: Grid, strategy: Strategy, run: RunDir, *, say: Callable[[st
         evals, eval_failures = _evaluate(grid, strategy, server_round, arrays, timeout, run)
         seconds = time.perf_counter() - began
         history["rounds"].append(
-            {"round": server_round, "seconds": seconds, "model_version": version, "train": train, "eval": evals, "failures": failures + eval_failures}
+            {"round": server_round, "seconds": seconds, "model_version": version, "train": train, "eval": evals,
+             "failures": failures + eval_failures, "budget_exhausted": exhausted}
         )
         # Checkpoint first, then history: a crash in between re-runs nothing and loses nothing.
         run.save_checkpoint(server_round, state, {"model_version": version})
@@ -113,6 +137,8 @@ def run_rounds(grid: Grid, strategy: Strategy, run: RunDir, *, say: Callable[[st
             f"{PREFIX} round {server_round}/{total} | shops {len(replies)}/{len(replies) + len(failures)} | "
             f"loss {loss:.4f} | NDCG@{k} {_mean([e[f'ndcg@{k}'] for e in evals.values()]):.4f} | "
             f"Recall@{k} {_mean([e[f'recall@{k}'] for e in evals.values()]):.4f} (macro) | {seconds:.1f} s"
+            + (f" | ε ≤ {max(t['epsilon'] for t in train.values()):.2f} (max over shops, δ per shop)" if any("epsilon" in t for t in train.values()) else "")
             + (f" | {len(failures)} shop(s) failed: {failures[0]}" if failures else "")
+            + (f" | out of privacy budget, not trained: {_budget_note(exhausted)}" if exhausted else "")
         )
     return history

@@ -108,6 +108,10 @@ class RunDir:
         return self.path / "local" / f"{shop}.pt"
 
     # ------------------------------------------------------------ checkpoints
+    def privacy_dir(self, shop: str) -> Path:
+        """Where ``shop`` keeps its privacy ledger (it never leaves the shop)."""
+        return self.path / "privacy" / shop
+
     def checkpoint_file(self, server_round: int) -> Path:
         return self.checkpoints_dir / f"round-{server_round:04d}.pt"
 

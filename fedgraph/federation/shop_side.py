@@ -17,7 +17,8 @@ import torch
 
 from fedgraph.atomic import atomic_path
 from fedgraph.evaluation import evaluate_model
-from fedgraph.federation.run_dir import RunDir
+from fedgraph.federation.run_dir import RunDir, state_digest
+from fedgraph.privacy.budget import ShopBudget, open_budget
 from fedgraph.shop import ShopData
 from fedgraph.training.local import TrainSettings, resolve_device, train_local
 
@@ -66,17 +67,56 @@ def _limit_threads(run: RunDir) -> None:
         torch.set_num_threads(int(cpus))
 
 
+def shop_budget(run: RunDir, data: ShopData) -> ShopBudget:
+    """The shop's privacy budget and ledger (``privacy.enabled`` runs only)."""
+    cfg = run.config
+    return open_budget(
+        run.privacy_dir(data.shop), shop=data.shop, users=len(data.trainable_users()), config=cfg.privacy,
+        rounds=cfg.train.rounds, local_epochs=cfg.train.local_epochs, batch_size=cfg.train.batch_size,
+    )  # fmt: skip
+
+
+def _privacy_metrics(budget: ShopBudget, entry: dict[str, Any]) -> dict[str, float]:
+    return {
+        "epsilon": float(entry["epsilon"]), "epsilon-rdp": float(entry["epsilon_rdp"]),
+        "epsilon-prv": float(entry["epsilon_prv"]) if entry.get("epsilon_prv") is not None else -1.0,
+        "delta": budget.delta, "target-epsilon": budget.target_epsilon, "ledger-seq": int(entry["seq"]),
+        "noise-multiplier": float(budget.plan["noise_multiplier"]), "sample-rate": float(budget.plan["sample_rate"]),
+    }  # fmt: skip
+
+
 def shop_train(
     run_dir: str, partition_id: int, state: dict[str, torch.Tensor], *, server_round: int, proximal_mu: float = 0.0
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Train the global ``state`` on one shop; return the new state and numeric metrics."""
+    """Train the global ``state`` on one shop; return the new state and numeric metrics.
+
+    Under ``privacy.enabled`` the shop trains with user-level DP-SGD, records the round in its
+    ledger and reports its ε; a shop whose next round would exceed its budget does not train
+    and replies with ``budget-exhausted = 1`` and the weights it was sent.
+    """
     run = RunDir.at(run_dir)
     _limit_threads(run)
     data = shop_data(run, partition_id)
     model = model_for_shop(run, data, state)
-    settings = train_settings(run, seed=round_seed(run.config.train.seed, server_round, data.shop), proximal_mu=proximal_mu)
-    result = train_local(model, data, settings, device=resolve_device(run.config.train.device))
-    metrics = {**result.as_metrics, "partition-id": partition_id}
+    seed = round_seed(run.config.train.seed, server_round, data.shop)
+    settings = train_settings(run, seed=seed, proximal_mu=proximal_mu)
+    device = resolve_device(run.config.train.device)
+    if not run.config.privacy.enabled:
+        result = train_local(model, data, settings, device=device)
+        metrics = {**result.as_metrics, "partition-id": partition_id}
+    else:
+        budget = shop_budget(run, data)
+        version = state_digest(state)[:16]
+        if not budget.next_round_fits():
+            entry = budget.record_skip(server_round, version)
+            metrics = {**_privacy_metrics(budget, entry), "budget-exhausted": 1, "num-examples": 0, "partition-id": partition_id}
+            return {k: v.detach().cpu() for k, v in state.items()}, metrics
+        privacy = run.config.privacy
+        dp = budget.settings(seed if privacy.deterministic_noise else None, privacy.grad_sample_mode)
+        result = train_local(model, data, settings, device=device, dp=dp)
+        entry = budget.record_round(server_round, version, result.dp_history)
+        # The training loss is computed on private data without noise: it stays in the shop.
+        metrics = {**result.as_metrics, "train_loss": float("nan"), **_privacy_metrics(budget, entry), "partition-id": partition_id}
     local = model.local_state_dict()
     if local:  # the shop-private part stays in the shop's own directory
         with atomic_path(run.local_state_file(data.shop)) as tmp:

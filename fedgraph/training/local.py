@@ -9,7 +9,8 @@ pooled baseline all call it, so their budgets are comparable by construction.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,6 +18,9 @@ import torch
 from fedgraph.models.interest_model import InterestModel
 from fedgraph.shop import ShopData
 from fedgraph.training.rows import RowSampler
+
+if TYPE_CHECKING:
+    from fedgraph.privacy import DPSettings
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,8 @@ class TrainResult:
     users: int
     steps: int
     seconds: float
+    #: DP-SGD steps as Opacus' accountant recorded them: ``(noise_multiplier, sample_rate, steps)``; empty without DP.
+    dp_history: list[tuple[float, float, int]] = field(default_factory=list)
 
     @property
     def as_metrics(self) -> dict[str, float]:
@@ -58,9 +64,18 @@ def train_local(
     *,
     device: torch.device | str = "cpu",
     negative_range: np.ndarray | None = None,
+    dp: "DPSettings | None" = None,
 ) -> TrainResult:
-    """Train ``model`` in place on ``data``; returns the mean loss over the last epoch."""
+    """Train ``model`` in place on ``data``; returns the mean loss over the last epoch.
+
+    With ``dp``, training is user-level DP-SGD (Poisson sampling, per-user clipping, Gaussian
+    noise; :mod:`fedgraph.training.dp`) for ``settings.epochs`` expected passes over the users.
+    """
     device = torch.device(device)
+    if dp is not None:
+        from fedgraph.training.dp import train_dp
+
+        return train_dp(model, data, settings, dp, device=device, negative_range=negative_range)
     started = time.perf_counter()
     model.to(device).train()
     features = torch.from_numpy(data.item_features).to(device)

@@ -9,6 +9,8 @@ another user, which keeps per-user gradients (and so per-user DP-SGD) exact.
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import torch
 
@@ -53,18 +55,26 @@ class RowSampler:
         self.negative_range = negative_range
 
     def training_batch(self, users: np.ndarray, rng: np.random.Generator) -> UserBatch:
-        """Rows for ``users`` (each must have >= 2 training items)."""
+        """Rows for ``users`` (each must have >= 2 training items).
+
+        One number is drawn from ``rng`` per batch; each row then uses its own generator
+        seeded by that number and the user's id, so a row is a function of that user's data
+        and the seed alone, whoever else is in the batch (user-level DP, see PRIVACY.md).
+        """
         b, h, p, n = len(users), self.history, self.positives, self.negatives
         hist = np.zeros((b, h), dtype=np.int64)
         hist_attr = np.zeros((b, h, EDGE_FEATURES), dtype=np.float32)
         hist_mask = np.zeros((b, h), dtype=bool)
         pos = np.zeros((b, p), dtype=np.int64)
         pos_mask = np.zeros((b, p), dtype=bool)
-        low, high = self.negative_range[users, 0], self.negative_range[users, 1]
-        neg = low[:, None] + (rng.random((b, n)) * (high - low)[:, None]).astype(np.int64)
+        neg = np.zeros((b, n), dtype=np.int64)
         neg_mask = np.ones((b, n), dtype=bool)
         indptr, items, attr = self.data.indptr, self.data.item, self.data.attr
+        batch_seed = int(rng.integers(0, 2**62))
         for row, u in enumerate(users):
+            row_rng = np.random.default_rng([batch_seed, zlib.crc32(str(self.data.users[u]).encode())])
+            low, high = self.negative_range[u]
+            neg[row] = low + (row_rng.random(n) * (high - low)).astype(np.int64)
             start, stop = indptr[u], indptr[u + 1]
             count = stop - start
             if count < 2:
@@ -72,13 +82,13 @@ class RowSampler:
             if self.next_items:
                 # A random cut in the user's timeline: predict the items right after it
                 # from the items before it (the shape of the temporal hold-out).
-                cut = int(rng.integers(1, count))
+                cut = int(row_rng.integers(1, count))
                 chosen = np.arange(cut, min(cut + p, count))
                 rest = np.arange(max(0, cut - h), cut)
                 take = len(chosen)
             else:
                 take = min(p, count - 1)
-                order = rng.permutation(count)
+                order = row_rng.permutation(count)
                 chosen = order[:take]
                 rest = np.sort(order[take:])[-h:]  # most recent remaining items
             pos[row, :take] = items[start + chosen]

@@ -1,0 +1,151 @@
+"""User-level DP-SGD for the interest model with Opacus (one user = one sample).
+
+Each step draws a Poisson sample of the shop's users (Opacus'
+:class:`~opacus.utils.uniform_sampler.UniformWithReplacementSampler`: each user in
+independently with probability ``q``), computes every sampled user's loss on a batch row
+that holds only that user's history (see :class:`fedgraph.models.InterestModel`), clips
+each user's whole gradient to ``C`` and adds ``N(0, (σC)²)`` noise to the sum
+(Opacus' DP optimizer), then divides by the expected batch size ``q·n``.
+
+Per-user gradient norms come from Opacus' ghost clipping by default
+(:class:`~opacus.grad_sample.GradSampleModuleFastGradientClipping`): two backward passes,
+and no ``batch × parameters`` tensor is ever built. ``grad_sample_mode="hooks"`` uses
+Opacus' classic per-sample gradients instead (for comparison and tests).
+
+Steps are counted by an Opacus accountant attached to the optimizer's step hook, so the
+history returned is exactly what ran, including steps whose Poisson sample was empty (those
+still add noise: skipping them would leak that the sample was empty).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from opacus.accountants import RDPAccountant
+from opacus.grad_sample import GradSampleModule, GradSampleModuleFastGradientClipping
+from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping
+from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
+from opacus.utils.uniform_sampler import UniformWithReplacementSampler
+from torch import nn
+
+from fedgraph.models.interest_model import InterestModel
+from fedgraph.privacy import DPSettings
+from fedgraph.shop import ShopData
+from fedgraph.training.rows import RowSampler
+
+if TYPE_CHECKING:
+    from fedgraph.training.local import TrainResult, TrainSettings
+
+
+class _PerUserLoss(nn.Module):
+    """Opacus' loss wrapper wants a criterion with ``reduction``; ours is already per user."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reduction = "mean"
+
+    def forward(self, per_user: torch.Tensor, _target: object = None) -> torch.Tensor:
+        if self.reduction == "none":
+            return per_user
+        return per_user.mean() if self.reduction == "mean" else per_user.sum()
+
+
+def steps_per_epoch(sample_rate: float) -> int:
+    """Steps in one expected pass over the users: ``round(1/q)`` (at least 1)."""
+    return max(1, int(round(1.0 / sample_rate)))
+
+
+def train_dp(
+    model: InterestModel,
+    data: ShopData,
+    settings: "TrainSettings",
+    dp: DPSettings,
+    *,
+    device: torch.device,
+    negative_range: np.ndarray | None = None,
+) -> "TrainResult":
+    from fedgraph.training.local import TrainResult
+
+    started = time.perf_counter()
+    model.to(device).train()
+    features = torch.from_numpy(data.item_features).to(device)
+    users = data.trainable_users()
+    if len(users) == 0:
+        return TrainResult(loss=float("nan"), users=0, steps=0, seconds=0.0, dp_history=[])
+    sampler_rows = RowSampler(
+        data, history=settings.history, positives=settings.positives, negatives=settings.negatives, negative_range=negative_range
+    )
+    seed = dp.noise_seed if dp.noise_seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
+    sample_gen = torch.Generator().manual_seed(seed)
+    noise_gen = torch.Generator(device=device).manual_seed(seed + 1)
+    row_rng = np.random.default_rng(seed + 2)
+
+    shared = [p for name, p in model.named_parameters() if not name.startswith("local.")]
+    anchor = [p.detach().clone() for p in shared] if settings.proximal_mu > 0 else None
+    base = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    expected = max(1e-9, dp.sample_rate * len(users))
+    ghost = dp.grad_sample_mode == "ghost"
+    if ghost:
+        wrapped = GradSampleModuleFastGradientClipping(
+            model, batch_first=True, loss_reduction="mean", max_grad_norm=dp.max_grad_norm, use_ghost_clipping=True
+        )
+        optimizer = DPOptimizerFastGradientClipping(
+            base, noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
+            expected_batch_size=expected, loss_reduction="mean", generator=noise_gen,
+        )  # fmt: skip
+        criterion = DPLossFastGradientClipping(wrapped, optimizer, _PerUserLoss(), loss_reduction="mean")
+    else:
+        wrapped = GradSampleModule(model, batch_first=True, loss_reduction="mean")
+        optimizer = DPOptimizer(
+            base, noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
+            expected_batch_size=expected, loss_reduction="mean", generator=noise_gen,
+        )  # fmt: skip
+    # Opacus' DP optimizer divides the clipped sum by the expected batch size, as DP-SGD does
+    # with Poisson sampling; the actual batch size is private and never used.
+    optimizer.expected_batch_size = expected
+    accountant = RDPAccountant()
+    optimizer.attach_step_hook(accountant.get_optimizer_hook_fn(sample_rate=dp.sample_rate))
+    per_epoch = steps_per_epoch(dp.sample_rate)
+    poisson = UniformWithReplacementSampler(
+        num_samples=len(users), sample_rate=dp.sample_rate, generator=sample_gen, steps=per_epoch * settings.epochs
+    )
+    losses: list[float] = []
+    try:
+        for indices in poisson:
+            optimizer.zero_grad(set_to_none=True)
+            picked = users[np.asarray(indices, dtype=np.int64)] if len(indices) else users[:0]
+            if len(picked) == 0:
+                # An empty Poisson sample still takes a (pure-noise) step.
+                for p in model.parameters():
+                    p.grad = torch.zeros_like(p)
+                    if not ghost:
+                        p.grad_sample = torch.zeros((0, *p.shape), device=p.device, dtype=p.dtype)
+            else:
+                batch = sampler_rows.training_batch(picked, row_rng).to(device)
+                per_user = model.recommendation_loss(batch, features)
+                if ghost:
+                    criterion(per_user).backward()
+                else:
+                    per_user.mean().backward()
+                losses.append(float(per_user.detach().mean()))
+            optimizer.step()
+            if anchor is not None:  # FedProx: a data-independent proximal step after the private one
+                with torch.no_grad():
+                    for p, a in zip(shared, anchor):
+                        p.sub_(settings.lr * settings.proximal_mu * (p - a))
+    finally:
+        wrapped._close()
+        for p in model.parameters():
+            p.grad = None
+    steps = sum(n for _, _, n in accountant.history)
+    return TrainResult(
+        loss=float(np.mean(losses)) if losses else float("nan"),
+        users=int(len(users)),
+        steps=int(steps),
+        seconds=time.perf_counter() - started,
+        dp_history=[(float(s), float(q), int(n)) for s, q, n in accountant.history],
+    )

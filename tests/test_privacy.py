@@ -1,0 +1,231 @@
+"""User-level DP-SGD, accounting and the privacy ledger."""
+
+import json
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from opacus.accountants import PRVAccountant, RDPAccountant
+from opacus.grad_sample import GradSampleModule
+
+from fedgraph.config import PrivacyConfig
+from fedgraph.models import InterestModel
+from fedgraph.privacy import DPSettings, LedgerTamperedError, PrivacyLedger, default_delta, epsilon, noise_multiplier_for, spent
+from fedgraph.privacy.accounting import BudgetError
+from fedgraph.privacy.budget import open_budget
+from fedgraph.shop import build_shop_data
+from fedgraph.training import RowSampler, TrainSettings, train_local
+from test_shop_training import _catalog, _events, _planted_shop
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+# ---------------------------------------------------------------------- accounting
+def test_accountants_match_opacus_and_prv_is_tighter():
+    history = [(1.0, 0.01, 1000)]
+    rdp, prv = epsilon(history, 1e-5, "rdp"), epsilon(history, 1e-5, "prv")
+    acc = RDPAccountant()
+    acc.history = list(history)
+    assert rdp == pytest.approx(acc.get_epsilon(delta=1e-5), rel=1e-12)
+    acc = PRVAccountant()
+    acc.history = list(history)
+    assert prv == pytest.approx(acc.get_epsilon(delta=1e-5), rel=1e-9)
+    assert rdp == pytest.approx(2.10, abs=0.01) and prv == pytest.approx(1.84, abs=0.01)
+    both = spent(history, 1e-5, "prv")
+    assert both.reported == both.prv and both.reported_by == "prv" and both.rdp == rdp
+    assert spent(history, 1e-5, "rdp").reported == rdp
+
+
+def test_prv_falls_back_to_rdp_where_it_does_not_apply():
+    full_batch = [(2.0, 1.0, 5)]  # q = 1: PRV's numerics do not apply
+    s = spent(full_batch, 1e-5, "prv")
+    assert s.prv is None and s.reported_by == "rdp" and s.reported == epsilon(full_batch, 1e-5, "rdp")
+    assert epsilon([], 1e-5) == 0.0
+    assert epsilon([(0.0, 0.1, 3)], 1e-5) == math.inf
+
+
+def test_noise_is_planned_to_meet_the_target():
+    sigma = noise_multiplier_for(4.0, 1e-5, 0.02, 500, "rdp")
+    assert 3.9 < epsilon([(sigma, 0.02, 500)], 1e-5, "rdp") <= 4.0
+    assert noise_multiplier_for(4.0, 1e-5, 0.02, 500, "prv") < sigma  # PRV is tighter: less noise
+    assert noise_multiplier_for(math.inf, 1e-5, 0.02, 500) == 0.0
+    with pytest.raises(BudgetError):
+        noise_multiplier_for(-1.0, 1e-5, 0.02, 500)
+    assert default_delta(50) == 1e-5
+    assert default_delta(1_000_000) == pytest.approx(1e-7) and default_delta(1_000_000) < 1 / 1_000_000
+
+
+# ---------------------------------------------------------------------- DP-SGD
+SETTINGS = TrainSettings(epochs=2, batch_size=16, lr=0.01, history=8, positives=2, negatives=16, seed=3)
+
+
+def _trained(data, dp, seed=0):
+    torch.manual_seed(seed)
+    model = InterestModel(3, dim=8, hidden=16, num_local_items=data.num_items)
+    result = train_local(model, data, SETTINGS, dp=dp)
+    return result, {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_ghost_clipping_gives_the_same_update_as_per_sample_gradients():
+    data = _planted_shop()
+    common = dict(noise_multiplier=0.0, max_grad_norm=0.05, sample_rate=16 / 120, delta=1e-5, noise_seed=1)
+    _, ghost = _trained(data, DPSettings(**common, grad_sample_mode="ghost"))
+    _, hooks = _trained(data, DPSettings(**common, grad_sample_mode="hooks"))
+    _, plain = _trained(data, None)
+    assert max((ghost[k] - hooks[k]).abs().max().item() for k in ghost) < 1e-4
+    assert max((ghost[k] - plain[k]).abs().max().item() for k in ghost) > 1e-3  # clipping changed the update
+
+
+def test_dp_training_counts_steps_and_is_deterministic_under_a_seed():
+    data = _planted_shop()
+    dp = DPSettings(noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=0.1, delta=1e-5, noise_seed=7)
+    (r1, s1), (r2, s2) = _trained(data, dp), _trained(data, dp)
+    assert r1.dp_history == [(1.0, 0.1, 20)] and r1.steps == 20  # 2 epochs of round(1/q) = 10 steps
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)
+    _, s3 = _trained(data, DPSettings(noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=0.1, delta=1e-5, noise_seed=8))
+    assert any(not torch.equal(s1[k], s3[k]) for k in s1)
+
+
+def test_empty_poisson_samples_still_take_noisy_steps():
+    data = _planted_shop()
+    dp = DPSettings(noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=0.005, delta=1e-5, noise_seed=1)
+    torch.manual_seed(0)
+    model = InterestModel(3, dim=8, hidden=16, num_local_items=data.num_items)
+    result = train_local(model, data, TrainSettings(epochs=1, batch_size=16, history=8, positives=2, negatives=16), dp=dp)
+    after = model.state_dict()
+    assert result.steps == 200  # about half of these samples are empty; each one is a step
+    torch.manual_seed(0)
+    before = InterestModel(3, dim=8, hidden=16, num_local_items=data.num_items).state_dict()
+    assert all(not torch.equal(before[k], after[k]) for k in before)  # noise moved every parameter
+
+
+def _shop(events_a):
+    rows = [("B", "i1", 1, "purchase", 1), ("B", "i2", 3, "view", 2), ("B", "i3", 4, "cart", 1), ("B", "i4", 6, "purchase", 1),
+            ("C", "i2", 2, "purchase", 1), ("C", "i5", 5, "view", 1), ("C", "i0", 9, "purchase", 1)] + events_a  # fmt: skip
+    items = [f"i{i}" for i in range(8)]
+    feats = np.random.default_rng(0).standard_normal((8, 3)).astype(np.float32)
+    return build_shop_data("s", _events(rows), _events(rows[:0]), _catalog(items), feats)
+
+
+def test_a_users_gradient_depends_only_on_that_users_data():
+    """Changing user A's interactions leaves user B's per-sample gradient unchanged."""
+    original = _shop([("A", "i0", 0, "view", 1), ("A", "i1", 2, "purchase", 1)])
+    changed = _shop([("A", "i6", 1, "purchase", 5), ("A", "i7", 30, "cart", 1), ("A", "i3", 40, "purchase", 2)])
+    torch.manual_seed(0)
+    model = InterestModel(3, dim=8, hidden=16, num_local_items=8)
+    features = torch.from_numpy(original.item_features)
+    grads, grads_a = [], []
+    for data in (original, changed):
+        users = np.arange(data.num_users)  # A, B, C in one batch
+        batch = RowSampler(data, history=4, positives=2, negatives=6).training_batch(users, np.random.default_rng(5))
+        gsm = GradSampleModule(model, batch_first=True, loss_reduction="sum")
+        model.zero_grad()
+        model.recommendation_loss(batch, features).sum().backward()
+        b, a = list(data.users).index("B"), list(data.users).index("A")
+        grads.append({n: p.grad_sample[b].clone() for n, p in model.named_parameters()})
+        grads_a.append(torch.cat([p.grad_sample[a].flatten() for p in model.parameters()]))
+        gsm._close()
+    assert list(original.users) == list(changed.users) == ["A", "B", "C"]
+    for name in grads[0]:
+        assert torch.equal(grads[0][name], grads[1][name]), name
+    # ...while A's own gradient did change (the check is not vacuous)
+    assert not torch.allclose(grads_a[0], grads_a[1])
+
+
+# ---------------------------------------------------------------------- ledger
+def _ledger_with(tmp_path, n=3):
+    ledger = PrivacyLedger(tmp_path / "shop")
+    for r in range(n):
+        ledger.append("round", round=r, epsilon=0.5 * r, history=[[1.0, 0.1, 10]])
+    return ledger
+
+
+def test_ledger_persists_and_chains(tmp_path):
+    ledger = _ledger_with(tmp_path)
+    again = PrivacyLedger(tmp_path / "shop")
+    entries = again.verify()
+    assert [e["round"] for e in entries] == [0, 1, 2] and [e["seq"] for e in entries] == [0, 1, 2]
+    assert entries[1]["prev"] == entries[0]["mac"]
+    assert oct((tmp_path / "shop" / "ledger.key").stat().st_mode & 0o777) == "0o600"
+    again.append("round", round=3, epsilon=2.0, history=[])
+    assert len(ledger.verify()) == 4
+
+
+@pytest.mark.parametrize(
+    "tamper, message",
+    [
+        ("edit", "fails its integrity check"),
+        ("truncate", "truncated or rolled back"),
+        ("drop_middle", "removed or reordered"),
+        ("delete_head", "head.json is missing"),
+        ("delete_ledger", "truncated or rolled back"),
+        ("reset_all_but_key", "head.json is missing"),
+        ("garbage", "not valid JSON"),
+    ],
+)
+def test_ledger_refuses_tampering(tmp_path, tamper, message):
+    ledger = _ledger_with(tmp_path)
+    lines = ledger.path.read_text().splitlines(keepends=True)
+    if tamper == "edit":
+        entry = json.loads(lines[1])
+        entry["epsilon"] = 0.0
+        lines[1] = json.dumps(entry, sort_keys=True) + "\n"
+        ledger.path.write_text("".join(lines))
+    elif tamper == "truncate":
+        ledger.path.write_text("".join(lines[:2]))
+    elif tamper == "drop_middle":
+        ledger.path.write_text(lines[0] + lines[2])
+    elif tamper == "delete_head":
+        ledger.head_path.unlink()
+    elif tamper == "delete_ledger":
+        ledger.path.unlink()
+    elif tamper == "reset_all_but_key":
+        ledger.path.unlink()
+        ledger.head_path.unlink()
+    elif tamper == "garbage":
+        ledger.path.write_text(lines[0] + "{oops\n" + "".join(lines[2:]))
+    with pytest.raises(LedgerTamperedError, match=message):
+        PrivacyLedger(tmp_path / "shop").verify()
+    with pytest.raises(LedgerTamperedError):
+        PrivacyLedger(tmp_path / "shop").append("round", round=9, history=[])
+
+
+def test_ledger_recovers_from_a_crash_between_entry_and_head(tmp_path):
+    ledger = _ledger_with(tmp_path)
+    head_before = ledger.head_path.read_text()
+    ledger.append("round", round=3, history=[])
+    ledger.head_path.write_text(head_before)  # as if the process died before the head was written
+    assert len(ledger.verify(repair=True)) == 4
+    assert json.loads(ledger.head_path.read_text())["count"] == 4
+    # a torn, never-committed last line is dropped
+    with open(ledger.path, "ab") as f:
+        f.write(b'{"kind": "round", "seq": 4, "tr')
+    assert len(ledger.verify(repair=True)) == 4
+    assert ledger.path.read_bytes().endswith(b"\n")
+
+
+# ---------------------------------------------------------------------- budget
+def test_budget_plans_noise_and_refuses_a_round_that_would_overspend(tmp_path):
+    cfg = PrivacyConfig(enabled=True, target_epsilon=2.0, delta=1e-5)
+    budget = open_budget(tmp_path / "b", shop="s", users=100, config=cfg, rounds=3, local_epochs=1, batch_size=10)
+    plan = budget.plan
+    assert plan["sample_rate"] == pytest.approx(0.1) and plan["steps_per_round"] == 10 and plan["planned_steps"] == 30
+    assert 1.9 < plan["planned_epsilon"] <= 2.0
+    for r in range(1, 4):
+        assert budget.next_round_fits()
+        budget.record_round(r, "v", [(plan["noise_multiplier"], 0.1, 10)])
+    assert not budget.next_round_fits()
+    skip = budget.record_skip(4, "v")
+    assert skip["kind"] == "skip" and "budget" in skip["reason"] and skip["epsilon"] <= 2.0
+    rounds = list(budget.ledger.rounds())
+    assert [e["epsilon"] for e in rounds] == sorted(e["epsilon"] for e in rounds)
+    assert rounds[-1]["epsilon_prv"] < rounds[-1]["epsilon_rdp"]
+    # the ledger survives a restart; changing the plan afterwards is refused
+    again = open_budget(tmp_path / "b", shop="s", users=100, config=cfg, rounds=3, local_epochs=1, batch_size=10)
+    assert not again.next_round_fits() and again.spent().reported == pytest.approx(rounds[-1]["epsilon"])
+    with pytest.raises(BudgetError, match="target_epsilon"):
+        open_budget(tmp_path / "b", shop="s", users=100, config=PrivacyConfig(target_epsilon=8.0, delta=1e-5),
+                    rounds=3, local_epochs=1, batch_size=10)  # fmt: skip
