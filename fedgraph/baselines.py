@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ from fedgraph.models.interest_model import InterestModel
 from fedgraph.shop import ShopData
 from fedgraph.training.local import TrainSettings, train_local
 
+if TYPE_CHECKING:
+    from fedgraph.privacy import DPSettings
+
 ModelFactory = Callable[[int], InterestModel]  # number of shop-local items -> fresh model
 
 
@@ -34,14 +37,17 @@ def popularity(shops: list[ShopData], *, k: int) -> dict[str, dict]:
 
 def local_alone(
     shops: list[ShopData], new_model: ModelFactory, settings: TrainSettings, *, k: int, history: int, device: torch.device,
-    progress: Callable[[str], None] = lambda _: None,
+    progress: Callable[[str], None] = lambda _: None, dp: "DPSettings | None" = None,
 ) -> dict[str, dict]:
-    """Each shop trains its own model from the same initialisation; scored on its own test set."""
+    """Each shop trains its own model from the same initialisation; scored on its own test set.
+
+    With ``dp`` every shop trains with user-level DP-SGD under those settings.
+    """
     out = {}
     for shop in shops:
         model = new_model(shop.num_items)
         started = time.perf_counter()
-        train_local(model, shop, settings, device=device)
+        train_local(model, shop, settings, device=device, dp=dp)
         out[shop.shop] = evaluate_model(model, shop, k=k, history=history, device=device)
         progress(f"local baseline: {shop.shop} trained alone in {time.perf_counter() - started:.1f} s")
     return out

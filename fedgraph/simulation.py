@@ -118,7 +118,39 @@ def _train_alone(run_path: str, shop_name: str) -> tuple[str, dict]:
     shop = ShopData.load(run.shop_file(shop_name))
     ev = run.config.evaluation
     device = resolve_device(run.config.train.device)
-    return shop_name, baselines.local_alone([shop], run.new_model, _baseline_settings(run), k=ev.k, history=ev.history, device=device)[shop_name]
+    dp = _alone_dp(run, shop)
+    per_shop = baselines.local_alone(
+        [shop], run.new_model, _baseline_settings(run), k=ev.k, history=ev.history, device=device, dp=dp
+    )[shop_name]
+    if dp is not None:
+        per_shop = {**per_shop, "epsilon": _alone_epsilon(run, shop, dp), "delta": dp.delta}
+    return shop_name, per_shop
+
+
+def _alone_plan(run: RunDir, shop: ShopData) -> dict:
+    from fedgraph.privacy.budget import plan_for
+
+    cfg = run.config
+    return plan_for(len(shop.trainable_users()), cfg.privacy, rounds=cfg.train.rounds, local_epochs=cfg.train.local_epochs, batch_size=cfg.train.batch_size)
+
+
+def _alone_dp(run: RunDir, shop: ShopData):
+    """Under ``privacy.enabled`` the each-shop-alone baseline trains with the same DP plan as its federated shop."""
+    from fedgraph.privacy import DPSettings
+
+    p = run.config.privacy
+    if not p.enabled:
+        return None
+    plan = _alone_plan(run, shop)
+    seed = run.config.train.seed if p.deterministic_noise else None
+    return DPSettings(
+        noise_multiplier=plan["noise_multiplier"], max_grad_norm=plan["max_grad_norm"], sample_rate=plan["sample_rate"],
+        delta=plan["delta"], accountant=plan["accountant"], grad_sample_mode=p.grad_sample_mode, noise_seed=seed,
+    )  # fmt: skip
+
+
+def _alone_epsilon(run: RunDir, shop: ShopData, dp) -> float:
+    return float(_alone_plan(run, shop)["planned_epsilon"])
 
 
 def _local_in_parallel(run: RunDir, device: torch.device) -> dict[str, dict]:
@@ -174,8 +206,9 @@ def run_baselines(run: RunDir, say: Say = print) -> dict[str, dict[str, dict]]:
 
 def federated_results(run: RunDir) -> dict[str, dict]:
     """Per-shop evaluation of the final global model (from the round history)."""
-    rounds = run.read_history()["rounds"]
-    if not rounds or rounds[-1]["round"] != run.config.train.rounds:
+    history = run.read_history()
+    rounds = history["rounds"]
+    if not rounds or (rounds[-1]["round"] != run.config.train.rounds and "stopped" not in history):
         done = rounds[-1]["round"] if rounds else "no"
         raise RuntimeError(f"federated training did not finish ({done} of {run.config.train.rounds} rounds); resume the run")
     return {shop: {k: v for k, v in m.items() if k != "num-examples"} for shop, m in rounds[-1]["eval"].items()}
@@ -249,8 +282,8 @@ def simulate(config: RunConfig | None, out_dir: str | Path, *, resume: bool = Fa
     timings["prepare_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    history = run.read_history()["rounds"]
-    if not history or history[-1]["round"] < config.train.rounds:
+    history = run.read_history()
+    if not history.get("rounds") or (history["rounds"][-1]["round"] < config.train.rounds and "stopped" not in history):
         fed = config.federation
         say(f"federated training: {len(run.shop_names)} shops, {config.train.rounds} rounds, {fed.strategy} (Flower simulation engine)")
         run_flower_simulation(

@@ -100,3 +100,31 @@ def test_new_run_refuses_a_used_directory(finished_run):
     out, _ = finished_run
     result = _fedgraph("simulate", "--out", str(out), timeout=120)
     assert result.returncode == 2 and "--resume" in result.stderr
+
+
+def test_dp_run_accounts_every_round_and_stops_shops_out_of_budget(tmp_path, text_cache):
+    """σ fixed at 1.5 with a budget of ε = 4: the bigger-q shop (36 users, q = 0.89) fits one
+    round, the other (47 users, q = 0.68) two; the run goes on without them, then stops."""
+    out = tmp_path / "dp"
+    result = _fedgraph(
+        "simulate", "--out", str(out),
+        "data.source=synthetic", "data.synthetic_shops=2", "data.synthetic_users_per_shop=[30, 60]",
+        "data.synthetic_items_per_shop=[40, 80]", "train.rounds=3", "train.local_epochs=1",
+        f"features.cache_dir='{text_cache}'", "evaluation.baselines=['popularity']", "federation.min_train_shops=1",
+        "privacy.enabled=true", "privacy.target_epsilon=4.0", "privacy.noise_multiplier=1.5",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "round 2/3 | shops 1/1" in result.stdout and "out of privacy budget, not trained: shop-00001" in result.stdout
+    assert "every shop has spent its privacy budget" in result.stdout
+    history = json.loads((out / "federated_history.json").read_text())
+    assert history["stopped"]["round"] == 3
+    metrics = json.loads((out / "metrics.json").read_text())
+    privacy = metrics["privacy"]
+    assert privacy["enabled"] and privacy["unit"].startswith("one customer")
+    shops = privacy["per_shop"]
+    assert {s: v["rounds_trained"] for s, v in shops.items()} == {"shop-00000": 2, "shop-00001": 1}
+    assert all(v["rounds_refused"] >= 1 and 0 < v["epsilon"] <= 4.0 and v["epsilon_prv"] < v["epsilon_rdp"] for v in shops.values())
+    # the ε the server saw each round is the ε in the shop's ledger
+    seen = {s: t["epsilon"] for r in history["rounds"] if r["round"] > 0 for s, t in r["train"].items()}
+    assert seen == {s: pytest.approx(v["epsilon"]) for s, v in shops.items()}
+    assert "privacy: user-level DP-SGD per shop" in result.stdout

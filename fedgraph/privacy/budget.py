@@ -96,18 +96,12 @@ def open_budget(
     """The shop's budget in ``directory``: verifies the ledger, writes the plan on first use."""
     ledger = PrivacyLedger(directory)
     entries = ledger.verify(repair=True)
-    q = min(1.0, batch_size / max(1, users))
-    delta = config.delta or default_delta(users)
-    steps_per_round = local_epochs * _steps_per_epoch(q)
-    wanted = {
-        "target_epsilon": float(config.target_epsilon), "delta": float(delta), "max_grad_norm": float(config.max_grad_norm),
-        "accountant": config.accountant, "sample_rate": float(q),
-    }  # fmt: skip
+    wanted = plan_for(users, config, rounds=rounds, local_epochs=local_epochs, batch_size=batch_size, noise=False)
     if entries:
         plan = entries[0]
         if plan.get("kind") != "plan":
             raise BudgetError(f"{ledger.path}: the first entry is not a plan; the ledger is not a fedgraph privacy ledger")
-        changed = [f"{k}: ledger {plan.get(k)!r}, config {v!r}" for k, v in wanted.items() if plan.get(k) != v]
+        changed = [f"{k}: ledger {plan.get(k)!r}, config {v!r}" for k, v in wanted.items() if k in _FIXED and plan.get(k) != v]
         if config.noise_multiplier and float(config.noise_multiplier) != float(plan["noise_multiplier"]):
             changed.append(f"noise_multiplier: ledger {plan['noise_multiplier']!r}, config {config.noise_multiplier!r}")
         if changed:
@@ -116,13 +110,29 @@ def open_budget(
                 "Earlier rounds were released under the old plan; start a new run directory to use new settings."
             )
         return ShopBudget(shop=shop, ledger=ledger, plan=plan)
-    planned_steps = rounds * steps_per_round
-    sigma = float(config.noise_multiplier) or noise_multiplier_for(config.target_epsilon, delta, q, planned_steps, config.accountant)
-    planned = spent([(sigma, q, planned_steps)], delta, config.accountant)
+    planned = plan_for(users, config, rounds=rounds, local_epochs=local_epochs, batch_size=batch_size)
     plan = ledger.append(
-        "plan", shop=shop, users=int(users), **wanted, noise_multiplier=sigma, steps_per_round=int(steps_per_round),
-        planned_rounds=int(rounds), planned_steps=int(planned_steps), planned_epsilon=planned.reported,
-        planned_epsilon_rdp=planned.rdp, planned_epsilon_prv=planned.prv,
+        "plan", shop=shop, users=int(users), **planned,
         privacy_unit="one customer's whole history in one shop", mechanism="Poisson-subsampled Gaussian (DP-SGD, Opacus)",
     )  # fmt: skip
     return ShopBudget(shop=shop, ledger=ledger, plan=plan)
+
+
+def plan_for(
+    users: int, config: "PrivacyConfig", *, rounds: int, local_epochs: int, batch_size: int, noise: bool = True
+) -> dict[str, Any]:
+    """The DP-SGD plan for a shop of ``users`` trainable users (see module docs)."""
+    q = min(1.0, batch_size / max(1, users))
+    delta = config.delta or default_delta(users)
+    steps_per_round = local_epochs * _steps_per_epoch(q)
+    plan: dict[str, Any] = {
+        "target_epsilon": float(config.target_epsilon), "delta": float(delta), "max_grad_norm": float(config.max_grad_norm),
+        "accountant": config.accountant, "sample_rate": float(q), "steps_per_round": int(steps_per_round),
+        "planned_rounds": int(rounds), "planned_steps": int(rounds * steps_per_round),
+    }  # fmt: skip
+    if noise:
+        steps = plan["planned_steps"]
+        sigma = float(config.noise_multiplier) or noise_multiplier_for(config.target_epsilon, delta, q, steps, config.accountant)
+        planned = spent([(sigma, q, steps)], delta, config.accountant)
+        plan.update(noise_multiplier=sigma, planned_epsilon=planned.reported, planned_epsilon_rdp=planned.rdp, planned_epsilon_prv=planned.prv)
+    return plan

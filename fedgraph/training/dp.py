@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -114,6 +115,11 @@ def train_dp(
         num_samples=len(users), sample_rate=dp.sample_rate, generator=sample_gen, steps=per_epoch * settings.epochs
     )
     losses: list[float] = []
+    quiet = warnings.catch_warnings()
+    quiet.__enter__()
+    # Opacus' hooks fire on module outputs when the inputs (public item features) need no
+    # gradient; PyTorch warns about that on every step, and it is expected here.
+    warnings.filterwarnings("ignore", message="Full backward hook is firing")
     try:
         for indices in poisson:
             optimizer.zero_grad(set_to_none=True)
@@ -138,6 +144,7 @@ def train_dp(
                     for p, a in zip(shared, anchor):
                         p.sub_(settings.lr * settings.proximal_mu * (p - a))
     finally:
+        quiet.__exit__(None, None, None)
         wrapped._close()
         for p in model.parameters():
             p.grad = None
