@@ -99,6 +99,14 @@ def privacy_summary(run: RunDir) -> dict[str, Any]:
         "client_dp": p.client_dp,
         "secure_aggregation": p.secure_aggregation,
     }
+    if p.client_dp != "off":
+        entries = PrivacyLedger(run.server_privacy_dir).verify()
+        rounds = [e for e in entries if e.get("kind") == "round"]
+        out["client_level"] = {
+            "unit": "one whole shop", "mechanism": entries[0]["mechanism"] if entries else p.client_dp,
+            "epsilon": float(rounds[-1]["epsilon"]) if rounds else 0.0, "delta": float(p.client_delta),
+            "noise_multiplier": float(p.client_noise_multiplier), "releases": len(rounds), "accountant": "rdp",
+        }  # fmt: skip
     if not p.enabled:
         out["statement"] = "no differential privacy (privacy.enabled = false): the model carries no formal guarantee"
         return out

@@ -1,15 +1,29 @@
-"""Strategy selection from the run configuration (FedAvg, FedProx, FedAdam)."""
+"""Strategy selection from the run configuration (FedAvg, FedProx, FedAdam), optionally
+wrapped in Flower's server-side client-level DP (fixed or adaptive clipping)."""
 
 from __future__ import annotations
 
-from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Strategy
+from flwr.serverapp.strategy import (
+    DifferentialPrivacyServerSideAdaptiveClipping,
+    DifferentialPrivacyServerSideFixedClipping,
+    FedAdam,
+    FedAvg,
+    FedProx,
+    Strategy,
+)
 
 from fedgraph.config import RunConfig
+from fedgraph.privacy.client_level import UNIFORM_WEIGHT_KEY, sampled_shops_per_round
 
 
 def build_strategy(config: RunConfig, num_shops: int) -> Strategy:
-    """The configured Flower strategy; every shop is evaluated after every round."""
-    fed = config.federation
+    """The configured Flower strategy; every shop is evaluated after every round.
+
+    With ``privacy.client_dp`` the strategy averages shops with equal weights (a shop's
+    influence on the mean must be at most ``C / m`` for the noise to cover it) and is wrapped
+    in Flower's server-side clipping + Gaussian noise.
+    """
+    fed, privacy = config.federation, config.privacy
     common = dict(
         fraction_train=fed.fraction_train,
         fraction_evaluate=1.0,
@@ -17,10 +31,24 @@ def build_strategy(config: RunConfig, num_shops: int) -> Strategy:
         min_evaluate_nodes=num_shops,
         min_available_nodes=num_shops,
     )
+    if privacy.client_dp != "off":
+        common["weighted_by_key"] = UNIFORM_WEIGHT_KEY
     if fed.strategy == "fedavg":
-        return FedAvg(**common)
-    if fed.strategy == "fedprox":
-        return FedProx(proximal_mu=fed.proximal_mu, **common)
-    if fed.strategy == "fedadam":
-        return FedAdam(eta=fed.server_lr, **common)
-    raise ValueError(f"unknown federation.strategy {fed.strategy!r}")
+        strategy: Strategy = FedAvg(**common)
+    elif fed.strategy == "fedprox":
+        strategy = FedProx(proximal_mu=fed.proximal_mu, **common)
+    elif fed.strategy == "fedadam":
+        strategy = FedAdam(eta=fed.server_lr, **common)
+    else:
+        raise ValueError(f"unknown federation.strategy {fed.strategy!r}")
+    sampled = sampled_shops_per_round(config, num_shops)
+    if privacy.client_dp == "fixed":
+        return DifferentialPrivacyServerSideFixedClipping(
+            strategy, noise_multiplier=privacy.client_noise_multiplier, clipping_norm=privacy.client_clipping_norm, num_sampled_clients=sampled
+        )
+    if privacy.client_dp == "adaptive":
+        return DifferentialPrivacyServerSideAdaptiveClipping(
+            strategy, noise_multiplier=privacy.client_noise_multiplier, num_sampled_clients=sampled,
+            initial_clipping_norm=privacy.client_clipping_norm,
+        )  # fmt: skip
+    return strategy

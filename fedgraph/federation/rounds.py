@@ -18,6 +18,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedgraph.federation.run_dir import RunDir, state_digest
+from fedgraph.privacy.client_level import ServerPrivacyLedger
 
 PREFIX = "[fedgraph]"
 
@@ -95,6 +96,9 @@ def run_rounds(grid: Grid, strategy: Strategy, run: RunDir, *, say: Callable[[st
         arrays = ArrayRecord(checkpoint["state_dict"])
         history["rounds"] = [r for r in history.get("rounds", []) if r["round"] <= start]
         say(f"{PREFIX} resuming after round {start}/{total} from {run.checkpoint_file(start).name}")
+    server_ledger = (
+        ServerPrivacyLedger(run.server_privacy_dir, cfg, len(run.shop_names)) if cfg.privacy.client_dp != "off" else None
+    )
     train_config = ConfigRecord({"proximal-mu": float(cfg.federation.proximal_mu)}) if cfg.federation.strategy == "fedprox" else ConfigRecord()
 
     for server_round in range(start + 1, total + 1):
@@ -123,11 +127,15 @@ def run_rounds(grid: Grid, strategy: Strategy, run: RunDir, *, say: Callable[[st
         state = arrays.to_torch_state_dict()
         version = state_digest(state)[:16]
         train = _per_shop(run, replies)
+        client_dp = None
+        if server_ledger is not None:
+            entry = server_ledger.record_round(server_round, version, len(replies), float(getattr(strategy, "clipping_norm", 0.0)))
+            client_dp = {k: entry[k] for k in ("epsilon", "delta", "noise_multiplier", "clipping_norm", "releases")}
         evals, eval_failures = _evaluate(grid, strategy, server_round, arrays, timeout, run)
         seconds = time.perf_counter() - began
         history["rounds"].append(
             {"round": server_round, "seconds": seconds, "model_version": version, "train": train, "eval": evals,
-             "failures": failures + eval_failures, "budget_exhausted": exhausted}
+             "failures": failures + eval_failures, "budget_exhausted": exhausted, "client_dp": client_dp}
         )
         # Checkpoint first, then history: a crash in between re-runs nothing and loses nothing.
         run.save_checkpoint(server_round, state, {"model_version": version})
@@ -138,6 +146,7 @@ def run_rounds(grid: Grid, strategy: Strategy, run: RunDir, *, say: Callable[[st
             f"loss {loss:.4f} | NDCG@{k} {_mean([e[f'ndcg@{k}'] for e in evals.values()]):.4f} | "
             f"Recall@{k} {_mean([e[f'recall@{k}'] for e in evals.values()]):.4f} (macro) | {seconds:.1f} s"
             + (f" | ε ≤ {max(t['epsilon'] for t in train.values()):.2f} (max over shops, δ per shop)" if any("epsilon" in t for t in train.values()) else "")
+            + (f" | client-level ε {client_dp['epsilon']:.2f} (δ {client_dp['delta']:g}, unit: one shop)" if client_dp else "")
             + (f" | {len(failures)} shop(s) failed: {failures[0]}" if failures else "")
             + (f" | out of privacy budget, not trained: {_budget_note(exhausted)}" if exhausted else "")
         )

@@ -112,6 +112,11 @@ class RunDir:
         """Where ``shop`` keeps its privacy ledger (it never leaves the shop)."""
         return self.path / "privacy" / shop
 
+    @property
+    def server_privacy_dir(self) -> Path:
+        """The server's client-level DP ledger (``privacy.client_dp``)."""
+        return self.path / "privacy-server"
+
     def checkpoint_file(self, server_round: int) -> Path:
         return self.checkpoints_dir / f"round-{server_round:04d}.pt"
 

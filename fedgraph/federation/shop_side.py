@@ -19,6 +19,7 @@ from fedgraph.atomic import atomic_path
 from fedgraph.evaluation import evaluate_model
 from fedgraph.federation.run_dir import RunDir, state_digest
 from fedgraph.privacy.budget import ShopBudget, open_budget
+from fedgraph.privacy.client_level import UNIFORM_WEIGHT_KEY
 from fedgraph.shop import ShopData
 from fedgraph.training.local import TrainSettings, resolve_device, train_local
 
@@ -103,7 +104,7 @@ def shop_train(
     device = resolve_device(run.config.train.device)
     if not run.config.privacy.enabled:
         result = train_local(model, data, settings, device=device)
-        metrics = {**result.as_metrics, "partition-id": partition_id}
+        metrics = {**result.as_metrics, UNIFORM_WEIGHT_KEY: 1.0, "partition-id": partition_id}
     else:
         budget = shop_budget(run, data)
         version = state_digest(state)[:16]
@@ -116,7 +117,10 @@ def shop_train(
         result = train_local(model, data, settings, device=device, dp=dp)
         entry = budget.record_round(server_round, version, result.dp_history)
         # The training loss is computed on private data without noise: it stays in the shop.
-        metrics = {**result.as_metrics, "train_loss": float("nan"), **_privacy_metrics(budget, entry), "partition-id": partition_id}
+        metrics = {
+            **result.as_metrics, "train_loss": float("nan"), **_privacy_metrics(budget, entry), UNIFORM_WEIGHT_KEY: 1.0,
+            "partition-id": partition_id,
+        }  # fmt: skip
     local = model.local_state_dict()
     if local:  # the shop-private part stays in the shop's own directory
         with atomic_path(run.local_state_file(data.shop)) as tmp:

@@ -1,0 +1,65 @@
+"""Client-level DP at the server: Flower's wrappers with equal shop weights, and their ledger."""
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, Message, Metadata, MetricRecord, RecordDict
+
+from fedgraph.config import RunConfig
+from fedgraph.privacy import epsilon
+from fedgraph.privacy.client_level import UNIFORM_WEIGHT_KEY, ServerPrivacyLedger
+from server.strategies import build_strategy
+
+
+def _reply(update, users, node):
+    """A shop's reply as the server receives it."""
+    content = RecordDict({"arrays": ArrayRecord([update]), "metrics": MetricRecord({"num-examples": users, UNIFORM_WEIGHT_KEY: 1.0})})
+    meta = Metadata(run_id=1, message_id=f"m{node}", src_node_id=node, dst_node_id=0, reply_to_message_id=f"i{node}",
+                    group_id="1", created_at=0.0, ttl=60.0, message_type="train")  # fmt: skip
+    return Message(content=content, metadata=meta)
+
+
+def _config(**privacy):
+    cfg = RunConfig()
+    for k, v in privacy.items():
+        setattr(cfg.privacy, k, v)
+    return cfg
+
+
+def _aggregate(strategy, updates, users):
+    strategy.current_arrays = ArrayRecord([np.zeros(2, dtype=np.float32)])  # the global model it sent
+    arrays, _ = strategy.aggregate_train(1, [_reply(np.asarray(u, dtype=np.float32), n, i + 1) for i, (u, n) in enumerate(zip(updates, users))])
+    return arrays.to_numpy_ndarrays()[0]
+
+
+def test_without_client_dp_shops_are_weighted_by_users():
+    strategy = build_strategy(RunConfig(), num_shops=2)
+    out = _aggregate(strategy, [[3.0, 0.0], [0.0, 3.0]], [1, 2])
+    assert out == pytest.approx([1.0, 2.0])
+
+
+def test_fixed_clipping_averages_clipped_updates_with_equal_weights():
+    strategy = build_strategy(_config(client_dp="fixed", client_noise_multiplier=0.0, client_clipping_norm=1.0), num_shops=2)
+    # a big shop (1,000 users) gets no more say than a small one, and each update is clipped to norm 1
+    out = _aggregate(strategy, [[3.0, 0.0], [0.0, 4.0]], [1000, 10])
+    assert out == pytest.approx([0.5, 0.5], abs=1e-6)
+
+
+def test_noise_scale_follows_the_noise_multiplier():
+    outs = []
+    for _ in range(200):
+        strategy = build_strategy(_config(client_dp="fixed", client_noise_multiplier=2.0, client_clipping_norm=1.0), num_shops=2)
+        outs.append(_aggregate(strategy, [[0.2, 0.0], [0.0, 0.2]], [5, 5]) - 0.1)
+    # std = sigma * C / m = 2 * 1 / 2, around the clean mean (0.1, 0.1)
+    assert np.std(np.concatenate(outs)) == pytest.approx(1.0, rel=0.15)
+    assert abs(np.mean(np.concatenate(outs))) < 0.15
+
+
+def test_server_ledger_accounts_each_round(tmp_path):
+    cfg = _config(client_dp="fixed", client_noise_multiplier=1.2, client_clipping_norm=0.5, client_delta=1e-4)
+    ledger = ServerPrivacyLedger(tmp_path, cfg, num_shops=4)
+    for r in (1, 2, 3):
+        entry = ledger.record_round(r, f"v{r}", 4, 0.5)
+    assert entry["epsilon"] == pytest.approx(epsilon([(1.2, 1.0, 3)], 1e-4, "rdp"))
+    assert ledger.ledger.verify()[0]["planned_epsilon"] == pytest.approx(epsilon([(1.2, 1.0, cfg.train.rounds)], 1e-4, "rdp"))
+    with pytest.raises(ValueError, match="changed"):
+        ServerPrivacyLedger(tmp_path, _config(client_dp="fixed", client_noise_multiplier=0.5, client_delta=1e-4), num_shops=4)
