@@ -86,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("shop")
     export.add_argument("--graphml", type=Path, help="GraphML output file")
     export.add_argument("--neo4j", type=Path, help="directory for neo4j-admin import CSVs and a Cypher script")
+    from fedgraph.audit.cli import add_audit_command  # privacy audit report of a finished run
+
+    add_audit_command(sub)
     return parser
 
 
@@ -162,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "simulate":
             return _cmd_simulate(args)
+        if args.command == "audit":
+            from fedgraph.audit.cli import run_audit_command
+
+            return run_audit_command(args)
         return _cmd_graph(args)
     except KeyboardInterrupt:
         print("\ninterrupted: finished rounds are checkpointed; continue with `fedgraph simulate --resume RUN_DIR`", file=sys.stderr)
