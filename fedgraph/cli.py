@@ -86,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("shop")
     export.add_argument("--graphml", type=Path, help="GraphML output file")
     export.add_argument("--neo4j", type=Path, help="directory for neo4j-admin import CSVs and a Cypher script")
+    from fedgraph.deploy.cli import add_deploy_commands  # certs, server, client (partner stores)
+
+    add_deploy_commands(sub)
     from fedgraph.audit.cli import add_audit_command  # privacy audit report of a finished run
 
     add_audit_command(sub)
@@ -163,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     from fedgraph.config import ConfigError
 
     try:
+        from fedgraph.deploy.cli import run_deploy_command
+
+        deployed = run_deploy_command(args)
+        if deployed is not None:
+            return deployed
         if args.command == "simulate":
             return _cmd_simulate(args)
         if args.command == "audit":
@@ -181,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         from fedgraph.federation.run_dir import CheckpointError
         from fedgraph.flower_runtime import FlowerRunError
 
-        if isinstance(exc, (DataValidationError, CheckpointError, FlowerRunError, KeyError, RuntimeError)):
+        from fedgraph.deploy.cli import known_errors
+
+        if isinstance(exc, (DataValidationError, CheckpointError, FlowerRunError, KeyError, RuntimeError, *known_errors())):
             print(f"fedgraph {args.command}: {exc}", file=sys.stderr)
             return 1
         raise

@@ -110,13 +110,19 @@ class EventLog:
         rows = list(zip(events["event_id"].astype(str), events["user"].astype(str), events["item"].astype(str), ts,
                         events["kind"].astype(str), events["weight"].astype(float)))  # fmt: skip
         with self._tx() as c:
-            before = c.total_changes
-            c.executemany(
-                "INSERT INTO events (event_id, user, item, ts, kind, weight, source, ingested_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
-                [(*r, name, now) for r in rows],
-            )
-            new = c.total_changes - before
+            # Skip known event ids first, so that offsets stay dense (offset == events ingested).
+            known: set[str] = set()
+            ids = [r[0] for r in rows]
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                known.update(x[0] for x in c.execute(f"SELECT event_id FROM events WHERE event_id IN ({','.join('?' * len(chunk))})", chunk))
+            fresh, seen = [], set()
+            for r in rows:
+                if r[0] not in known and r[0] not in seen:
+                    seen.add(r[0])
+                    fresh.append((*r, name, now))
+            c.executemany("INSERT INTO events (event_id, user, item, ts, kind, weight, source, ingested_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", fresh)
+            new = len(fresh)
             c.execute(
                 "INSERT INTO sources VALUES (?, ?, 'ingested', ?, ?, ?, NULL) ON CONFLICT (sha256) DO UPDATE SET "
                 "status = 'ingested', rows = excluded.rows, new_rows = excluded.new_rows, at = excluded.at",

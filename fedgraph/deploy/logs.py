@@ -80,3 +80,19 @@ def setup_logging(name: str, log_file: Path | None, level: str = "info", *, stde
 
 def get_logger(name: str) -> EventLogger:
     return EventLogger(logging.getLogger(name))
+
+
+def adopt(name: str, into: EventLogger, level: str = "warning") -> None:
+    """Route a library's logger (e.g. ``flwr``) into our JSON handlers, at ``level`` and above."""
+    ours = into._logger
+    other = logging.getLogger(name)
+    for handler in list(other.handlers):
+        other.removeHandler(handler)
+    for handler in ours.handlers:
+        other.addHandler(handler)
+    other.propagate = False
+    other.setLevel(LEVELS[level])
+    floor = LEVELS[level]
+    for f in list(other.filters):
+        other.removeFilter(f)
+    other.addFilter(lambda record: record.levelno >= floor)  # even if the library lowers its level later

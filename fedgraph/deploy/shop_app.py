@@ -13,6 +13,8 @@ SuperNode with ``--node-config shop-config="/path/shop.toml"``: the ClientApp th
 
 from __future__ import annotations
 
+import os
+import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -47,7 +49,7 @@ def shop_location(context: Any, msg: Any) -> tuple[str, int]:
 
 def prepare_deployed_shop(shop_config: str, run_config: dict[str, Any], msg: Any) -> tuple[str, int]:
     from fedgraph.deploy.ingest import EventLog
-    from fedgraph.deploy.shop_state import model_signature, record_message, refresh_training_data, save_global_model, write_run_dir
+    from fedgraph.deploy.shop_state import model_signature, model_signature_digest, record_message, refresh_training_data, save_global_model, write_run_dir
     from fedgraph.features import feature_size
 
     cfg, paths, catalog = _shop(shop_config)
@@ -56,10 +58,11 @@ def prepare_deployed_shop(shop_config: str, run_config: dict[str, Any], msg: Any
     if cfg.shop.name not in shops:
         raise ShopMismatch(f"shop {cfg.shop.name!r} is not in the server's shop list {shops}; ask the server operator to add it to server.shops")
     theirs = str(run_config.get("fedgraph-model", ""))
-    if theirs and theirs != model_signature(config):
+    if theirs and theirs != model_signature_digest(config):
         raise ShopMismatch(
-            f"the server's model settings {theirs} differ from this shop's {model_signature(config)} "
-            f"({cfg.resolve(cfg.shop.run_config)}); use the federation config the server operator sent"
+            f"the server's model settings (digest {theirs}) differ from this shop's {model_signature(config)} "
+            f"(digest {model_signature_digest(config)}, from {cfg.resolve(cfg.shop.run_config)}); "
+            f"use the federation config file the server operator sent"
         )
     write_run_dir(paths, config, shops, feature_dim=feature_size(hops=config.features.hops))
     content = msg.content
@@ -74,4 +77,16 @@ def prepare_deployed_shop(shop_config: str, run_config: dict[str, Any], msg: Any
     finally:
         events.close()
     record_message(paths, kind, server_round, version, event_offset=offset)
+    _injected_delay(paths.root, kind)
     return str(Path(paths.run)), shops.index(cfg.shop.name)
+
+
+def _injected_delay(state_dir: Path, kind: str) -> None:
+    """Fault injection for the deployment tests only (``FEDGRAPH_FAULT_INJECTION=1``): a train
+    message waits the seconds written in ``STATE_DIR/fault-train-delay-s``, so a test can kill the
+    shop while a round is in flight."""
+    if os.environ.get("FEDGRAPH_FAULT_INJECTION") != "1" or not kind.startswith("train"):
+        return
+    delay = state_dir / "fault-train-delay-s"
+    if delay.exists():
+        time.sleep(float(delay.read_text().strip() or 0))

@@ -96,6 +96,11 @@ def model_signature(config: RunConfig) -> str:
     return json.dumps(sig, sort_keys=True)
 
 
+def model_signature_digest(config: RunConfig) -> str:
+    """A short hash of :func:`model_signature`: the server sends it with every run."""
+    return hashlib.sha256(model_signature(config).encode()).hexdigest()[:16]
+
+
 # ----------------------------------------------------------------------------- catalog features
 
 

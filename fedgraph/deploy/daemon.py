@@ -1,0 +1,278 @@
+"""The shop daemon (``fedgraph client start --config shop.toml``).
+
+One process per shop that, until stopped (SIGTERM/Ctrl-C):
+
+* runs a Flower SuperNode connected to the federation's SuperLink (TLS + SuperNode
+  authentication), restarting it if it exits, and -- with ``daemon.isolation = "warm"`` -- executes
+  the shop's ClientApp messages in a warm in-process worker (:mod:`fedgraph.deploy.warm`);
+* ingests new events from the drop folder or SQLite table, exactly once (:mod:`fedgraph.deploy.ingest`);
+* keeps the shop's interest graph current between rounds (:class:`fedgraph.deploy.shop_state.GraphUpdater`);
+* writes ``STATE_DIR/status.json`` (read by ``fedgraph client status``) and JSON-lines logs.
+
+Crash safety: everything the daemon needs to resume is in ``STATE_DIR`` and written atomically
+(SQLite transactions, atomic file replacement), so ``kill -9`` and a restart lose nothing and count
+nothing twice.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from fedgraph.deploy import processes
+from fedgraph.deploy.logs import EventLogger, adopt, setup_logging
+from fedgraph.deploy.settings import ShopConfig
+
+REFUSED_BACKOFF_S = 30.0
+RECONNECT_GRACE_S = 10.0
+
+
+class SuperNodeSupervisor:
+    """Runs ``flower-supernode`` for the shop, watches its output, restarts it when it exits."""
+
+    def __init__(self, cfg: ShopConfig, home: Path, runtime_port: int, log: EventLogger, console: Path):
+        self.cfg = cfg
+        self.home = home
+        self.runtime_port = runtime_port
+        self.log = log
+        self.console = console
+        self.process: subprocess.Popen | None = None
+        self.state = "starting"
+        self.node_id: str | None = None
+        self.detail = ""
+        self.exit_code: int | None = None
+        self.starts = 0
+        self.connected_since: float | None = None
+        self._next_start = 0.0
+        self._up_since: float | None = None
+        self._refusals = 0
+        self._started_at = 0.0
+        self._lock = threading.Lock()
+
+    def command(self) -> list[str]:
+        c, s = self.cfg, self.cfg.server
+        cmd = [processes.flower_bin("flower-supernode"), "--superlink", s.address]
+        if s.insecure:
+            cmd.append("--insecure")
+        else:
+            cmd += ["--root-certificates", str(c.resolve(s.ca_cert)), "--auth-supernode-private-key", str(c.resolve(s.auth_key))]
+        cmd += [
+            "--isolation", "process" if c.daemon.isolation == "warm" else "subprocess",
+            "--host", "127.0.0.1", "--port", str(self.runtime_port),
+            "--node-config", f'shop-config="{c.path}"',
+        ]  # fmt: skip
+        return cmd
+
+    def start(self) -> None:
+        self.starts += 1
+        self._started_at = time.time()
+        self.exit_code = None
+        if self.state != "refused":  # a refused shop stays 'refused' until it connects
+            self.state = "connecting"
+        env = processes.flower_env(self.home)
+        self.process = processes.spawn(self.command(), env=env, pipe=True)
+        threading.Thread(target=self._read, args=(self.process,), name="supernode-output", daemon=True).start()
+        self.log.info("supernode_started", f"SuperNode started (pid {self.process.pid}), connecting to {self.cfg.server.address}",
+                      pid=self.process.pid, superlink=self.cfg.server.address, isolation=self.cfg.daemon.isolation)  # fmt: skip
+
+    def _read(self, process: subprocess.Popen) -> None:
+        assert process.stdout is not None
+        ansi = re.compile(rb"\x1b\[[0-9;]*m")
+        with open(self.console, "ab") as console:
+            for raw in process.stdout:
+                console.write(raw)
+                console.flush()
+                line = ansi.sub(b"", raw).decode("utf-8", "replace").strip()
+                m = re.search(r"SuperNode ID: (\d+)", line)
+                with self._lock:
+                    if m:
+                        self.node_id, self.state, self.connected_since = m.group(1), "connected", time.time()
+                        self._refusals = 0
+                        self.log.info("supernode_connected", f"connected to the SuperLink as node {self.node_id}", node_id=self.node_id)
+                    elif "Connection successful after" in line:
+                        self.state, self.connected_since = "connected", time.time()
+                        self.log.info("supernode_reconnected", f"reconnected to the SuperLink: {line}")
+                    elif "Failed to activate SuperNode" in line or "Failed to initialize the connection" in line:
+                        self.state = "refused"
+                        self.detail = line
+                    elif "[code:" in line and self.state == "refused":
+                        self.detail += " " + line
+
+    def check(self, superlink_up: bool) -> None:
+        """Start the SuperNode once the SuperLink answers, restart it if it exited, and restart it
+        when the SuperLink is back but the SuperNode has not reconnected (Flower's retry back-off
+        can leave it asleep for a minute)."""
+        now = time.time()
+        if not superlink_up:
+            self._up_since = None
+        elif self._up_since is None:
+            self._up_since = now
+        p = self.process
+        if p is not None and p.poll() is not None:
+            self.exit_code = p.returncode
+            refused = self.state == "refused" or p.returncode == 305
+            self.process = None
+            if refused:
+                self.state = "refused"
+                self.log.error(
+                    "supernode_refused",
+                    f"the SuperLink at {self.cfg.server.address} refused this shop ({self.detail.strip() or f'exit code {p.returncode}'}). "
+                    f"Is shop {self.cfg.shop.name!r} enrolled? The server operator must list it in server.shops and restart "
+                    f"`fedgraph server start` (which enrols its public key). Retrying in {min(REFUSED_BACKOFF_S, 2.0 * 2 ** self._refusals):.0f} s.",
+                    exit_code=p.returncode,
+                )  # fmt: skip
+                self._refusals += 1
+                self._next_start = now + min(REFUSED_BACKOFF_S, 2.0 * 2 ** (self._refusals - 1))
+            else:
+                self.state = "stopped"
+                self.log.warning("supernode_exited", f"SuperNode exited with code {p.returncode}; restarting", exit_code=p.returncode)
+                self._next_start = now + self.cfg.daemon.restart_backoff_s
+        if self.process is None:
+            if now >= self._next_start and superlink_up:
+                self.start()
+            elif not superlink_up and self.state != "refused":
+                self.state = "waiting for the SuperLink"
+            return
+        with self._lock:
+            if self.state == "connected" and not superlink_up:
+                self.state = "disconnected"
+                self.log.warning("superlink_unreachable", f"SuperLink {self.cfg.server.address} is unreachable; the SuperNode keeps retrying")
+            elif (self.state in ("disconnected", "connecting") and self._up_since is not None
+                  and self._up_since > self._started_at and now - self._up_since > RECONNECT_GRACE_S):  # fmt: skip
+                self.log.info("supernode_restart", f"the SuperLink answers again but the SuperNode has not reconnected in {RECONNECT_GRACE_S:.0f} s; "
+                              "restarting it to reconnect now")  # fmt: skip
+                restart = True
+            else:
+                restart = False
+        if restart:
+            processes.stop(self.process)
+            self.process = None
+            self.start()
+
+    def stop(self) -> None:
+        processes.stop(self.process)
+        self.process = None
+        self.state = "stopped"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"state": self.state, "node_id": self.node_id, "pid": self.process.pid if self.process else None,
+                "starts": self.starts, "last_exit_code": self.exit_code, "detail": self.detail.strip()[:300],
+                "connected_since": self.connected_since}  # fmt: skip
+
+
+class ShopDaemon:
+    def __init__(self, cfg: ShopConfig):
+        from fedgraph.deploy.shop_state import ShopPaths
+
+        self.cfg = cfg
+        self.paths = ShopPaths(cfg.state_dir)
+        self.stop_event = threading.Event()
+        self.started_at = time.time()
+        self.last_ingest: dict[str, Any] = {}
+        self.last_graph: dict[str, Any] = {}
+        self.tasks: list[dict[str, Any]] = []
+
+    def request_stop(self, *_: Any) -> None:
+        self.stop_event.set()
+
+    def run(self) -> int:
+        from fedgraph.deploy.ingest import DropFolder, EventLog, SqliteTable
+        from fedgraph.deploy.shop_state import GraphUpdater, atomic_status, load_catalog_features, write_run_dir
+        from fedgraph.features import feature_size
+
+        cfg, paths = self.cfg, self.paths
+        paths.root.mkdir(parents=True, exist_ok=True)
+        log = setup_logging(f"fedgraph.daemon.{cfg.shop.name}", paths.log, cfg.daemon.log_level, stderr=cfg.daemon.log_stderr)
+        self.log = log
+        adopt("flwr", log, "error")  # the warm worker runs Flower code in this process
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        log.info("daemon_starting", f"shop {cfg.shop.name}: daemon starting (pid {os.getpid()}), state in {paths.root}",
+                 pid=os.getpid(), state_dir=str(paths.root), config=str(cfg.path))  # fmt: skip
+        config = cfg.run_config()
+        catalog = load_catalog_features(cfg.resolve(cfg.source.catalog), cfg.shop.name, config, paths.items, log=log)
+        if not (paths.run / "shops" / "index.json").exists():
+            write_run_dir(paths, config, [cfg.shop.name], feature_dim=feature_size(hops=config.features.hops))
+        events = EventLog(paths.events)
+        items = set(catalog.items)
+        if cfg.source.kind == "folder":
+            source: Any = DropFolder(cfg.resolve(cfg.source.path), events, shop=cfg.shop.name, items=items, log=log, settle_s=cfg.source.settle_s)
+        else:
+            source = SqliteTable(cfg.resolve(cfg.source.path), cfg.source.table, events, shop=cfg.shop.name, items=items, log=log,
+                                 batch_rows=cfg.source.batch_rows)  # fmt: skip
+        updater = GraphUpdater(paths, catalog, config, events)
+        runtime_port = cfg.daemon.runtime_port or processes.free_port()
+        supernode = SuperNodeSupervisor(cfg, paths.flwr_home, runtime_port, log, paths.root / "logs" / "supernode.log")
+        worker = None
+        if cfg.daemon.isolation == "warm":
+            from clients.client_app import app as client_app
+            from fedgraph.deploy.warm import WarmClientAppWorker
+
+            worker = WarmClientAppWorker(f"127.0.0.1:{runtime_port}", client_app, log, on_task=self.tasks.append)
+        last_probe, superlink_up = 0.0, True
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    report = source.poll()
+                    if report:
+                        self.last_ingest = {"at": time.time(), **report.__dict__}
+                    t0 = time.perf_counter()
+                    step = updater.step()
+                    if step:
+                        step["seconds"] = round(time.perf_counter() - t0, 4)
+                        self.last_graph = {"at": time.time(), **step}
+                        log.info("graph_" + step["kind"], f"graph {step['kind']}: {step['users']} users re-embedded with model "
+                                 f"{step['model_version']} up to event offset {step['event_offset']} in {step['seconds']:.3f} s", **step)  # fmt: skip
+                except Exception as exc:  # noqa: BLE001 - keep the daemon alive; the log says what failed
+                    log.error("daemon_step_failed", f"ingestion/graph pass failed: {type(exc).__name__}: {exc}", exc_info=exc)
+                if time.time() - last_probe > 1.0:
+                    superlink_up = processes.reachable(cfg.server.address)
+                    last_probe = time.time()
+                supernode.check(superlink_up)
+                if worker is not None and worker.ident is None and processes.reachable(f"127.0.0.1:{runtime_port}"):
+                    worker.start()  # once the SuperNode's runtime API is up
+                atomic_status(paths, self.status(events, updater, supernode, worker, running=True))
+                self.stop_event.wait(cfg.daemon.poll_s)
+        finally:
+            log.info("daemon_stopping", "daemon stopping: SuperNode and ClientApp worker")
+            if worker is not None:
+                worker.stop()
+            supernode.stop()
+            if worker is not None and worker.is_alive():
+                worker.join(timeout=10)
+            atomic_status(paths, self.status(events, updater, supernode, worker, running=False))
+            updater.close()
+            events.close()
+            log.info("daemon_stopped", "daemon stopped")
+        return 0
+
+    def status(self, events: Any, updater: Any, supernode: SuperNodeSupervisor, worker: Any, *, running: bool) -> dict[str, Any]:
+        from fedgraph.deploy.shop_state import load_global_model
+
+        model = load_global_model(self.paths, header_only=True) or {}
+        return {
+            "shop": self.cfg.shop.name,
+            "running": running,
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            "updated_at": time.time(),
+            "superlink": self.cfg.server.address,
+            "isolation": self.cfg.daemon.isolation,
+            "supernode": supernode.as_dict(),
+            "model": {"version": model.get("model_version"), "round": model.get("round"), "graph_model_version": updater.model_version},
+            "events": events.counts(),
+            "last_ingest": self.last_ingest,
+            "last_graph_update": self.last_graph,
+            "tasks_done": worker.tasks_done if worker is not None else None,
+            "last_task": self.tasks[-1] if self.tasks else None,
+        }
+
+
+def run_daemon(config_path: str | Path) -> int:
+    return ShopDaemon(ShopConfig.load(config_path)).run()

@@ -1,0 +1,278 @@
+"""Deployment building blocks without a network: certificates, ingestion, graph updates, status."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import stat
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from fedgraph.config import ConfigError, RunConfig
+from fedgraph.deploy import certs
+from fedgraph.deploy.ingest import DropFolder, EventLog, SqliteTable
+from fedgraph.deploy.logs import setup_logging
+from fedgraph.deploy.settings import ServerConfig, ShopConfig
+
+SHOP = "berlin"
+ITEMS = [f"i{n:03d}" for n in range(30)]
+
+
+def _events(start: int, n: int, *, users: int = 5, t0: str = "2024-01-01") -> pd.DataFrame:
+    rng = np.random.default_rng(start)
+    return pd.DataFrame({
+        "event_id": [f"e{start + k:06d}" for k in range(n)],
+        "user": [f"u{(start + k) % users}" for k in range(n)],
+        "item": [ITEMS[int(i)] for i in rng.integers(0, len(ITEMS), n)],
+        "timestamp": (pd.Timestamp(t0) + pd.to_timedelta(np.arange(start, start + n) * 3600, unit="s")).astype(str),
+        "kind": ["view", "cart", "purchase"] * (n // 3) + ["view"] * (n % 3),
+        "weight": [1.0] * n,
+    })  # fmt: skip
+
+
+@pytest.fixture
+def log(tmp_path):
+    return setup_logging("fedgraph.test.deploy", tmp_path / "log.jsonl", "debug", stderr=False)
+
+
+def _log_lines(tmp_path):
+    for handler in logging.getLogger("fedgraph.test.deploy").handlers:
+        handler.flush()
+    return [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+
+
+# ----------------------------------------------------------------------------- certificates
+
+
+def test_certs_keys_private_and_server_cert_valid(tmp_path):
+    paths = certs.init_federation(tmp_path / "c", hosts=["fl.example.com", "203.0.113.7"], shops=["berlin", "paris"])
+    for key in (paths.ca_key, paths.server_key, paths.shop_key("berlin"), paths.shop_key("paris")):
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
+    assert stat.S_IMODE(paths.ca_cert.stat().st_mode) == 0o644
+    assert not list((tmp_path / "c").rglob("*.tmp"))
+    ca = x509.load_pem_x509_certificate(paths.ca_cert.read_bytes())
+    server = x509.load_pem_x509_certificate(paths.server_cert.read_bytes())
+    server.verify_directly_issued_by(ca)
+    san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {"localhost", "fl.example.com"} <= set(san.get_values_for_type(x509.DNSName))
+    assert {"127.0.0.1", "203.0.113.7"} <= {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
+    # the shop key pair is what Flower reads: OpenSSH EC keys, the public one matching the private one
+    private = serialization.load_ssh_private_key(paths.shop_key("berlin").read_bytes(), None)
+    public = serialization.load_ssh_public_key(paths.shop_pub("berlin").read_bytes())
+    assert private.public_key().public_numbers() == public.public_numbers()
+    assert paths.shops() == ["berlin", "paris"]
+
+
+def test_certs_refuse_to_overwrite_and_reject_open_keys(tmp_path):
+    paths = certs.init_federation(tmp_path / "c", shops=["berlin"])
+    before = paths.shop_key("berlin").read_bytes()
+    with pytest.raises(certs.CertError, match="already exists.*--force"):
+        certs.create_shop_keys(paths, "berlin")
+    assert paths.shop_key("berlin").read_bytes() == before
+    certs.create_shop_keys(paths, "berlin", force=True)
+    assert paths.shop_key("berlin").read_bytes() != before
+    os.chmod(paths.server_key, 0o644)
+    with pytest.raises(certs.CertError, match="chmod 600"):
+        certs.check_private_permissions(paths.server_key)
+    with pytest.raises(certs.CertError, match="not allowed"):
+        certs.create_shop_keys(paths, "../evil")
+
+
+# ----------------------------------------------------------------------------- ingestion
+
+
+def _folder(tmp_path, log, events: EventLog, settle_s: float = 0.0) -> DropFolder:
+    return DropFolder(tmp_path / "drop", events, shop=SHOP, items=set(ITEMS), log=log, settle_s=settle_s)
+
+
+def test_drop_folder_ingests_each_event_once_across_redrops_and_restarts(tmp_path, log):
+    events = EventLog(tmp_path / "events.sqlite")
+    folder = _folder(tmp_path, log, events)
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    _events(0, 40).to_csv(drop / "a.csv", index=False)
+    _events(30, 20).to_parquet(drop / "b.parquet")  # overlaps a.csv by 10 events
+    (drop / "c.csv.part").write_text("being written")  # ignored until renamed
+    report = folder.poll()
+    assert (report.files, report.rows, report.new_events, report.duplicates) == (2, 60, 50, 10)
+    assert events.count() == 50 and events.head == 50
+    assert (drop / "c.csv.part").exists() and sorted(p.name for p in (drop / "processed").iterdir()) == ["a.csv", "b.parquet"]
+    # the same bytes dropped again: recognised, nothing counted
+    shutil.copy(drop / "processed" / "a.csv", drop / "a.csv")
+    assert not folder.poll().rows and events.count() == 50
+    # a crash after the commit but before the move: the restarted daemon just moves the file
+    _events(50, 10).to_csv(drop / "d.csv", index=False)
+    frame = pd.read_csv(drop / "d.csv", dtype=str)
+    from fedgraph.deploy.ingest import _sha256, check_events
+
+    events.ingest(check_events(frame, shop=SHOP, items=set(ITEMS), source="d.csv"), source=_sha256(drop / "d.csv"), name="d.csv")
+    events.close()
+    events = EventLog(tmp_path / "events.sqlite")  # "restart"
+    folder = _folder(tmp_path, log, events)
+    folder.poll()
+    assert events.count() == 60 and not (drop / "d.csv").exists()
+    ids = [r[0] for r in sqlite3.connect(tmp_path / "events.sqlite").execute("SELECT event_id FROM events")]
+    assert sorted(ids) == [f"e{k:06d}" for k in range(60)]
+
+
+def test_malformed_files_are_quarantined_with_a_reason_and_ingestion_goes_on(tmp_path, log):
+    events = EventLog(tmp_path / "events.sqlite")
+    folder = _folder(tmp_path, log, events)
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    text = _events(0, 10).to_csv(index=False)
+    (drop / "half.csv").write_text(text[:-20])  # the writer died mid-row
+    (drop / "junk.parquet").write_bytes(b"PAR1 not really")
+    bad_item = _events(100, 5)
+    bad_item.loc[3, "item"] = "no-such-item"
+    bad_item.to_csv(drop / "unknown_item.csv", index=False)
+    _events(200, 8).to_csv(drop / "good.csv", index=False)
+    report = folder.poll()
+    assert report.quarantined == 3 and report.new_events == 8
+    q = drop / "quarantine"
+    assert {p.name for p in q.iterdir()} == {"half.csv", "junk.parquet", "unknown_item.csv",
+                                             "half.csv.reason.txt", "junk.parquet.reason.txt", "unknown_item.csv.reason.txt"}  # fmt: skip
+    assert "no-such-item" in (q / "unknown_item.csv.reason.txt").read_text()
+    lines = [x for x in _log_lines(tmp_path) if x["event"] == "file_quarantined"]
+    assert {x["file"] for x in lines} == {"half.csv", "junk.parquet", "unknown_item.csv"}
+    assert all(x["level"] == "error" and "drop it into" in x["msg"] for x in lines)
+    assert events.counts()["files_quarantined"] == 3
+    # the operator fixes the file and drops it again: its events arrive, once
+    _events(0, 10).to_csv(drop / "half-fixed.csv", index=False)
+    folder.poll()
+    assert events.count() == 18
+
+
+def test_drop_folder_waits_until_a_file_stops_changing(tmp_path, log):
+    events = EventLog(tmp_path / "events.sqlite")
+    folder = _folder(tmp_path, log, events, settle_s=0.5)
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    _events(0, 5).to_csv(drop / "new.csv", index=False)
+    assert not folder.poll().files and (drop / "new.csv").exists()
+    time.sleep(0.6)
+    assert folder.poll().new_events == 5
+
+
+def test_sqlite_table_is_read_incrementally_and_bad_rows_are_set_aside(tmp_path, log):
+    src = tmp_path / "shop.db"
+    db = sqlite3.connect(src)
+    first = _events(0, 12)
+    first.loc[5, "kind"] = "wishlist"
+    first.to_sql("events", db, index=False)
+    db.commit()
+    events = EventLog(tmp_path / "events.sqlite")
+    table = SqliteTable(src, "events", events, shop=SHOP, items=set(ITEMS), log=log, batch_rows=5)
+    report = table.poll()
+    assert report.new_events == 11 and events.counts()["bad_rows"] == 1
+    assert events.offset(SqliteTable.OFFSET_KEY) == 12
+    _events(12, 7).to_sql("events", db, index=False, if_exists="append")
+    db.commit()
+    events.close()
+    events = EventLog(tmp_path / "events.sqlite")  # restart: continues from the committed rowid
+    SqliteTable(src, "events", events, shop=SHOP, items=set(ITEMS), log=log).poll()
+    assert events.count() == 18 and events.counts()["bad_rows"] == 1
+    assert any(x["event"] == "row_rejected" and "wishlist" in x["msg"] for x in _log_lines(tmp_path))
+
+
+# ----------------------------------------------------------------------------- graph maintenance
+
+
+def test_graph_updates_touch_only_affected_users_and_record_model_and_offset(tmp_path):
+    from fedgraph.deploy.shop_state import Catalog, GraphUpdater, ShopPaths, save_global_model, write_run_dir
+    from fedgraph.features import feature_size
+    from fedgraph.federation.run_dir import RunDir
+    from fedgraph.graph import GraphStore
+
+    config = RunConfig.from_dict({"model": {"dim": 8, "hidden": 8}, "train": {"device": "cpu"}, "evaluation": {"history": 8}})
+    paths = ShopPaths(tmp_path / "state")
+    write_run_dir(paths, config, [SHOP], feature_dim=feature_size(hops=config.features.hops))
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"shop": SHOP, "item": ITEMS, "title": [f"t{i}" for i in ITEMS], "description": "",
+                          "category": [["a", "b", "c"][k % 3] for k in range(len(ITEMS))], "price": 1.0})  # fmt: skip
+    catalog = Catalog(SHOP, frame, rng.normal(size=(len(ITEMS), feature_size(hops=1))).astype(np.float32))
+    events = EventLog(paths.events)
+    events.ingest(_events(0, 50, users=5).assign(shop=SHOP).pipe(_canonical), source="s1", name="s1")
+    updater = GraphUpdater(paths, catalog, config, events)
+    step = updater.step()
+    assert step["kind"] == "rebuild" and step["users"] == 5 and step["model_version"].startswith("init")
+    store = GraphStore(paths.graph)
+    assert store.summary(SHOP)["n_users"] == 5
+    before = {u: store.user_recommendations(SHOP, u, k=3) for u in ("u1", "u2")}
+    # new events of u1 and a new user u9
+    new = _events(50, 6, users=1).assign(user=["u1", "u1", "u1", "u9", "u9", "u9"])
+    events.ingest(new.assign(shop=SHOP).pipe(_canonical), source="s2", name="s2")
+    step = updater.step()
+    assert step["kind"] == "update" and step["users"] == 2 and step["event_offset"] == 56
+    rows = dict(((u, o) for u, _, _, o in store.iter_nodes(SHOP, "user")))
+    assert rows["u1"] == "56" and rows["u9"] == "56" and rows["u2"] == "50"  # untouched users keep their offset
+    assert store.user_recommendations(SHOP, "u2", k=3) == before["u2"]
+    assert store.user_interests(SHOP, "u9") and store.summary(SHOP)["n_users"] == 6
+    assert updater.step() is None  # nothing new
+    # a new global model: everyone is re-embedded with it, the model version is on every edge
+    model = RunDir.at(paths.run).new_model()
+    state = {k: v + 0.01 for k, v in model.state_dict().items()}
+    version, _ = save_global_model(paths, state, 3)
+    step = updater.step()
+    assert step["kind"] == "rebuild" and step["model_version"] == version
+    assert {r[3] for r in store.iter_edges(SHOP, "interested_in")} == {version}
+    assert {r[1] for r in store.iter_nodes(SHOP, "user")} == {version}
+    # an older model arriving late does not replace the newer one
+    assert save_global_model(paths, model.state_dict(), 2) == (save_global_model(paths, model.state_dict(), 2)[0], False)
+    store.close()
+    updater.close()
+    events.close()
+
+
+def _canonical(df: pd.DataFrame) -> pd.DataFrame:
+    from fedgraph.deploy.ingest import check_events
+
+    return check_events(df.drop(columns=["shop"]), shop=SHOP, items=set(ITEMS), source="test")
+
+
+# ----------------------------------------------------------------------------- configs, logs
+
+
+def test_shop_config_errors_say_what_to_fix(tmp_path):
+    p = tmp_path / "shop.toml"
+    p.write_text('[shop]\nname = "berlin"\n[source]\ncatalog = "c.csv"\n')
+    with pytest.raises(ConfigError, match="ca_cert and server.auth_key are required"):
+        ShopConfig.load(p)
+    p.write_text('[shop]\nname = "berlin"\n[source]\ncatalog = "c.csv"\nkind = "ftp"\n[server]\ninsecure = true\n')
+    with pytest.raises(ConfigError, match="source.kind must be 'folder' or 'sqlite'"):
+        ShopConfig.load(p)
+    p.write_text('[shop]\nname = "berlin"\nstate = "x"\n')
+    with pytest.raises(ConfigError, match="unknown key shop.state"):
+        ShopConfig.load(p)
+    s = tmp_path / "server.toml"
+    s.write_text("[server]\nport = 9443\n")
+    with pytest.raises(ConfigError, match="server.shops must list"):
+        ServerConfig.load(s)
+
+
+def test_logs_are_json_lines_with_levels(tmp_path, log):
+    log.info("file_ingested", "a.csv: 3 rows", file="a.csv", rows=3)
+    log.error("file_quarantined", "b.csv: bad", file="b.csv")
+    lines = _log_lines(tmp_path)
+    assert [(x["level"], x["event"]) for x in lines] == [("info", "file_ingested"), ("error", "file_quarantined")]
+    assert lines[0]["rows"] == 3 and lines[0]["ts"].endswith("Z")
+
+
+def test_status_without_a_daemon_reports_stopped_and_no_ledger(tmp_path):
+    from fedgraph.deploy.status import collect, render
+
+    certs.init_federation(tmp_path / "certs", shops=[SHOP])
+    p = tmp_path / "shop.toml"
+    p.write_text(f'[shop]\nname = "{SHOP}"\n[source]\ncatalog = "c.csv"\n[server]\nca_cert = "certs/ca.pem"\nauth_key = "certs/shops/{SHOP}/auth.key"\n')
+    info = collect(ShopConfig.load(p))
+    assert info["daemon"] == "stopped" and info["connected"] is False and info["privacy"] == "n/a (no DP ledger)"
+    text = render(info)
+    assert "NOT connected" in text and "0 ingested" in text and "privacy budget  n/a (no DP ledger)" in text
