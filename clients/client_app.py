@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 
-from fedgraph.federation.shop_side import shop_evaluate, shop_train
+from fedgraph.federation.secure_aggregation import fitins_to_state, state_to_fitres
+from fedgraph.federation.shop_side import shared_names, shop_evaluate, shop_train
 from fedgraph.deploy.shop_app import shop_location  # run dir + partition id (simulation or shop daemon)
 
 app = ClientApp()
@@ -30,3 +32,22 @@ def evaluate(msg: Message, context: Context) -> Message:
         msg.content["arrays"].to_torch_state_dict(),
     )
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+
+
+# With privacy.secure_aggregation the server runs Flower's SecAgg+ workflow (legacy message
+# format): the mod does the key agreement, masking and share handling; the handler trains.
+secagg_app = ClientApp(mods=[secaggplus_mod])
+
+
+@secagg_app.train()
+def train_secure(msg: Message, context: Context) -> Message:
+    run_dir, partition_id = shop_location(context, msg)
+    state, config = fitins_to_state(msg.content, shared_names(run_dir))
+    state, metrics = shop_train(
+        run_dir, partition_id, state, server_round=int(config["server-round"]), proximal_mu=float(config.get("proximal-mu", 0.0)),
+        refuse_when_exhausted=True,
+    )  # fmt: skip
+    return Message(state_to_fitres(state, metrics), reply_to=msg)
+
+
+secagg_app.evaluate()(evaluate)

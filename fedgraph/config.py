@@ -249,10 +249,13 @@ class RunConfig:
             (self.privacy.client_noise_multiplier >= 0 and self.privacy.client_clipping_norm > 0,
              "privacy.client_noise_multiplier must be >= 0 and privacy.client_clipping_norm > 0"),
             (0.0 < self.privacy.client_delta < 1.0, "privacy.client_delta must be in (0, 1)"),
+            (not (self.privacy.secure_aggregation and self.privacy.client_dp != "off"),
+             "privacy.client_dp needs the server to clip each shop's update, which secure aggregation hides from it; "
+             "use one of the two"),
             (self.privacy.secagg_num_shares >= 3 and self.privacy.secagg_num_shares % 2 == 1,
              "privacy.secagg_num_shares must be odd and >= 3 (Flower's SecAgg+ halts with an even number of shares)"),
-            (2 <= self.privacy.secagg_reconstruction_threshold <= self.privacy.secagg_num_shares,
-             "privacy.secagg_reconstruction_threshold must be between 2 and privacy.secagg_num_shares"),
+            (2 <= self.privacy.secagg_reconstruction_threshold < self.privacy.secagg_num_shares,
+             "privacy.secagg_reconstruction_threshold must be at least 2 and below privacy.secagg_num_shares"),
         ]
         for ok, message in checks:
             if not ok:

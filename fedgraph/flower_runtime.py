@@ -42,7 +42,7 @@ publisher = "fedgraph"
 
 [tool.flwr.app.components]
 serverapp = "server.server_app:app"
-clientapp = "clients.client_app:app"
+clientapp = "{clientapp}"
 
 [tool.flwr.app.config]
 run-dir = ""
@@ -95,6 +95,7 @@ def run_flower_simulation(
     total_cpus: int = 0,
     on_line: Callable[[str], None] = print,
     startup_timeout: float = 60.0,
+    clientapp: str = "clients.client_app:app",
 ) -> None:
     """Run the fedgraph ServerApp/ClientApp for ``run_dir`` on ``num_shops`` virtual shops."""
     flower_dir = run_dir / "flower"
@@ -102,7 +103,7 @@ def run_flower_simulation(
     home = flower_dir / "home"
     app_dir.mkdir(parents=True, exist_ok=True)
     home.mkdir(parents=True, exist_ok=True)
-    (app_dir / "pyproject.toml").write_text(APP_PYPROJECT)
+    (app_dir / "pyproject.toml").write_text(APP_PYPROJECT.replace("{clientapp}", clientapp))
     port = _free_port()
     (home / "config.toml").write_text(
         f'[superlink]\ndefault = "fedgraph"\n\n[superlink.fedgraph]\naddress = "127.0.0.1:{port}"\ninsecure = true\n'

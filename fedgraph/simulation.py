@@ -289,6 +289,7 @@ def simulate(config: RunConfig | None, out_dir: str | Path, *, resume: bool = Fa
         run_flower_simulation(
             run.path, num_shops=len(run.shop_names), cpus_per_shop=fed.cpus_per_shop, gpus_per_shop=fed.gpus_per_shop,
             total_cpus=fed.total_cpus, on_line=lambda line: _forward_flower_line(line, say),
+            clientapp="clients.client_app:secagg_app" if config.privacy.secure_aggregation else "clients.client_app:app",
         )  # fmt: skip
     federated = federated_results(run)
     timings["federated_s"] = time.perf_counter() - t

@@ -7,6 +7,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedgraph.federation.rounds import run_rounds
 from fedgraph.federation.run_dir import RunDir
+from fedgraph.federation.secure_aggregation import check_settings
 from server.strategies import build_strategy
 
 app = ServerApp()
@@ -15,5 +16,7 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     run = RunDir.at(str(context.run_config["run-dir"]))
+    if run.config.privacy.secure_aggregation:
+        check_settings(run.config, num_shops=len(run.shop_names))
     strategy = build_strategy(run.config, num_shops=len(run.shop_names))
     run_rounds(grid, strategy, run, say=lambda line: print(line, flush=True))

@@ -27,11 +27,24 @@ class RoundFailed(RuntimeError):
     """A round could not produce a new global model (too few shops answered)."""
 
 
+def _short(reason: str) -> str:
+    """The useful line of a shop's error (Ray wraps it in tracebacks)."""
+    text = str(reason)
+    if "Message: " in text:
+        text = text[text.rindex("Message: ") + len("Message: "):]
+    lines = [line.strip() for line in text.replace("\\n", "\n").splitlines() if line.strip()]
+    text = lines[0] if lines else text
+    text = text.strip()
+    while text and text[-1] in "\\'\">)" and text.count("(") < text.count(")") + (text[-1] != ")"):
+        text = text[:-1]
+    return text.strip()[:300]
+
+
 def _split_replies(replies: Iterable[Message]) -> tuple[list[Message], list[str]]:
     ok, failures = [], []
     for msg in replies:
         if msg.has_error():
-            failures.append(f"node {msg.metadata.src_node_id}: {msg.error.reason}")
+            failures.append(f"node {msg.metadata.src_node_id}: {_short(msg.error.reason)}")
         else:
             ok.append(msg)
     return ok, failures
@@ -45,6 +58,39 @@ def _per_shop(run: RunDir, replies: list[Message]) -> dict[str, dict[str, float]
         shop = names[int(metrics.pop("partition-id"))]
         out[shop] = {k: float(v) for k, v in metrics.items()}
     return out
+
+
+def _check_enough(cfg: Any, server_round: int, trained: int, failures: list[str]) -> None:
+    if trained < cfg.federation.min_train_shops:
+        detail = "; ".join(failures) or "no replies before the timeout"
+        raise RoundFailed(
+            f"round {server_round}: {trained} shop(s) returned an update, fewer than "
+            f"federation.min_train_shops={cfg.federation.min_train_shops} ({detail}). "
+            f"The global model was not updated; fix the failing shops and resume the run."
+        )
+
+
+def _secure_step(
+    grid: Grid, run: RunDir, server_round: int, arrays: ArrayRecord, train_config: ConfigRecord
+) -> tuple[ArrayRecord, dict[str, dict[str, float]], list[str]]:
+    """The training step under SecAgg+: the server only sees the sum of the shops' updates."""
+    from fedgraph.federation.secure_aggregation import SecureAggregationHalted, secure_train_round
+
+    max_users = max((s["users"] for s in run.index.get("summary", [])), default=1)
+    try:
+        new_arrays, shop_metrics, failures = secure_train_round(
+            grid, run.config, server_round, arrays, dict(train_config), max_users=max_users
+        )
+    except SecureAggregationHalted as exc:
+        raise RoundFailed(str(exc)) from exc
+    failures = list(dict.fromkeys(_short(f) for f in failures))  # SecAgg+ reports a drop-out once per stage
+    names = run.shop_names
+    train = {}
+    for metrics in shop_metrics:
+        metrics = dict(metrics)
+        train[names[int(metrics.pop("partition-id"))]] = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+    _check_enough(run.config, server_round, len(train), failures)
+    return new_arrays, train, failures
 
 
 def _split_exhausted(run: RunDir, replies: list[Message]) -> tuple[list[Message], dict[str, dict[str, float]]]:
@@ -103,33 +149,31 @@ def run_rounds(grid: Grid, strategy: Strategy, run: RunDir, *, say: Callable[[st
 
     for server_round in range(start + 1, total + 1):
         began = time.perf_counter()
-        replies, failures = _split_replies(
-            grid.send_and_receive(strategy.configure_train(server_round, arrays, train_config, grid), timeout=timeout)
-        )
-        replies, exhausted = _split_exhausted(run, replies)
-        if exhausted and not replies and not failures:
-            say(f"{PREFIX} round {server_round}/{total} | every shop has spent its privacy budget "
-                f"({_budget_note(exhausted)}); training stops after round {server_round - 1}")
-            history["stopped"] = {"round": server_round, "reason": "privacy budget exhausted", "shops": exhausted}
-            run.write_history(history)
-            break
-        if len(replies) < cfg.federation.min_train_shops:
-            detail = "; ".join(failures) or "no replies before the timeout"
-            raise RoundFailed(
-                f"round {server_round}: {len(replies)} shop(s) returned an update, fewer than "
-                f"federation.min_train_shops={cfg.federation.min_train_shops} ({detail}). "
-                f"The global model was not updated; fix the failing shops and resume the run."
+        if cfg.privacy.secure_aggregation:
+            arrays, train, failures = _secure_step(grid, run, server_round, arrays, train_config)
+            exhausted: dict[str, dict[str, float]] = {}
+        else:
+            replies, failures = _split_replies(
+                grid.send_and_receive(strategy.configure_train(server_round, arrays, train_config, grid), timeout=timeout)
             )
-        new_arrays, _ = strategy.aggregate_train(server_round, replies)
-        if new_arrays is None:
-            raise RoundFailed(f"round {server_round}: aggregation produced no model; the global model was not updated")
-        arrays = new_arrays
+            replies, exhausted = _split_exhausted(run, replies)
+            if exhausted and not replies and not failures:
+                say(f"{PREFIX} round {server_round}/{total} | every shop has spent its privacy budget "
+                    f"({_budget_note(exhausted)}); training stops after round {server_round - 1}")
+                history["stopped"] = {"round": server_round, "reason": "privacy budget exhausted", "shops": exhausted}
+                run.write_history(history)
+                break
+            _check_enough(cfg, server_round, len(replies), failures)
+            new_arrays, _ = strategy.aggregate_train(server_round, replies)
+            if new_arrays is None:
+                raise RoundFailed(f"round {server_round}: aggregation produced no model; the global model was not updated")
+            arrays = new_arrays
+            train = _per_shop(run, replies)
         state = arrays.to_torch_state_dict()
         version = state_digest(state)[:16]
-        train = _per_shop(run, replies)
         client_dp = None
         if server_ledger is not None:
-            entry = server_ledger.record_round(server_round, version, len(replies), float(getattr(strategy, "clipping_norm", 0.0)))
+            entry = server_ledger.record_round(server_round, version, len(train), float(getattr(strategy, "clipping_norm", 0.0)))
             client_dp = {k: entry[k] for k in ("epsilon", "delta", "noise_multiplier", "clipping_norm", "releases")}
         evals, eval_failures = _evaluate(grid, strategy, server_round, arrays, timeout, run)
         seconds = time.perf_counter() - began
@@ -142,8 +186,9 @@ def run_rounds(grid: Grid, strategy: Strategy, run: RunDir, *, say: Callable[[st
         run.write_history(history)
         loss = _mean([t["train_loss"] for t in train.values()])
         say(
-            f"{PREFIX} round {server_round}/{total} | shops {len(replies)}/{len(replies) + len(failures)} | "
-            f"loss {loss:.4f} | NDCG@{k} {_mean([e[f'ndcg@{k}'] for e in evals.values()]):.4f} | "
+            f"{PREFIX} round {server_round}/{total} | shops {len(train)}/{len(train) + len(failures)} | "
+            + ("secure aggregation (SecAgg+) | " if cfg.privacy.secure_aggregation else "")
+            + f"loss {loss:.4f} | NDCG@{k} {_mean([e[f'ndcg@{k}'] for e in evals.values()]):.4f} | "
             f"Recall@{k} {_mean([e[f'recall@{k}'] for e in evals.values()]):.4f} (macro) | {seconds:.1f} s"
             + (f" | ε ≤ {max(t['epsilon'] for t in train.values()):.2f} (max over shops, δ per shop)" if any("epsilon" in t for t in train.values()) else "")
             + (f" | client-level ε {client_dp['epsilon']:.2f} (δ {client_dp['delta']:g}, unit: one shop)" if client_dp else "")

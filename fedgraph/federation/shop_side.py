@@ -86,8 +86,18 @@ def _privacy_metrics(budget: ShopBudget, entry: dict[str, Any]) -> dict[str, flo
     }  # fmt: skip
 
 
+class PrivacyBudgetExhausted(RuntimeError):
+    """The shop refuses to train: one more round would exceed its privacy budget."""
+
+
+def shared_names(run_dir: str) -> list[str]:
+    """Names of the shared (averaged) tensors, in the order the server sends them."""
+    return list(RunDir.at(run_dir).new_model().state_dict().keys())
+
+
 def shop_train(
-    run_dir: str, partition_id: int, state: dict[str, torch.Tensor], *, server_round: int, proximal_mu: float = 0.0
+    run_dir: str, partition_id: int, state: dict[str, torch.Tensor], *, server_round: int, proximal_mu: float = 0.0,
+    refuse_when_exhausted: bool = False,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Train the global ``state`` on one shop; return the new state and numeric metrics.
 
@@ -110,6 +120,10 @@ def shop_train(
         version = state_digest(state)[:16]
         if not budget.next_round_fits():
             entry = budget.record_skip(server_round, version)
+            if refuse_when_exhausted:  # under SecAgg+ a refusing shop drops out of the round
+                raise PrivacyBudgetExhausted(
+                    f"shop {data.shop}: one more round would exceed its privacy budget (ε {entry['epsilon']:.2f} of {budget.target_epsilon:g})"
+                )
             metrics = {**_privacy_metrics(budget, entry), "budget-exhausted": 1, "num-examples": 0, "partition-id": partition_id}
             return {k: v.detach().cpu() for k, v in state.items()}, metrics
         privacy = run.config.privacy

@@ -1,0 +1,72 @@
+"""Secure aggregation with Flower's SecAgg+: equals FedAvg, survives a drop-out, refuses bad settings."""
+
+import pytest
+import torch
+
+from fedgraph.config import ConfigError, RunConfig
+from fedgraph.federation.run_dir import RunDir
+from fedgraph.federation.secure_aggregation import check_settings, quantisation_error_bound
+from test_simulation_e2e import _fedgraph
+
+# Three synthetic shops of 47, 36 and 30 users (batch 32: q = 0.68, 0.89, 1.0). With σ = 1.5
+# and ε ≤ 4.3 the 30-user shop can afford one round, the others two: in round 2 it refuses
+# to train *after* SecAgg+ has set up its keys, which is a real mid-protocol drop-out.
+SHOPS = (
+    "data.source=synthetic", "data.synthetic_shops=3", "data.synthetic_users_per_shop=[30, 60]",
+    "data.synthetic_items_per_shop=[40, 80]", "train.local_epochs=1", "evaluation.baselines=['popularity']",
+    "privacy.enabled=true", "privacy.noise_multiplier=1.5", "privacy.target_epsilon=4.3",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, text_cache):
+    base = tmp_path_factory.mktemp("secagg")
+    cache = f"features.cache_dir='{text_cache}'"
+    secure = _fedgraph("simulate", "--out", str(base / "secure"), *SHOPS, cache, "train.rounds=2", "privacy.secure_aggregation=true")
+    assert secure.returncode == 0, secure.stdout + secure.stderr
+    plain = _fedgraph("simulate", "--out", str(base / "plain"), *SHOPS, cache, "train.rounds=1")
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    return base, secure.stdout
+
+
+def test_secure_sum_equals_fedavg_within_quantisation(runs):
+    base, _ = runs
+    secure = RunDir.at(base / "secure").load_checkpoint(1)["state_dict"]
+    plain = RunDir.at(base / "plain").load_checkpoint(1)["state_dict"]
+    assert secure.keys() == plain.keys()
+    worst = max(float((secure[k] - plain[k]).abs().max()) for k in secure)
+    bound = quantisation_error_bound(RunConfig(), num_shops=3)
+    assert worst <= bound, (worst, bound)
+    before = RunDir.at(base / "plain").new_model().state_dict()
+    assert max(float((plain[k] - before[k]).abs().max()) for k in plain) > 100 * bound  # training moved the model
+
+
+def test_a_round_survives_a_shop_dropping_out(runs):
+    base, stdout = runs
+    assert "round 1/2 | shops 3/3 | secure aggregation (SecAgg+)" in stdout
+    assert "round 2/2 | shops 2/3 | secure aggregation (SecAgg+)" in stdout
+    assert "shop shop-00002: one more round would exceed its privacy budget" in stdout
+    history = RunDir.at(base / "secure").read_history()
+    assert sorted(history["rounds"][-1]["train"]) == ["shop-00000", "shop-00001"]
+    assert RunDir.at(base / "secure").checkpoint_rounds() == [1, 2]
+
+
+def _config(**privacy):
+    cfg = RunConfig()
+    for k, v in privacy.items():
+        setattr(cfg.privacy, k, v)
+    return cfg
+
+
+def test_settings_that_would_halt_secagg_are_refused_up_front():
+    with pytest.raises(ConfigError, match="odd"):
+        RunConfig.load(overrides=["privacy.secure_aggregation=true", "privacy.secagg_num_shares=4"])
+    with pytest.raises(ConfigError, match="below privacy.secagg_num_shares"):
+        RunConfig.load(overrides=["privacy.secagg_reconstruction_threshold=3"])
+    with pytest.raises(ConfigError, match="use one of the two"):
+        RunConfig.load(overrides=["privacy.secure_aggregation=true", "privacy.client_dp=fixed"])
+    with pytest.raises(ConfigError, match="at least 2 shops"):
+        check_settings(_config(secure_aggregation=True), num_shops=1)
+    with pytest.raises(ConfigError, match="neighbours"):
+        check_settings(_config(secure_aggregation=True, secagg_num_shares=7, secagg_reconstruction_threshold=5), num_shops=3)
+    check_settings(_config(secure_aggregation=True), num_shops=3)
