@@ -283,7 +283,7 @@ def _attack_section(doc: dict[str, Any]) -> str:
 
 
 def _verdict_section(doc: dict[str, Any]) -> str:
-    parts = ["<h2>5. Verdict per shop</h2>"]
+    parts = ["<h2>Verdict per shop</h2>"]
     for shop, v in doc["verdict"].items():
         cls = {"consistent": "pass", "inconsistent": "fail", "not auditable": "fail"}.get(v["status"], "warn")
         rows = [[c["check"], c["status"], c["detail"]] for c in v["checks"]]
