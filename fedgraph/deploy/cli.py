@@ -102,7 +102,11 @@ def run_deploy_command(args: argparse.Namespace) -> int | None:
 
         cfg = ServerConfig.load(args.config)
         log = setup_logging("fedgraph.server", cfg.state_dir / "logs" / "server.jsonl", cfg.server.log_level, stderr=False)
-        return start_server(cfg, args.overrides, log, say=lambda line: print(line, flush=True))
+        try:
+            return start_server(cfg, args.overrides, log, say=lambda line: print(line, flush=True))
+        except KeyboardInterrupt:
+            print("\nstopped: finished rounds are checkpointed; run `fedgraph server start` with the same config to resume", file=sys.stderr)
+            return 130
     if args.command == "client":
         from fedgraph.deploy.settings import ShopConfig
 

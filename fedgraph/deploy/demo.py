@@ -126,4 +126,6 @@ def make_demo(
         fed.catalog[fed.catalog["shop"] == source].assign(shop=shop).to_csv(base / "catalog.csv", index=False)
         (base / "shop.toml").write_text(SHOP_TOML.format(shop=shop, port=port, isolation=isolation, poll_s=poll_s, settle_s=settle_s))
         events[shop] = fed.events[fed.events["shop"] == source].reset_index(drop=True)
+        if shop in names:  # the shop's history, ready to copy into drop/ (`cp events.csv drop/`)
+            write_events(events[shop], base / "events.csv")
     return Demo(root, names, events)

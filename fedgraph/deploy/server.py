@@ -15,6 +15,8 @@ Everything it starts runs in its own process group and is stopped on exit, error
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -190,6 +192,16 @@ def enrol(cfg, paths: ServerPaths, shop: str, env: dict[str, str], log: EventLog
     if cfg.server.insecure:
         return "n/a (insecure: no authentication)"
     pub = CertPaths(cfg.certs_dir).shop_pub(shop)
+    try:
+        node = _register_in_process(cfg, shop, pub)
+    except Exception as exc:  # noqa: BLE001 - the CLI below reports the failure in Flower's words
+        if "already in use" in str(exc):
+            log.info("shop_enrolled", f"shop {shop} was already enrolled", shop=shop)
+            return "already enrolled"
+        log.debug("enrol_fallback", f"in-process enrolment of {shop} failed ({type(exc).__name__}: {exc}); using `flwr supernode register`")
+    else:
+        log.info("shop_enrolled", f"shop {shop} enrolled (public key {pub.name}) as node {node}", shop=shop, node_id=node)
+        return node
     out = subprocess.run([processes.flower_bin("flwr"), "supernode", "register", str(pub), "fedgraph", "--name", shop, "--format", "json"],
                          env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
     try:
@@ -207,6 +219,29 @@ def enrol(cfg, paths: ServerPaths, shop: str, env: dict[str, str], log: EventLog
     raise ServerError(f"enrolling shop {shop!r} failed: {message.strip()}")
 
 
+def _register_in_process(cfg, shop: str, pub: Path) -> str:
+    """``flwr supernode register`` without starting a process: the same Control API call."""
+    from flwr.cli.supernode.register import try_load_public_key
+    from flwr.cli.typing import SuperLinkConnection
+    from flwr.cli.utils import init_http_client_from_connection
+    from flwr.proto.control_pb2 import RegisterNodeRequest  # pylint: disable=E0611
+
+    key = try_load_public_key(pub)
+    conn = SuperLinkConnection(name="fedgraph", address=local_address(cfg), root_certificates=str(CertPaths(cfg.certs_dir).ca_cert))
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints "Using SuperLink: ..."
+        client = init_http_client_from_connection(conn)
+    try:
+        response = client.RegisterNode(request=RegisterNodeRequest(public_key=key, name=shop))
+    except Exception as exc:
+        text = getattr(getattr(exc, "response", None), "text", "")
+        raise RuntimeError(f"{exc} {text}") from exc
+    finally:
+        client.close()
+    if not response.node_id:
+        raise RuntimeError("the SuperLink returned no node id")
+    return str(response.node_id)
+
+
 def start_server(cfg, overrides: list[str], log: EventLogger, *, say: Callable[[str], None] = print) -> int:
     """Run the SuperLink, enrol the shops, run the training to the end (or until stopped)."""
     paths = ServerPaths(cfg.state_dir)
@@ -219,6 +254,7 @@ def start_server(cfg, overrides: list[str], log: EventLogger, *, say: Callable[[
     (paths.app / "pyproject.toml").write_text(APP_PYPROJECT)
     write_cli_config(cfg, paths)
     env = processes.flower_env(paths.home)
+    os.environ["FLWR_HOME"] = str(paths.home)  # in-process Control API calls (enrolment) read it
     console = paths.superlink / "superlink.console.log"
     superlink = runner = None
     stopping = {"flag": False}

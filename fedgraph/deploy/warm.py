@@ -49,6 +49,7 @@ class WarmClientAppWorker(threading.Thread):
         self.on_task = on_task
         self.stop_event = threading.Event()
         self.tasks_done = 0
+        self._apps: dict[str, Any] = {}
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -86,6 +87,32 @@ class WarmClientAppWorker(threading.Thread):
         if acquire is not None:
             acquire.close()
 
+    def _app_for(self, fab: Any) -> Any:
+        """The ClientApp the run names (``[tool.flwr.app.components] clientapp``), taken from the
+        *installed* ``clients.client_app`` module -- e.g. ``secagg_app`` for secure aggregation.
+        Any other reference is refused: the daemon never imports code from the app bundle."""
+        key = getattr(fab, "hash_str", "")
+        if key in self._apps:
+            return self._apps[key]
+        import importlib
+        import io
+        import tomllib
+        import zipfile
+
+        ref = "clients.client_app:app"
+        try:
+            with zipfile.ZipFile(io.BytesIO(fab.content)) as z:
+                project = tomllib.loads(z.read("pyproject.toml").decode())
+            ref = project["tool"]["flwr"]["app"]["components"]["clientapp"]
+        except Exception:  # noqa: BLE001 - no readable bundle: the default app
+            pass
+        module, _, attr = ref.partition(":")
+        if module != "clients.client_app" or not attr.isidentifier():
+            raise PermissionError(f"refusing ClientApp {ref!r}: a shop daemon only runs ClientApps of its installed clients.client_app")
+        app = self.client_app if attr == "app" else getattr(importlib.import_module(module), attr)
+        self._apps[key] = app
+        return app
+
     def _run_task(self, token: str, task_id: int) -> None:
         started = time.perf_counter()
         client = self._client(RuntimeVersionHttpInterceptor(component_name="flwr-clientapp"), RuntimeTokenHttpInterceptor(token))
@@ -95,11 +122,11 @@ class WarmClientAppWorker(threading.Thread):
         status, details = SubStatus.FAILED, "ClientApp task failed"
         info: dict[str, Any] = {"task_id": int(task_id)}
         try:
-            message, context, run, _fab = pull_task_input(client)
+            message, context, run, fab = pull_task_input(client)
             info.update(run_id=int(run.run_id), message_type=str(message.metadata.message_type))
             if run.fab_id and run.fab_id != EXPECTED_FAB_ID:
                 raise PermissionError(f"refusing app {run.fab_id!r}: this shop daemon only runs {EXPECTED_FAB_ID!r}")
-            reply = self.client_app(message=message, context=context)
+            reply = self._app_for(fab)(message=message, context=context)
             status, details = SubStatus.COMPLETED, ""
         except Exception as exc:  # noqa: BLE001 - reported to the server as the reply's error
             reason = f"{type(exc).__name__}: {exc}"
