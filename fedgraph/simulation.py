@@ -250,6 +250,26 @@ def build_graphs(run: RunDir, say: Say = print) -> dict[str, Any]:
     return sizes
 
 
+def _record_provenance(run: RunDir) -> None:
+    """``run.json``: who started the run, where, when, and the SHA-256 of its config.toml (for audits)."""
+    import getpass
+    import hashlib
+    import socket
+    from datetime import datetime, timezone
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        fedgraph_version = version("fedgraph")
+    except PackageNotFoundError:
+        fedgraph_version = "unknown"
+    atomic_write_json(run.path / "run.json", {
+        "config_sha256": hashlib.sha256(run.config_file.read_bytes()).hexdigest(),
+        "user": getpass.getuser(), "host": socket.gethostname(),
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv), "fedgraph": fedgraph_version, "python": sys.version.split()[0],
+    })  # fmt: skip
+
+
 def _peak_rss_mb() -> dict[str, float]:
     kb_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     kb_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -274,6 +294,7 @@ def simulate(config: RunConfig | None, out_dir: str | Path, *, resume: bool = Fa
         out_dir.mkdir(parents=True, exist_ok=True)
         config.save(out_dir / "config.toml")
         run = RunDir.at(out_dir)
+        _record_provenance(run)
     timings: dict[str, float] = {}
 
     t = time.perf_counter()

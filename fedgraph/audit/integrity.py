@@ -101,13 +101,15 @@ def _owner(path: Path) -> str:
 def provenance(run: RunDir) -> dict[str, Any]:
     """Who ran it, when, with what: as far as the run directory records it."""
     metrics = _load_json(run.metrics_file) or {}
+    recorded = _load_json(run.path / "run.json") or {}
     started = run.config_file.stat().st_mtime if run.config_file.exists() else None
     finished = run.metrics_file.stat().st_mtime if run.metrics_file.exists() else None
     return {
         "run_dir": str(run.path),
-        "owner": _owner(run.config_file) if run.config_file.exists() else "unknown",
-        "host": "not recorded by the run",
-        "started": _iso(started) if started else None,
+        "owner": recorded.get("user") or (_owner(run.config_file) if run.config_file.exists() else "unknown"),
+        "host": recorded.get("host", "not recorded by the run"),
+        "command": recorded.get("command", "not recorded by the run"),
+        "started": recorded.get("started") or (_iso(started) if started else None),
         "finished": _iso(finished) if finished else None,
         "run_environment": metrics.get("environment", {}),
         "audit": {
@@ -168,6 +170,10 @@ def check_run(run: RunDir) -> dict[str, Any]:
     index = _load_json(run.shops_dir / "index.json") or {}
     shops = list(index.get("shops", []))
 
+    # -- config.toml against the digest the run recorded when it started
+    recorded = _load_json(run.path / "run.json")
+    if recorded and run.config_file.exists() and recorded.get("config_sha256") != sha256_file(run.config_file):
+        f.add("tampered", "config", "config.toml differs from the file the run started with (its SHA-256 recorded in run.json)")
     # -- config.toml against what the run recorded when it finished
     if cfg is not None:
         if metrics and isinstance(metrics.get("config"), dict):

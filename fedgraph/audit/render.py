@@ -186,7 +186,7 @@ def _run_section(doc: dict[str, Any]) -> str:
     prov = run["provenance"]
     env = prov.get("run_environment", {})
     rows = [
-        ["run directory", prov["run_dir"]], ["run by (file owner)", prov["owner"]], ["host", prov["host"]],
+        ["run directory", prov["run_dir"]], ["run by", prov["owner"]], ["host", prov["host"]], ["command", prov.get("command", "")],
         ["started (config written)", prov["started"]], ["finished (metrics written)", prov["finished"]],
         ["data source", run["data"]["dataset"].get("source", "—")], ["shops", ", ".join(run["shops"])],
         ["rounds", f"{run['rounds']} of {run['planned_rounds']} planned"],
