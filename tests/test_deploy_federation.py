@@ -196,10 +196,11 @@ def test_unenrolled_shop_is_refused(fed):
 
 def test_shop_killed_mid_round_rejoins_without_losing_events(fed):
     b_state = fed.demo.state(fed.b)
-    done = max(r["round"] for r in fed.history()["rounds"])
-    (b_state / "fault-train-delay-s").write_text("30")
-    # wait until shop B has received a train message of a round that is still in flight
-    msg = fed.wait("B in a train round", lambda: (m := _json(b_state / "last_message.json")) and m["type"].startswith("train") and m["round"] > done and m)
+    (b_state / "fault-train-delay-s").write_text("60")
+    armed = time.time()
+    # wait until shop B is inside a train message that arrived after the delay was armed: it is
+    # sleeping in it, so the round is in flight and B has not replied
+    msg = fed.wait("B in a train round", lambda: (m := _json(b_state / "last_message.json")) and m["type"].startswith("train") and m["at"] > armed and m)
     in_flight = msg["round"]
     fed.kill(fed.b)  # SIGKILL the daemon mid-round
     (b_state / "fault-train-delay-s").unlink()

@@ -216,6 +216,8 @@ class ShopDaemon:
 
             worker = WarmClientAppWorker(f"127.0.0.1:{runtime_port}", client_app, log, on_task=self.tasks.append)
         last_probe, superlink_up = 0.0, True
+        last_state: tuple = ()
+        last_status = 0.0
         try:
             while not self.stop_event.is_set():
                 try:
@@ -237,7 +239,10 @@ class ShopDaemon:
                 supernode.check(superlink_up)
                 if worker is not None and worker.ident is None and processes.reachable(f"127.0.0.1:{runtime_port}"):
                     worker.start()  # once the SuperNode's runtime API is up
-                atomic_status(paths, self.status(events, updater, supernode, worker, running=True))
+                state = (supernode.state, len(self.tasks), events.head, self.last_graph.get("at"))
+                if state != last_state or time.time() - last_status > 2.0:  # fsyncs are not free: only on change
+                    atomic_status(paths, self.status(events, updater, supernode, worker, running=True))
+                    last_state, last_status = state, time.time()
                 self.stop_event.wait(cfg.daemon.poll_s)
         finally:
             log.info("daemon_stopping", "daemon stopping: SuperNode and ClientApp worker")

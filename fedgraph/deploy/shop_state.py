@@ -110,9 +110,8 @@ class Catalog:
     frame: pd.DataFrame  # canonical catalog rows of this shop, in feature order
     features: np.ndarray  # [I, F]
 
-    @property
-    def items(self) -> list[str]:
-        return self.frame["item"].astype(str).tolist()
+    def __post_init__(self) -> None:
+        self.items: list[str] = self.frame["item"].astype(str).tolist()
 
 
 def load_catalog_features(path: Path, shop: str, config: RunConfig, cache: Path, *, log: Any = None) -> Catalog:
