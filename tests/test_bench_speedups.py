@@ -1,0 +1,54 @@
+"""The performance changes made for the benchmarks keep results identical, and the benchmarks start."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_prepare_per_shop_grouping_gives_the_same_shops(tmp_path, monkeypatch):
+    """prepare() hands build_shop_data each shop's own events; the files equal the full-frame ones."""
+    import fedgraph.text
+    from fedgraph.config import RunConfig
+    from fedgraph.data.split import temporal_split
+    from fedgraph.federation.run_dir import RunDir
+    from fedgraph.features import item_features
+    from fedgraph.shop import ShopData, build_shop_data
+    from fedgraph.simulation import load_dataset, prepare
+
+    def fake_embed(catalog, embedder=None):  # no MiniLM here: any fixed vectors do
+        rng = np.random.default_rng(len(catalog))
+        v = rng.standard_normal((len(catalog), 384)).astype(np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    monkeypatch.setattr(fedgraph.text, "embed_catalog", fake_embed)
+    config = RunConfig.load(overrides=["data.source=synthetic", "data.synthetic_shops=6", "data.synthetic_users_per_shop=[20,80]",
+                                       f"features.cache_dir='{tmp_path / 'cache'}'"])  # fmt: skip
+    config.save(tmp_path / "config.toml")
+    run = RunDir.at(tmp_path)
+    shops = prepare(config, run, say=lambda _: None)
+
+    dataset = load_dataset(config)
+    train, test = temporal_split(dataset.events, test_fraction=config.data.test_fraction, min_user_items=config.data.min_user_items)
+    catalog = dataset.catalog.reset_index(drop=True)
+    text = fake_embed(catalog)
+    for shop in shops:
+        rows = np.flatnonzero(catalog["shop"].to_numpy() == shop)
+        feats = item_features(text[rows], catalog.iloc[rows]["price"].to_numpy(), neighbours=config.features.neighbours, hops=config.features.hops)
+        want = build_shop_data(shop, train, test, catalog.iloc[rows], feats, recency_halflife_days=config.model.recency_halflife_days)
+        got = ShopData.load(run.shop_file(shop))
+        for name, value in want.__dict__.items():
+            if isinstance(value, np.ndarray):
+                np.testing.assert_array_equal(getattr(got, name), value, err_msg=f"{shop}.{name}")
+        assert got.meta == want.meta
+
+
+@pytest.mark.parametrize("name", ["bench_rounds", "bench_local_training", "bench_text_embedding", "bench_graph_rebuild", "bench_quality"])
+def test_benchmark_help(name):
+    out = subprocess.run([sys.executable, str(ROOT / "simulations" / f"{name}.py"), "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "usage:" in out.stdout
