@@ -73,7 +73,9 @@ class Federation:
         log.close()
 
     def start_shop(self, shop: str) -> None:
-        self.procs[shop] = self.cli("client", "start", "--config", str(self.demo.shop_config(shop)))
+        log = open(self.root / f"{shop}.out", "ab")  # a daemon's own output: only tracebacks, if it crashed
+        self.procs[shop] = self.cli("client", "start", "--config", str(self.demo.shop_config(shop)), stdout=log)
+        log.close()
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         p = self.procs.pop(name)
@@ -117,7 +119,7 @@ class Federation:
 
     def diagnostics(self) -> str:
         parts = []
-        for path in [self.root / "server.out", self.root / "server-state" / "logs" / "run.log",
+        for path in [self.root / "server.out", *[self.root / f"{s}.out" for s in self.demo.events], self.root / "server-state" / "logs" / "run.log",
                      *[self.demo.state(s) / "logs" / "daemon.jsonl" for s in self.demo.events]]:  # fmt: skip
             if path.exists():
                 parts.append(f"--- {path}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-25:]))
@@ -211,8 +213,8 @@ def test_shop_killed_mid_round_rejoins_without_losing_events(fed):
     held = fed.demo.events[fed.b].iloc[-HELD_BACK:]
     fed.drop(fed.b, pd.concat([fed.demo.events[fed.b].iloc[:10], held.iloc[:20]]), "while-down.csv")
     fed.start_shop(fed.b)  # the round's evaluation waits for every shop, so B's restart completes it
-    h = fed.wait(f"round {in_flight} recorded", lambda: (r := _round(fed.history(), in_flight)) and r, timeout=240)
-    assert set(_round(h, in_flight)["train"]) == {fed.a}, _round(h, in_flight)
+    r = fed.wait(f"round {in_flight} recorded", lambda: _round(fed.history(), in_flight), timeout=240)
+    assert set(r["train"]) == {fed.a}, r
     h = fed.wait("B back in a round", lambda: any(rr["round"] > in_flight and fed.b in rr.get("train", {}) for rr in fed.history()["rounds"]) and fed.history(), timeout=240)
     st = fed.status(fed.b)
     assert st["events"]["events"] == len(fed.dropped[fed.b])  # nothing lost, nothing counted twice

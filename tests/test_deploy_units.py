@@ -276,3 +276,55 @@ def test_status_without_a_daemon_reports_stopped_and_no_ledger(tmp_path):
     assert info["daemon"] == "stopped" and info["connected"] is False and info["privacy"] == "n/a (no DP ledger)"
     text = render(info)
     assert "NOT connected" in text and "0 ingested" in text and "privacy budget  n/a (no DP ledger)" in text
+
+
+def test_warm_worker_runtime_calls_never_signal_the_daemon(monkeypatch):
+    """Flower's own retry/heartbeat helpers SIGINT their process on HTTP 401 (a task whose
+    SuperNode restarted); inside the daemon that would stop the shop. Ours give up instead."""
+    import signal
+    import threading
+
+    import httpx
+
+    from fedgraph.deploy import warm
+
+    sent = []
+    monkeypatch.setattr(os, "kill", lambda pid, sig: sent.append(sig))
+    monkeypatch.setattr(signal, "raise_signal", lambda sig: sent.append(sig))
+
+    def status_error(code: int):
+        request = httpx.Request("POST", "http://127.0.0.1:1/v1/runtime/pull-object")
+        return httpx.HTTPStatusError("x", request=request, response=httpx.Response(code, request=request))
+
+    calls = []
+
+    def unauthorized():
+        calls.append(1)
+        raise status_error(401)
+
+    invoker = warm.in_process_retry_invoker(threading.Event(), max_time=5)
+    t0 = time.monotonic()
+    with pytest.raises(httpx.HTTPStatusError):
+        invoker.invoke(unauthorized)
+    assert len(calls) == 1 and time.monotonic() - t0 < 1  # gave up at once, no retries
+
+    flaky = iter([httpx.ConnectError("down"), status_error(503), "ok"])
+
+    def recovering():
+        value = next(flaky)
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    assert warm.in_process_retry_invoker(threading.Event(), max_time=30).invoke(recovering) == "ok"
+
+    class Client:
+        def __init__(self, exc):
+            self.exc = exc
+
+        def SendTaskHeartbeat(self, request):  # noqa: N802 - Flower's name
+            raise self.exc
+
+    assert warm._task_heartbeat_fn(Client(status_error(401)))() is True  # stop retrying, no signal
+    assert warm._task_heartbeat_fn(Client(httpx.ConnectError("down")))() is False  # retried
+    assert sent == []

@@ -76,33 +76,53 @@ class SuperNodeSupervisor:
         if self.state != "refused":  # a refused shop stays 'refused' until it connects
             self.state = "connecting"
         env = processes.flower_env(self.home)
-        self.process = processes.spawn(self.command(), env=env, pipe=True)
-        threading.Thread(target=self._read, args=(self.process,), name="supernode-output", daemon=True).start()
+        # Output to a file, not a pipe: if the daemon is killed, the SuperNode must still be able to
+        # log while it shuts down (a dead pipe would SIGPIPE it before it tells the SuperLink it leaves).
+        self.console.parent.mkdir(parents=True, exist_ok=True)
+        start = self.console.stat().st_size if self.console.exists() else 0
+        self.process = processes.spawn(self.command(), env=env, log_path=self.console)
+        self._reader = threading.Thread(target=self._read, args=(self.process, start), name="supernode-output", daemon=True)
+        self._reader.start()
         self.log.info("supernode_started", f"SuperNode started (pid {self.process.pid}), connecting to {self.cfg.server.address}",
                       pid=self.process.pid, superlink=self.cfg.server.address, isolation=self.cfg.daemon.isolation)  # fmt: skip
 
-    def _read(self, process: subprocess.Popen) -> None:
-        assert process.stdout is not None
+    def _lines(self, process: subprocess.Popen, start: int):
+        """Follow the SuperNode's console file from ``start`` until the process has exited."""
+        with open(self.console, "rb") as f:
+            f.seek(start)
+            pending = b""
+            while True:
+                chunk = f.readline()
+                if chunk:
+                    pending += chunk
+                    if pending.endswith(b"\n"):
+                        yield pending
+                        pending = b""
+                    continue
+                if process.poll() is not None:
+                    if pending:
+                        yield pending
+                    return
+                time.sleep(0.1)
+
+    def _read(self, process: subprocess.Popen, start: int) -> None:
         ansi = re.compile(rb"\x1b\[[0-9;]*m")
-        with open(self.console, "ab") as console:
-            for raw in process.stdout:
-                console.write(raw)
-                console.flush()
-                line = ansi.sub(b"", raw).decode("utf-8", "replace").strip()
-                m = re.search(r"SuperNode ID: (\d+)", line)
-                with self._lock:
-                    if m:
-                        self.node_id, self.state, self.connected_since = m.group(1), "connected", time.time()
-                        self._refusals = 0
-                        self.log.info("supernode_connected", f"connected to the SuperLink as node {self.node_id}", node_id=self.node_id)
-                    elif "Connection successful after" in line:
-                        self.state, self.connected_since = "connected", time.time()
-                        self.log.info("supernode_reconnected", f"reconnected to the SuperLink: {line}")
-                    elif "Failed to activate SuperNode" in line or "Failed to initialize the connection" in line:
-                        self.state = "refused"
-                        self.detail = line
-                    elif "[code:" in line and self.state == "refused":
-                        self.detail += " " + line
+        for raw in self._lines(process, start):
+            line = ansi.sub(b"", raw).decode("utf-8", "replace").strip()
+            m = re.search(r"SuperNode ID: (\d+)", line)
+            with self._lock:
+                if m:
+                    self.node_id, self.state, self.connected_since = m.group(1), "connected", time.time()
+                    self._refusals = 0
+                    self.log.info("supernode_connected", f"connected to the SuperLink as node {self.node_id}", node_id=self.node_id)
+                elif "Connection successful after" in line:
+                    self.state, self.connected_since = "connected", time.time()
+                    self.log.info("supernode_reconnected", f"reconnected to the SuperLink: {line}")
+                elif "Failed to activate SuperNode" in line or "Failed to initialize the connection" in line:
+                    self.state = "refused"
+                    self.detail = line
+                elif "[code:" in line and self.state == "refused":
+                    self.detail += " " + line
 
     def check(self, superlink_up: bool) -> None:
         """Start the SuperNode once the SuperLink answers, restart it if it exited, and restart it
@@ -115,6 +135,7 @@ class SuperNodeSupervisor:
             self._up_since = now
         p = self.process
         if p is not None and p.poll() is not None:
+            self._reader.join(timeout=5)  # it has seen every line the SuperNode wrote (e.g. why it was refused)
             self.exit_code = p.returncode
             refused = self.state == "refused" or p.returncode == 305
             self.process = None
@@ -139,6 +160,7 @@ class SuperNodeSupervisor:
             elif not superlink_up and self.state != "refused":
                 self.state = "waiting for the SuperLink"
             return
+        restart = False
         with self._lock:
             if self.state == "connected" and not superlink_up:
                 self.state = "disconnected"
@@ -148,8 +170,6 @@ class SuperNodeSupervisor:
                 self.log.info("supernode_restart", f"the SuperLink answers again but the SuperNode has not reconnected in {RECONNECT_GRACE_S:.0f} s; "
                               "restarting it to reconnect now")  # fmt: skip
                 restart = True
-            else:
-                restart = False
         if restart:
             processes.stop(self.process)
             self.process = None
@@ -182,6 +202,15 @@ class ShopDaemon:
         self.stop_event.set()
 
     def run(self) -> int:
+        try:
+            return self._run()
+        except Exception as exc:
+            log = getattr(self, "log", None)
+            if log is not None:
+                log.error("daemon_failed", f"the daemon stopped on an error: {type(exc).__name__}: {exc}", exc_info=exc)
+            raise
+
+    def _run(self) -> int:
         from fedgraph.deploy.ingest import DropFolder, EventLog, SqliteTable
         from fedgraph.deploy.shop_state import GraphUpdater, atomic_status, load_catalog_features, write_run_dir
         from fedgraph.features import feature_size

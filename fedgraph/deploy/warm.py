@@ -21,18 +21,37 @@ import threading
 import time
 from typing import Any, Callable
 
+import httpx
 from flwr.app import Message
 from flwr.app.error import Error
 from flwr.common.constant import ErrorCode, SubStatus
-from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611
+from flwr.common.serde import context_from_proto, fab_from_proto, run_from_proto
+from flwr.proto.node_pb2 import Node  # pylint: disable=E0611
+from flwr.proto.runtime_pb2 import (  # pylint: disable=E0611
+    AcquireTaskRequest,
+    PullAppMessagesRequest,
+    PullTaskInputRequest,
+    SendTaskHeartbeatRequest,
+)
 from flwr.supercore.constant import TaskType
-from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+from flwr.supercore.heartbeat import HeartbeatSender
+from flwr.supercore.inflatable.inflatable_protobuf_utils import make_confirm_message_received_fn_protobuf, make_pull_object_fn_protobuf
+from flwr.supercore.inflatable.inflatable_utils import pull_and_inflate_object_from_tree
 from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor, RuntimeVersionHttpInterceptor
-from flwr.supercore.retry import make_simple_http_retry_invoker
+from flwr.supercore.retry import RetryInvoker, exponential
 from flwr.supercore.runtime import RuntimeHttpClient
-from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
+from flwr.supercore.task_identity import TaskIdentity
+from flwr.supernode.runtime.run_clientapp import push_message, push_task_output
 
 from fedgraph.deploy.logs import EventLogger
+
+#: How long a task may wait for its message's objects in the local SuperNode. Once the SuperNode
+#: has logged "Received successfully" they are all there (loopback), so this only bounds a task
+#: whose message will never arrive: after a SuperLink restart the SuperNode creates a task for a
+#: message of the old, no-longer-running run, then drops that message ("Run ID ... is not in
+#: `RUNNING` status. Ignoring message"); Flower's own default would wait two hours for it and hold
+#: every later task (the new run's) behind it.
+MESSAGE_PULL_MAX_S = 30.0
 
 #: The only app a shop daemon executes (the ``[tool.flwr.app] publisher`` and name of our FAB).
 EXPECTED_FAB_ID = "fedgraph/fedgraph-app"
@@ -55,9 +74,8 @@ class WarmClientAppWorker(threading.Thread):
         self.stop_event.set()
 
     def _client(self, *interceptors: Any, max_tries: int | None = None) -> RuntimeHttpClient:
-        retry = make_simple_http_retry_invoker()
-        if max_tries is not None:  # polling: fail fast and let run() back off (the SuperNode may be restarting)
-            retry.max_tries = max_tries
+        # polling (max_tries): fail fast and let run() back off, the SuperNode may be restarting
+        retry = in_process_retry_invoker(self.stop_event, max_tries=max_tries)
         return RuntimeHttpClient.from_server_address(
             server_address=self.runtime_address, insecure=True, root_certificates=None,
             interceptors=list(interceptors), retry_invoker=retry,
@@ -116,13 +134,13 @@ class WarmClientAppWorker(threading.Thread):
     def _run_task(self, token: str, task_id: int) -> None:
         started = time.perf_counter()
         client = self._client(RuntimeVersionHttpInterceptor(component_name="flwr-clientapp"), RuntimeTokenHttpInterceptor(token))
-        heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
+        heartbeat = HeartbeatSender(_task_heartbeat_fn(client))
         heartbeat.start()
         message = context = reply = None
         status, details = SubStatus.FAILED, "ClientApp task failed"
         info: dict[str, Any] = {"task_id": int(task_id)}
         try:
-            message, context, run, fab = pull_task_input(client)
+            message, context, run, fab = _pull_task_input(client, MESSAGE_PULL_MAX_S)
             info.update(run_id=int(run.run_id), message_type=str(message.metadata.message_type))
             if run.fab_id and run.fab_id != EXPECTED_FAB_ID:
                 raise PermissionError(f"refusing app {run.fab_id!r}: this shop daemon only runs {EXPECTED_FAB_ID!r}")
@@ -140,7 +158,10 @@ class WarmClientAppWorker(threading.Thread):
                     push_message(client, reply, context)
             except Exception as exc:  # noqa: BLE001
                 self.log.error("reply_not_sent", f"could not send the reply of task {task_id}: {exc}", **info)
-            push_task_output(client=client, context=context, sub_status=status, details=details)
+            try:
+                push_task_output(client=client, context=context, sub_status=status, details=details)
+            except Exception as exc:  # noqa: BLE001 - the SuperNode restarted under us: the task is gone with it
+                self.log.warning("task_output_not_sent", f"could not report the end of task {task_id} to the SuperNode: {exc}", **info)
             heartbeat.stop()
             client.close()
         seconds = time.perf_counter() - started
@@ -149,3 +170,72 @@ class WarmClientAppWorker(threading.Thread):
         self.log.info("clientapp_task", f"{info.get('message_type', 'task')} task {task_id} {status} in {seconds:.2f} s (warm)", **info)
         if self.on_task is not None:
             self.on_task(info)
+
+
+_RETRYABLE_STATUS = {httpx.codes.BAD_GATEWAY, httpx.codes.SERVICE_UNAVAILABLE, httpx.codes.GATEWAY_TIMEOUT}
+_TRANSPORT_ERRORS = (httpx.ConnectError, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError, httpx.ConnectTimeout,
+                     httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout)  # fmt: skip
+
+#: Longest a runtime-API call retries before the task is given up (the SuperNode is local).
+RUNTIME_CALL_MAX_S = 60.0
+
+
+def in_process_retry_invoker(stop: threading.Event, *, max_tries: int | None = None, max_time: float = RUNTIME_CALL_MAX_S) -> RetryInvoker:
+    """Retries for runtime-API calls made inside the daemon process.
+
+    Flower's ``make_simple_http_retry_invoker`` is written for a one-task ``flwr-clientapp``
+    process: on HTTP 401 (the task's token is no longer valid, e.g. the SuperNode restarted) it
+    sends SIGINT to its own process, and it retries for ever. In the daemon that SIGINT would stop
+    the whole shop. Here a 401/403/404 gives up at once (the task fails and the worker goes on),
+    transport errors and 502/503/504 retry for at most ``max_time`` seconds, and waiting stops as
+    soon as the daemon stops."""
+
+    def give_up(exc: Exception) -> bool:
+        return isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code not in _RETRYABLE_STATUS
+
+    return RetryInvoker(
+        lambda: exponential(max_delay=5), (*_TRANSPORT_ERRORS, httpx.HTTPStatusError), max_tries=max_tries, max_time=max_time,
+        should_giveup=give_up, wait_function=stop.wait,
+    )  # fmt: skip
+
+
+def _task_heartbeat_fn(client: RuntimeHttpClient) -> Callable[[], bool]:
+    """Flower's ``make_task_heartbeat_fn_http`` without its SIGINT to the whole process when the
+    SuperNode no longer knows the task: here the heartbeat just stops mattering (the task's own
+    calls fail and end it)."""
+    request = SendTaskHeartbeatRequest()
+
+    def beat() -> bool:
+        try:
+            client.SendTaskHeartbeat(request)
+        except httpx.TransportError:
+            return False  # retried by HeartbeatSender
+        except httpx.HTTPStatusError as err:
+            return err.response.status_code not in _RETRYABLE_STATUS
+        except Exception:  # noqa: BLE001
+            return True
+        return True
+
+    return beat
+
+
+def _pull_task_input(client: RuntimeHttpClient, max_time: float) -> tuple[Message, Any, Any, Any]:
+    """``flwr.supernode.runtime.run_clientapp.pull_task_input`` with a bound on the message pull
+    (see :data:`MESSAGE_PULL_MAX_S`); raises ``ObjectPullError`` when the message never arrives."""
+    res = client.PullTaskInput(PullTaskInputRequest())
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = res.task_id, res.run.run_id, res.context.node_id
+    context, run, fab = context_from_proto(res.context), run_from_proto(res.run), fab_from_proto(res.fab)
+    pulled = client.PullMessages(PullAppMessagesRequest())
+    if not pulled.messages_list:
+        raise RuntimeError("the SuperNode has no message for this task")
+    node = Node(node_id=context.node_id)
+    tree = pulled.message_object_trees[0]
+    message = pull_and_inflate_object_from_tree(
+        tree,
+        make_pull_object_fn_protobuf(client.PullObject, node, context.run_id),
+        make_confirm_message_received_fn_protobuf(client.ConfirmMessageReceived, node, context.run_id),
+        return_type=Message,
+        max_time=max_time,
+    )
+    message.metadata.__dict__["_message_id"] = tree.object_id  # as Flower does: a deflated message lacks its own id
+    return message, context, run, fab
