@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -73,17 +74,51 @@ def _tail(path: Path, lines: int = 12) -> str:
 
 
 def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is not None:
-        return
+    """Stop ``process``, its process group and every descendant: Flower starts some of its
+    helpers (``flwr-simulation`` and the Ray cluster under it) in sessions of their own, which a
+    signal to the group alone would leave running."""
+    import psutil
+
     try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=15)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
+        family = psutil.Process(process.pid).children(recursive=True)
+    except psutil.Error:
+        family = []
+    if process.poll() is None:
         try:
-            os.killpg(process.pid, signal.SIGKILL)
+            os.killpg(process.pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
+    for child in family:
+        try:
+            child.terminate()
+        except psutil.Error:
+            pass
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        pass
+    _, alive = psutil.wait_procs(family, timeout=10)
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    for child in alive:
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
+    try:
         process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+class _TerminatedError(KeyboardInterrupt):
+    """SIGTERM turned into an exception, so that a terminated run still stops what it started."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _TerminatedError(f"terminated by signal {signum}")
 
 
 def run_flower_simulation(
@@ -125,6 +160,9 @@ def run_flower_simulation(
     }
     log_path = run_dir / "flower.log"
     console_path = flower_dir / "superlink.console.log"
+    previous_sigterm = None
+    if threading.current_thread() is threading.main_thread():
+        previous_sigterm = signal.signal(signal.SIGTERM, _raise_terminated)
     console = open(console_path, "ab")
     superlink = subprocess.Popen(
         [
@@ -174,3 +212,5 @@ def run_flower_simulation(
             raise FlowerRunError(f"`flwr run` exited with code {runner.returncode}; see {log_path}")
     finally:
         _stop(superlink)
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
