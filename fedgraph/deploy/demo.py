@@ -36,6 +36,9 @@ cpus_per_shop = 1
 [evaluation]
 history = 16
 
+[privacy]
+secure_aggregation = {secure_aggregation}
+
 [features]
 cache_dir = "{cache_dir}"
 """
@@ -108,6 +111,7 @@ def make_demo(
     root: str | Path, *, shops: int = 2, extra_keys: tuple[str, ...] = (), users: tuple[int, int] = (30, 40),
     items: tuple[int, int] = (40, 50), port: int = 9443, rounds: int = 3, min_train_shops: int = 1, isolation: str = "warm",
     cache_dir: str | Path = "", poll_s: float = 0.2, settle_s: float = 0.2, seed: int = 0, round_timeout_s: float = 300.0,
+    secure_aggregation: bool = True,
 ) -> Demo:  # fmt: skip
     from fedgraph.data.synthetic import generate_federation
 
@@ -116,7 +120,8 @@ def make_demo(
     names = sorted(fed.catalog["shop"].unique())
     init_federation(root / "certs", shops=[*names, *extra_keys])
     (root / "federation.toml").write_text(FEDERATION_TOML.format(rounds=rounds, min_train_shops=min_train_shops,
-                                                                  round_timeout_s=float(round_timeout_s), cache_dir=cache_dir))  # fmt: skip
+                                                                  round_timeout_s=float(round_timeout_s), cache_dir=cache_dir,
+                                                                  secure_aggregation=str(bool(secure_aggregation)).lower()))  # fmt: skip
     (root / "server.toml").write_text(SERVER_TOML.format(port=port, shops="[" + ", ".join(f'"{s}"' for s in names) + "]"))
     events = {}
     for shop in [*names, *extra_keys]:

@@ -56,7 +56,7 @@ publisher = "fedgraph"
 
 [tool.flwr.app.components]
 serverapp = "server.server_app:app"
-clientapp = "clients.client_app:app"
+clientapp = "clients.client_app:{clientapp}"
 
 [tool.flwr.app.config]
 run-dir = ""
@@ -251,7 +251,10 @@ def start_server(cfg, overrides: list[str], log: EventLogger, *, say: Callable[[
     prepare_run_dir(paths, config, shops)
     paths.superlink.mkdir(parents=True, exist_ok=True)
     paths.app.mkdir(parents=True, exist_ok=True)
-    (paths.app / "pyproject.toml").write_text(APP_PYPROJECT)
+    # SecAgg+ needs the shops' secaggplus_mod: the bundle names that ClientApp, and each shop daemon
+    # runs it from its own installed clients.client_app
+    clientapp = "secagg_app" if config.privacy.secure_aggregation else "app"
+    (paths.app / "pyproject.toml").write_text(APP_PYPROJECT.replace("{clientapp}", clientapp))
     write_cli_config(cfg, paths)
     env = processes.flower_env(paths.home)
     os.environ["FLWR_HOME"] = str(paths.home)  # in-process Control API calls (enrolment) read it

@@ -209,8 +209,18 @@ class ServerConfig:
         return self.resolve(self.server.certs)
 
     def run_config(self, overrides: list[str] | None = None) -> RunConfig:
+        """The training configuration. In a deployment secure aggregation (SecAgg+) is on unless
+        the configuration or an override turns it off explicitly (``privacy.secure_aggregation``)."""
+        import tomllib
+
         path = self.resolve(self.server.run_config) if self.server.run_config else None
-        return RunConfig.load(path, overrides)
+        explicit = any(o.split("=", 1)[0].strip() == "privacy.secure_aggregation" for o in overrides or [])
+        if path is not None and path.exists() and not explicit:
+            try:
+                explicit = "secure_aggregation" in tomllib.loads(path.read_text(encoding="utf-8")).get("privacy", {})
+            except (tomllib.TOMLDecodeError, AttributeError):
+                pass  # RunConfig.load says what is wrong with the file
+        return RunConfig.load(path, overrides if explicit else ["privacy.secure_aggregation=true", *(overrides or [])])
 
     def validate(self) -> None:
         if not self.server.shops:

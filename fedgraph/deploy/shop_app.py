@@ -66,11 +66,19 @@ def prepare_deployed_shop(shop_config: str, run_config: dict[str, Any], msg: Any
         )
     write_run_dir(paths, config, shops, feature_dim=feature_size(hops=config.features.hops))
     content = msg.content
-    server_round = int(content["config"]["server-round"])
+    if "config" in content:
+        server_round = int(content["config"]["server-round"])
+        global_state = content["arrays"].to_torch_state_dict()
+    else:  # SecAgg+ speaks the legacy format: a FitIns record
+        from fedgraph.federation.secure_aggregation import fitins_to_state
+        from fedgraph.federation.shop_side import shared_names
+
+        global_state, fit_config = fitins_to_state(content, shared_names(str(paths.run)))
+        server_round = int(fit_config["server-round"])
     kind = str(msg.metadata.message_type)
     # A train message carries the global model of the previous round, evaluate the new one.
     model_round = server_round - 1 if kind.startswith("train") else server_round
-    version, _ = save_global_model(paths, content["arrays"].to_torch_state_dict(), model_round)
+    version, _ = save_global_model(paths, global_state, model_round)
     events = EventLog(paths.events)
     try:
         offset, _ = refresh_training_data(paths, catalog, config, events)
