@@ -44,8 +44,11 @@ def _ours(root: Path) -> list[int]:
             continue
         try:
             cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            sid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[3])
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            sid = int(fields[3])
         except (OSError, ValueError, IndexError):
+            continue
+        if fields[0] == "Z":  # exited, waiting to be reaped by its parent: not running
             continue
         procs[int(entry.name)] = (cmd, sid)
     marked = {pid for pid, (cmd, _) in procs.items() if str(root) in cmd and pid != os.getpid()}
@@ -143,6 +146,9 @@ class Federation:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        deadline = time.monotonic() + 10  # SIGKILL is delivered asynchronously
+        while _ours(self.root) and time.monotonic() < deadline:
+            time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")

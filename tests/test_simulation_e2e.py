@@ -102,6 +102,9 @@ def test_new_run_refuses_a_used_directory(finished_run):
     assert result.returncode == 2 and "--resume" in result.stderr
 
 
+# Slow: the default run already sees a shop refuse a round for its budget in a DP simulation
+# (tests/test_secure_aggregation.py) and the budget arithmetic in tests/test_privacy.py.
+@pytest.mark.slow
 def test_dp_run_accounts_every_round_and_stops_shops_out_of_budget(tmp_path, text_cache):
     """σ fixed at 1.5 with a budget of ε = 4: the bigger-q shop (36 users, q = 0.89) fits one
     round, the other (47 users, q = 0.68) two; the run goes on without them, then stops."""

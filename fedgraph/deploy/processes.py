@@ -41,15 +41,20 @@ def flower_bin(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
+def _die_with_parent(sig: int = signal.SIGTERM) -> Any:
+    def arm() -> None:  # pragma: no cover - runs in the child between fork and exec
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
+        except OSError:
+            pass
+
+    return arm
 
 
-def spawn(command: list[str], *, env: dict[str, str], log_path: Path | None = None, pipe: bool = False, **kwargs: Any) -> subprocess.Popen:
-    """Start ``command`` in its own process group, output to ``log_path`` (or a pipe)."""
+def spawn(command: list[str], *, env: dict[str, str], log_path: Path | None = None, pipe: bool = False,
+          on_parent_death: int = signal.SIGTERM, **kwargs: Any) -> subprocess.Popen:  # fmt: skip
+    """Start ``command`` in its own process group, output to ``log_path`` (or a pipe). On Linux
+    the child gets ``on_parent_death`` when the process that started it dies."""
     if pipe:
         out: Any = subprocess.PIPE
     elif log_path is not None:
@@ -57,7 +62,7 @@ def spawn(command: list[str], *, env: dict[str, str], log_path: Path | None = No
         out = open(log_path, "ab")
     else:
         out = subprocess.DEVNULL
-    preexec = _die_with_parent if sys.platform.startswith("linux") else None
+    preexec = _die_with_parent(on_parent_death) if sys.platform.startswith("linux") else None
     try:
         return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                 preexec_fn=preexec, **kwargs)  # fmt: skip

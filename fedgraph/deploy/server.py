@@ -268,7 +268,10 @@ def start_server(cfg, overrides: list[str], log: EventLogger, *, say: Callable[[
 
     previous = signal.signal(signal.SIGTERM, on_signal)
     try:
-        superlink = processes.spawn(superlink_command(cfg, paths), env=env, log_path=console)
+        # If this process is killed outright the SuperLink goes at once (SIGKILL): its graceful
+        # SIGTERM shutdown can wait on a round in flight, and the port must be free for a restart.
+        # Its state is in SQLite (transactions), and its helpers exit when their parent does.
+        superlink = processes.spawn(superlink_command(cfg, paths), env=env, log_path=console, on_parent_death=signal.SIGKILL)
         wait_ready(cfg, superlink, console)
         log.info("superlink_ready", f"SuperLink listening on {cfg.server.host}:{cfg.server.port} "
                  f"({'INSECURE' if cfg.server.insecure else 'TLS, SuperNode authentication on'}); runtime dependency installation off",
