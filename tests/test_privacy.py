@@ -11,6 +11,7 @@ import torch
 from opacus.accountants import PRVAccountant, RDPAccountant
 from opacus.grad_sample import GradSampleModule
 
+import fedgraph.training.dp  # noqa: F401  (registers the item table's per-user gradient routines with Opacus)
 from fedgraph.config import PrivacyConfig
 from fedgraph.models import InterestModel
 from fedgraph.privacy import DPSettings, LedgerTamperedError, PrivacyLedger, default_delta, epsilon, noise_multiplier_for, spent
@@ -133,6 +134,28 @@ def test_a_users_gradient_depends_only_on_that_users_data():
         assert torch.equal(grads[0][name], grads[1][name]), name
     # ...while A's own gradient did change (the check is not vacuous)
     assert not torch.allclose(grads_a[0], grads_a[1])
+
+
+def test_item_table_norm_sample_equals_the_per_user_gradient_norm():
+    """The fast ghost norm of the shop-private item table matches explicit per-user gradients
+    (repeated look-ups of one item by one user are summed before the norm) and Opacus' own."""
+    from opacus.grad_sample.embedding_norm_sample import compute_embedding_norm_sample
+
+    from fedgraph.models.interest_model import ShopItemTable
+    from fedgraph.training.dp import item_table_norm_sample
+
+    g = torch.Generator().manual_seed(3)
+    table = ShopItemTable(7, 5)
+    ids = torch.randint(0, 7, (4, 9), generator=g)
+    ids[0, :4] = 2  # one user looks the same item up several times
+    backprops = torch.randn(4, 9, 5, generator=g)
+    explicit = []
+    for b in range(4):
+        grad = torch.zeros(7, 5).index_add_(0, ids[b], backprops[b])
+        explicit.append(grad.norm())
+    fast = item_table_norm_sample(table, [ids], backprops)[table.weight]
+    assert torch.allclose(fast, torch.stack(explicit), atol=1e-6)
+    assert torch.allclose(fast, compute_embedding_norm_sample(table, [ids], backprops)[table.weight], atol=1e-6)
 
 
 # ---------------------------------------------------------------------- ledger
