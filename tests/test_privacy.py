@@ -136,6 +136,18 @@ def test_a_users_gradient_depends_only_on_that_users_data():
     assert not torch.allclose(grads_a[0], grads_a[1])
 
 
+@pytest.mark.parametrize("accountant", ["rdp", "prv"])
+def test_a_ledger_history_of_many_rounds_is_composed_exactly(accountant):
+    """One entry per round (as the ledger holds them) gives the same ε as the run composed by
+    Opacus in one go; interleaved mechanisms are merged by (σ, q) without changing ε."""
+    a, b = (1.3, 0.05, 20), (0.9, 0.02, 50)
+    per_round = [a, (a[0], a[1], 0), a, b, a]
+    reference = PRVAccountant() if accountant == "prv" else RDPAccountant()
+    reference.history = [(a[0], a[1], 3 * a[2]), b]
+    assert epsilon(per_round, 1e-5, accountant) == pytest.approx(reference.get_epsilon(delta=1e-5), rel=1e-9)
+    assert epsilon(per_round, 1e-5, accountant) == pytest.approx(epsilon([b, (a[0], a[1], 3 * a[2])], 1e-5, accountant), rel=1e-6)
+
+
 def test_item_table_norm_sample_equals_the_per_user_gradient_norm():
     """The fast ghost norm of the shop-private item table matches explicit per-user gradients
     (repeated look-ups of one item by one user are summed before the norm) and Opacus' own."""

@@ -188,7 +188,8 @@ def run_rounds(grid: Grid, strategy: Strategy, run: RunDir, *, say: Callable[[st
         say(
             f"{PREFIX} round {server_round}/{total} | shops {len(train)}/{len(train) + len(failures)} | "
             + ("secure aggregation (SecAgg+) | " if cfg.privacy.secure_aggregation else "")
-            + f"loss {loss:.4f} | NDCG@{k} {_mean([e[f'ndcg@{k}'] for e in evals.values()]):.4f} | "
+            + (f"loss {loss:.4f} | " if not cfg.privacy.enabled else "loss withheld (private under DP) | ")
+            + f"NDCG@{k} {_mean([e[f'ndcg@{k}'] for e in evals.values()]):.4f} | "
             f"Recall@{k} {_mean([e[f'recall@{k}'] for e in evals.values()]):.4f} (macro) | {seconds:.1f} s"
             + (f" | ε ≤ {max(t['epsilon'] for t in train.values()):.2f} (max over shops, δ per shop)" if any("epsilon" in t for t in train.values()) else "")
             + (f" | client-level ε {client_dp['epsilon']:.2f} (δ {client_dp['delta']:g}, unit: one shop)" if client_dp else "")

@@ -37,7 +37,20 @@ class BudgetError(ValueError):
 
 
 def _clean(history: Iterable[tuple[float, float, int]]) -> list[tuple[float, float, int]]:
-    return [(float(s), float(q), int(n)) for s, q, n in history if int(n) > 0]
+    """Drop empty entries and merge entries of the same mechanism (same σ and q) by adding
+    their steps.
+
+    Composition does not depend on order (RDP curves add; PRV composition convolves), so
+    merging is exact, and it keeps the cost of an ε query flat over a long run: a ledger holds
+    one entry per round, and both Opacus accountants cost time linear in the number of entries
+    (PRV about 0.17 s per entry: 2.7 s for 16 rounds unmerged, 0.16 s merged, same ε).
+    """
+    merged: dict[tuple[float, float], int] = {}
+    for s, q, n in history:
+        if int(n) > 0:
+            key = (float(s), float(q))
+            merged[key] = merged.get(key, 0) + int(n)
+    return [(s, q, n) for (s, q), n in merged.items()]
 
 
 def prv_applies(history: History) -> bool:
