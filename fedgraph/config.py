@@ -99,6 +99,11 @@ class FederationConfig:
     gpus_per_shop: float = 0.0
     #: CPUs Ray may use in total (0 = all).
     total_cpus: int = 0
+    #: Simulation engine only: ask at most this many shops at a time within a round (0 = all
+    #: at once). Flower's in-memory link state scans every pending message on each shop's
+    #: poll, so asking N shops at once costs O(N^2) server time; waves keep it O(N).
+    #: Deployments always ask every shop at once.
+    simulation_wave: int = 64
 
 
 @dataclass
@@ -235,6 +240,7 @@ class RunConfig:
             (self.federation.strategy in ("fedavg", "fedprox", "fedadam"), "federation.strategy must be fedavg, fedprox or fedadam"),
             (0.0 < self.federation.fraction_train <= 1.0, "federation.fraction_train must be in (0, 1]"),
             (self.federation.min_train_shops >= 1, "federation.min_train_shops must be >= 1"),
+            (self.federation.simulation_wave >= 0, "federation.simulation_wave must be >= 0 (0 = ask every shop at once)"),
             (self.model.temperature > 0, "model.temperature must be > 0"),
             (self.evaluation.k >= 1, "evaluation.k must be >= 1"),
             (set(self.evaluation.baselines) <= {"popularity", "local", "pooled", "lightgcn_pooled"},

@@ -52,3 +52,36 @@ def test_benchmark_help(name):
     out = subprocess.run([sys.executable, str(ROOT / "simulations" / f"{name}.py"), "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "usage:" in out.stdout
+
+
+class _RecordingGrid:
+    """A stand-in for Flower's Grid: answers each message with itself, after ``delay_s``."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.calls: list[tuple[list, float]] = []
+        self.delay_s = delay_s
+
+    def send_and_receive(self, messages, *, timeout):
+        import time
+
+        self.calls.append((list(messages), timeout))
+        time.sleep(self.delay_s)
+        return list(messages)
+
+
+def test_shops_are_asked_in_waves_sharing_the_round_timeout():
+    from fedgraph.federation.rounds import send_in_waves
+
+    grid = _RecordingGrid()
+    replies = send_in_waves(grid, iter(range(7)), timeout=60.0, wave=3)
+    assert replies == list(range(7))  # every shop answered, in order
+    assert [c[0] for c in grid.calls] == [[0, 1, 2], [3, 4, 5], [6]]
+    assert all(0 < c[1] <= 60.0 for c in grid.calls) and grid.calls[-1][1] < 60.0
+
+    grid = _RecordingGrid()
+    assert send_in_waves(grid, range(7), timeout=60.0, wave=0) == list(range(7))
+    assert [c[0] for c in grid.calls] == [list(range(7))]  # 0: everyone at once (deployments)
+
+    slow = _RecordingGrid(delay_s=0.2)
+    replies = send_in_waves(slow, range(7), timeout=0.1, wave=3)
+    assert replies == [0, 1, 2] and len(slow.calls) == 1  # later waves are not sent after the deadline
