@@ -5,7 +5,8 @@ the default model with its shop-private item table) is trained for ``--steps`` s
 *same* batch of ``--batch`` users in three modes, each in a fresh subprocess:
 
 * ``plain``: Adam on the mean loss;
-* ``dp-ghost``: Opacus ghost clipping (per-user gradient norms, no per-user gradients),
+* ``dp-ghost``: Opacus ghost clipping with fedgraph's norm routines (``UserGradNormModule``;
+  per-user gradient norms, no batch × parameters tensor),
   clipping and Gaussian noise, then Adam (fedgraph's default);
 * ``dp-hooks``: Opacus per-sample gradients materialised (``batch × parameters``), for comparison.
 
@@ -41,14 +42,14 @@ def _worker(args: argparse.Namespace) -> dict:
     import torch
 
     sys.path.insert(0, str(ROOT))
-    from opacus.grad_sample import GradSampleModule, GradSampleModuleFastGradientClipping
+    from opacus.grad_sample import GradSampleModule
     from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping
     from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
 
     from fedgraph.config import RunConfig
     from fedgraph.models import InterestModel
     from fedgraph.shop import ShopData
-    from fedgraph.training.dp import _PerUserLoss
+    from fedgraph.training.dp import UserGradNormModule, _PerUserLoss
     from fedgraph.training.rows import RowSampler
 
     warnings.filterwarnings("ignore")
@@ -76,7 +77,7 @@ def _worker(args: argparse.Namespace) -> dict:
     base = torch.optim.Adam(model.parameters(), lr=t.lr)
     mode = args.worker
     if mode == "dp-ghost":
-        gsm = GradSampleModuleFastGradientClipping(model, batch_first=True, loss_reduction="mean", max_grad_norm=1.0)
+        gsm = UserGradNormModule(model, batch_first=True, loss_reduction="mean", max_grad_norm=1.0)
         opt = DPOptimizerFastGradientClipping(base, noise_multiplier=1.0, max_grad_norm=1.0, expected_batch_size=args.batch)
         crit = DPLossFastGradientClipping(gsm, opt, _PerUserLoss(), loss_reduction="mean")
     elif mode == "dp-hooks":

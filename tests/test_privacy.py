@@ -148,6 +148,55 @@ def test_a_ledger_history_of_many_rounds_is_composed_exactly(accountant):
     assert epsilon(per_round, 1e-5, accountant) == pytest.approx(epsilon([b, (a[0], a[1], 3 * a[2])], 1e-5, accountant), rel=1e-6)
 
 
+@pytest.mark.parametrize("rows, d_in, d_out", [(9, 3, 2), (2, 6, 5), (1, 4, 4)])
+@pytest.mark.parametrize("flat", [False, True])
+def test_linear_norm_sample_equals_the_per_user_gradient_norm(rows, d_in, d_out, flat, monkeypatch):
+    """Both routes (direct per-user gradient when T(d_in+d_out) > d_in d_out, ghost otherwise),
+    the blocked direct route, 2-D inputs and the bias all match explicit per-user gradients."""
+    import fedgraph.training.dp as dp_module
+
+    layer = torch.nn.Linear(d_in, d_out)
+    g = torch.Generator().manual_seed(rows * 10 + d_in)
+    shape = (5, d_in) if flat else (5, rows, d_in)
+    a = torch.randn(*shape, generator=g)
+    backprops = torch.randn(*shape[:-1], d_out, generator=g)
+    a3, g3 = a.reshape(5, -1, d_in), backprops.reshape(5, -1, d_out)
+    explicit_w = torch.stack([(g3[b].T @ a3[b]).norm() for b in range(5)])
+    explicit_b = torch.stack([g3[b].sum(0).norm() for b in range(5)])
+    monkeypatch.setattr(dp_module, "DIRECT_NORM_ELEMENTS", d_in * d_out * 2)  # blocks of 2 users
+    norms = dp_module.linear_norm_sample(layer, [a], backprops)
+    assert torch.allclose(norms[layer.weight], explicit_w, atol=1e-5)
+    assert torch.allclose(norms[layer.bias], explicit_b, atol=1e-5)
+
+
+def test_dp_training_uses_fedgraphs_norm_routines_and_clips_per_user():
+    """The wrapper takes fedgraph's routines for its layers, and a DP step's per-user norms equal
+    the norms of per-user gradients computed by Opacus' hooks (so clipping is per user)."""
+    from opacus.grad_sample import GradSampleModuleFastGradientClipping
+
+    from fedgraph.models.interest_model import ShopItemTable
+    from fedgraph.training.dp import UserGradNormModule, item_table_norm_sample, linear_norm_sample
+
+    assert UserGradNormModule.NORM_SAMPLERS[torch.nn.Linear] is linear_norm_sample
+    assert UserGradNormModule.NORM_SAMPLERS[ShopItemTable] is item_table_norm_sample
+    assert GradSampleModuleFastGradientClipping.NORM_SAMPLERS.get(torch.nn.Linear) is not linear_norm_sample  # Opacus' own untouched
+    data = _shop([("A", "i0", 0, "view", 1), ("A", "i1", 2, "purchase", 1)])
+    batch = RowSampler(data, history=4, positives=2, negatives=6).training_batch(np.arange(data.num_users), np.random.default_rng(5))
+    features = torch.from_numpy(data.item_features)
+    torch.manual_seed(0)
+    model = InterestModel(3, dim=8, hidden=16, num_local_items=8)
+    torch.nn.init.normal_(model.local.weight, std=0.1)
+    hooks = GradSampleModule(model, batch_first=True, loss_reduction="sum")
+    model.recommendation_loss(batch, features).sum().backward()
+    expected = torch.cat([p.grad_sample.flatten(1) for p in model.parameters()], dim=1).norm(dim=1)
+    hooks._close()
+    model.zero_grad(set_to_none=True)
+    ghost = UserGradNormModule(model, batch_first=True, loss_reduction="sum", max_grad_norm=1.0)
+    model.recommendation_loss(batch, features).sum().backward()
+    assert torch.allclose(ghost.get_norm_sample(), expected, rtol=1e-4, atol=1e-6)
+    ghost._close()
+
+
 def test_item_table_norm_sample_equals_the_per_user_gradient_norm():
     """The fast ghost norm of the shop-private item table matches explicit per-user gradients
     (repeated look-ups of one item by one user are summed before the norm) and Opacus' own."""
