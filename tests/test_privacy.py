@@ -11,7 +11,6 @@ import torch
 from opacus.accountants import PRVAccountant, RDPAccountant
 from opacus.grad_sample import GradSampleModule
 
-import fedgraph.training.dp  # noqa: F401  (registers the item table's per-user gradient routines with Opacus)
 from fedgraph.config import PrivacyConfig
 from fedgraph.models import InterestModel
 from fedgraph.privacy import DPSettings, LedgerTamperedError, PrivacyLedger, default_delta, epsilon, noise_multiplier_for, spent
@@ -174,12 +173,12 @@ def test_dp_training_uses_fedgraphs_norm_routines_and_clips_per_user():
     the norms of per-user gradients computed by Opacus' hooks (so clipping is per user)."""
     from opacus.grad_sample import GradSampleModuleFastGradientClipping
 
-    from fedgraph.models.interest_model import ShopItemTable
-    from fedgraph.training.dp import UserGradNormModule, item_table_norm_sample, linear_norm_sample
+    from fedgraph.training.dp import UserGradNormModule, embedding_norm_sample, linear_norm_sample
 
     assert UserGradNormModule.NORM_SAMPLERS[torch.nn.Linear] is linear_norm_sample
-    assert UserGradNormModule.NORM_SAMPLERS[ShopItemTable] is item_table_norm_sample
-    assert GradSampleModuleFastGradientClipping.NORM_SAMPLERS.get(torch.nn.Linear) is not linear_norm_sample  # Opacus' own untouched
+    assert UserGradNormModule.NORM_SAMPLERS[torch.nn.Embedding] is embedding_norm_sample
+    opacus_own = GradSampleModuleFastGradientClipping.NORM_SAMPLERS
+    assert opacus_own[torch.nn.Linear] is not linear_norm_sample and opacus_own[torch.nn.Embedding] is not embedding_norm_sample
     data = _shop([("A", "i0", 0, "view", 1), ("A", "i1", 2, "purchase", 1)])
     batch = RowSampler(data, history=4, positives=2, negatives=6).training_batch(np.arange(data.num_users), np.random.default_rng(5))
     features = torch.from_numpy(data.item_features)
@@ -197,16 +196,15 @@ def test_dp_training_uses_fedgraphs_norm_routines_and_clips_per_user():
     ghost._close()
 
 
-def test_item_table_norm_sample_equals_the_per_user_gradient_norm():
+def test_embedding_norm_sample_equals_the_per_user_gradient_norm():
     """The fast ghost norm of the shop-private item table matches explicit per-user gradients
     (repeated look-ups of one item by one user are summed before the norm) and Opacus' own."""
     from opacus.grad_sample.embedding_norm_sample import compute_embedding_norm_sample
 
-    from fedgraph.models.interest_model import ShopItemTable
-    from fedgraph.training.dp import item_table_norm_sample
+    from fedgraph.training.dp import embedding_norm_sample
 
     g = torch.Generator().manual_seed(3)
-    table = ShopItemTable(7, 5)
+    table = torch.nn.Embedding(7, 5)
     ids = torch.randint(0, 7, (4, 9), generator=g)
     ids[0, :4] = 2  # one user looks the same item up several times
     backprops = torch.randn(4, 9, 5, generator=g)
@@ -214,7 +212,7 @@ def test_item_table_norm_sample_equals_the_per_user_gradient_norm():
     for b in range(4):
         grad = torch.zeros(7, 5).index_add_(0, ids[b], backprops[b])
         explicit.append(grad.norm())
-    fast = item_table_norm_sample(table, [ids], backprops)[table.weight]
+    fast = embedding_norm_sample(table, [ids], backprops)[table.weight]
     assert torch.allclose(fast, torch.stack(explicit), atol=1e-6)
     assert torch.allclose(fast, compute_embedding_norm_sample(table, [ids], backprops)[table.weight], atol=1e-6)
 

@@ -84,15 +84,6 @@ class UserBatch:
         return int(self.history.shape[0])
 
 
-class ShopItemTable(nn.Embedding):
-    """The shop-private item table (a correction vector and a bias per catalog item).
-
-    A plain :class:`torch.nn.Embedding`; it has its own type so that the DP training code can
-    give it a per-user gradient-norm routine of its own (see :mod:`fedgraph.training.dp`)
-    without changing how Opacus treats any other embedding.
-    """
-
-
 class InterestModel(nn.Module):
     """Two-tower recommender with an attentive ego-graph user encoder (see module docs).
 
@@ -120,7 +111,7 @@ class InterestModel(nn.Module):
         self.user_out = nn.Linear(dim, dim)
         # Shop-private part: a correction vector and a bias per catalog item. Its state-dict
         # keys start with ``local.`` and are never sent to the server (see local_state_dict).
-        self.local = ShopItemTable(num_local_items, dim + 1) if num_local_items else None
+        self.local = nn.Embedding(num_local_items, dim + 1) if num_local_items else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

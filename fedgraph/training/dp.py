@@ -10,8 +10,9 @@ each user's whole gradient to ``C`` and adds ``N(0, (σC)²)`` noise to the sum
 Per-user gradient norms come from Opacus' ghost clipping by default
 (:class:`~opacus.grad_sample.GradSampleModuleFastGradientClipping`, as
 :class:`UserGradNormModule` with exact but cheaper norm routines for this model's layers):
-two backward passes, and no ``batch × parameters`` tensor is ever built for a large layer. ``grad_sample_mode="hooks"`` uses
-Opacus' classic per-sample gradients instead (for comparison and tests).
+two backward passes, and no ``batch × parameters`` tensor is ever built for a large layer.
+``grad_sample_mode="hooks"`` uses Opacus' classic per-sample gradients instead (for
+comparison and tests).
 
 Steps are counted by an Opacus accountant attached to the optimizer's step hook, so the
 history returned is exactly what ran, including steps whose Poisson sample was empty (those
@@ -29,14 +30,12 @@ import numpy as np
 import torch
 from opacus.accountants import RDPAccountant
 from opacus.grad_sample import GradSampleModule, GradSampleModuleFastGradientClipping
-from opacus.grad_sample.embedding import compute_embedding_grad_sample
-from opacus.grad_sample.utils import register_grad_sampler
 from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping
 from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
 from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 from torch import nn
 
-from fedgraph.models.interest_model import InterestModel, ShopItemTable
+from fedgraph.models.interest_model import InterestModel
 from fedgraph.privacy import DPSettings
 from fedgraph.shop import ShopData
 from fedgraph.training.rows import RowSampler
@@ -57,9 +56,6 @@ class _PerUserLoss(nn.Module):
             return per_user
         return per_user.mean() if self.reduction == "mean" else per_user.sum()
 
-
-# The shop-private item table is an nn.Embedding: per-user gradients as Opacus computes them.
-register_grad_sampler(ShopItemTable)(compute_embedding_grad_sample)
 
 #: Largest per-user-gradient block (users x out x in elements) that linear_norm_sample builds at once.
 DIRECT_NORM_ELEMENTS = 1 << 22
@@ -106,10 +102,11 @@ def linear_norm_sample(
     return out
 
 
-def item_table_norm_sample(
+def embedding_norm_sample(
     layer: nn.Embedding, activations: list[torch.Tensor], backprops: torch.Tensor
 ) -> dict[nn.Parameter, torch.Tensor]:
-    """Per-user gradient norms of an embedding table without per-user gradients (ghost clipping).
+    """Per-user gradient norms of an embedding table (here the shop-private item table) without
+    per-user gradients.
 
     User ``b``'s gradient of row ``v`` is the sum of the output gradients at the positions where
     ``b`` looked ``v`` up, so its squared norm is the sum over the distinct ``(b, v)`` pairs of
@@ -133,13 +130,13 @@ def item_table_norm_sample(
 
 class UserGradNormModule(GradSampleModuleFastGradientClipping):
     """Opacus' ghost-clipping wrapper with fedgraph's per-user norm routines for its layers
-    (:func:`linear_norm_sample`, :func:`item_table_norm_sample`); Opacus' own for any other.
+    (:func:`linear_norm_sample`, :func:`embedding_norm_sample`); Opacus' own for any other.
     The table is this class's own, so Opacus' global registry is left as it is."""
 
     NORM_SAMPLERS = {
         **GradSampleModuleFastGradientClipping.NORM_SAMPLERS,
         nn.Linear: linear_norm_sample,
-        ShopItemTable: item_table_norm_sample,
+        nn.Embedding: embedding_norm_sample,
     }
 
 
