@@ -77,14 +77,7 @@ def epsilon(history: History, delta: float, accountant: str = "rdp") -> float:
     if any(s <= 0 for s, _, _ in hist):
         return math.inf
     if accountant == "prv" and prv_applies(hist):
-        acc = PRVAccountant()
-        acc.history = list(hist)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            try:
-                value = float(acc.get_epsilon(delta=delta))
-            except (ValueError, FloatingPointError, OverflowError):
-                value = math.nan
+        value = _prv_epsilon(tuple(hist), delta)
         if math.isfinite(value):
             return value
     # Opacus' RDPAccountant.get_epsilon, with each mechanism's per-step RDP curve cached: the
@@ -95,6 +88,20 @@ def epsilon(history: History, delta: float, accountant: str = "rdp") -> float:
         warnings.simplefilter("ignore", UserWarning)
         eps, _ = rdp_analysis.get_privacy_spent(orders=RDPAccountant.DEFAULT_ALPHAS, rdp=rdp, delta=delta)
     return float(eps)
+
+
+@functools.lru_cache(maxsize=256)
+def _prv_epsilon(history: tuple[tuple[float, float, int], ...], delta: float) -> float:
+    """Opacus' PRV ε of a merged history (NaN where its numerics fail). Cached: a shop asks
+    for the same history twice a round (the projection before training, the record after)."""
+    acc = PRVAccountant()
+    acc.history = list(history)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        try:
+            return float(acc.get_epsilon(delta=delta))
+        except (ValueError, FloatingPointError, OverflowError):
+            return math.nan
 
 
 @functools.lru_cache(maxsize=4096)
