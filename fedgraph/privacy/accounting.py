@@ -150,6 +150,9 @@ def noise_multiplier_for(target_epsilon: float, delta: float, sample_rate: float
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
+            # "Optimal order is the largest alpha" for the tiny σ the search tries first: the
+            # bound is valid (only loose, so never too little noise).
+            warnings.simplefilter("ignore", UserWarning)
             sigma = float(
                 get_noise_multiplier(
                     target_epsilon=target_epsilon, target_delta=delta, sample_rate=sample_rate, steps=int(steps), accountant=mechanism
