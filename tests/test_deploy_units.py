@@ -328,3 +328,33 @@ def test_warm_worker_runtime_calls_never_signal_the_daemon(monkeypatch):
     assert warm._task_heartbeat_fn(Client(status_error(401)))() is True  # stop retrying, no signal
     assert warm._task_heartbeat_fn(Client(httpx.ConnectError("down")))() is False  # retried
     assert sent == []
+
+
+class _ExitedProcess:
+    def poll(self):
+        return 0
+
+
+def test_supernode_counts_as_reconnected_when_it_receives_a_message(tmp_path, log):
+    """Flower does not always print "Connection successful" after a SuperLink restart; a message
+    received from the SuperLink must still mark the SuperNode connected, or the daemon's
+    reconnect watchdog restarts it mid-task (seen: the task's token then fails with HTTP 401)."""
+    from fedgraph.deploy.daemon import SuperNodeSupervisor
+
+    console = tmp_path / "supernode.log"
+    console.write_text(
+        "\x1b[93mWARNING \x1b[0m:   Connection attempt failed, retrying in 7.07 seconds\n"
+        "\x1b[92mINFO \x1b[0m:      Run ID 1 is not in `RUNNING` status. Ignoring reply message 03.\n"
+        "\x1b[92mINFO \x1b[0m:      Receiving: train message (ID: def4)\n"
+    )
+    sup = SuperNodeSupervisor(None, tmp_path, 0, log, console)
+    sup.state = "disconnected"
+    sup._read(_ExitedProcess(), 0)
+    assert sup.state == "connected" and sup.connected_since is not None
+    assert "supernode_reconnected" in (tmp_path / "log.jsonl").read_text()
+
+    quiet = SuperNodeSupervisor(None, tmp_path, 0, log, tmp_path / "retrying.log")
+    (tmp_path / "retrying.log").write_text("WARNING :   Connection attempt failed, retrying in 0.48 seconds\n")
+    quiet.state = "disconnected"
+    quiet._read(_ExitedProcess(), 0)
+    assert quiet.state == "disconnected"  # retrying is not talking to the SuperLink

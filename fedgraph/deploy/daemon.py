@@ -31,6 +31,8 @@ from fedgraph.deploy.settings import ShopConfig
 
 REFUSED_BACKOFF_S = 30.0
 RECONNECT_GRACE_S = 10.0
+#: SuperNode log lines that only appear while it exchanges messages with the SuperLink.
+_TALKING_TO_SUPERLINK = ("Receiving:", "Received successfully", "Sending:", "is not in `RUNNING` status")
 
 
 class SuperNodeSupervisor:
@@ -115,7 +117,12 @@ class SuperNodeSupervisor:
                     self.node_id, self.state, self.connected_since = m.group(1), "connected", time.time()
                     self._refusals = 0
                     self.log.info("supernode_connected", f"connected to the SuperLink as node {self.node_id}", node_id=self.node_id)
-                elif "Connection successful after" in line:
+                elif "Connection successful after" in line or (
+                    self.state != "connected" and any(s in line for s in _TALKING_TO_SUPERLINK)
+                ):
+                    # Flower prints "Connection successful" on only some reconnect paths; a message
+                    # received from the SuperLink also proves it (without this, the grace-period
+                    # restart below killed a SuperNode that had reconnected and was mid-task).
                     self.state, self.connected_since = "connected", time.time()
                     self.log.info("supernode_reconnected", f"reconnected to the SuperLink: {line}")
                 elif "Failed to activate SuperNode" in line or "Failed to initialize the connection" in line:
