@@ -145,9 +145,11 @@ def send_in_waves(grid: Grid, messages: Iterable[Message], *, timeout: float, wa
     return replies
 
 
-def _evaluate(grid: Grid, strategy: Strategy, server_round: int, arrays: ArrayRecord, timeout: float, run: RunDir) -> tuple[dict, list[str]]:
+def _evaluate(
+    grid: Grid, strategy: Strategy, server_round: int, arrays: ArrayRecord, timeout: float, run: RunDir, wave: int
+) -> tuple[dict, list[str]]:
     messages = strategy.configure_evaluate(server_round, arrays, ConfigRecord(), grid)
-    replies, failures = _split_replies(send_in_waves(grid, messages, timeout=timeout, wave=_wave_size(grid, run)))
+    replies, failures = _split_replies(send_in_waves(grid, messages, timeout=timeout, wave=wave))
     return _per_shop(run, replies), failures
 
 
@@ -156,6 +158,7 @@ def run_rounds(grid: Grid, strategy: Strategy, run: RunDir, *, say: Callable[[st
     cfg = run.config
     total = cfg.train.rounds
     timeout = cfg.federation.round_timeout_s
+    wave = _wave_size(grid, run)
     k = cfg.evaluation.k
     history = run.read_history()
     checkpoint = run.latest_checkpoint()
@@ -163,7 +166,7 @@ def run_rounds(grid: Grid, strategy: Strategy, run: RunDir, *, say: Callable[[st
         start = 0
         arrays = ArrayRecord(run.new_model().state_dict())
         history = {"rounds": []}
-        evals, failures = _evaluate(grid, strategy, 0, arrays, timeout, run)
+        evals, failures = _evaluate(grid, strategy, 0, arrays, timeout, run, wave)
         history["rounds"].append({"round": 0, "eval": evals, "failures": failures, "model_version": state_digest(arrays.to_torch_state_dict())[:16]})
         run.write_history(history)
         say(f"{PREFIX} round 0/{total} | initial model | NDCG@{k} {_mean([e[f'ndcg@{k}'] for e in evals.values()]):.4f} (macro over {len(evals)} shops)")
@@ -184,7 +187,7 @@ def run_rounds(grid: Grid, strategy: Strategy, run: RunDir, *, say: Callable[[st
             exhausted: dict[str, dict[str, float]] = {}
         else:
             messages = strategy.configure_train(server_round, arrays, train_config, grid)
-            replies, failures = _split_replies(send_in_waves(grid, messages, timeout=timeout, wave=_wave_size(grid, run)))
+            replies, failures = _split_replies(send_in_waves(grid, messages, timeout=timeout, wave=wave))
             replies, exhausted = _split_exhausted(run, replies)
             if exhausted and not replies and not failures:
                 say(f"{PREFIX} round {server_round}/{total} | every shop has spent its privacy budget "
@@ -204,7 +207,7 @@ def run_rounds(grid: Grid, strategy: Strategy, run: RunDir, *, say: Callable[[st
         if server_ledger is not None:
             entry = server_ledger.record_round(server_round, version, len(train), float(getattr(strategy, "clipping_norm", 0.0)))
             client_dp = {k: entry[k] for k in ("epsilon", "delta", "noise_multiplier", "clipping_norm", "releases")}
-        evals, eval_failures = _evaluate(grid, strategy, server_round, arrays, timeout, run)
+        evals, eval_failures = _evaluate(grid, strategy, server_round, arrays, timeout, run, wave)
         seconds = time.perf_counter() - began
         history["rounds"].append(
             {"round": server_round, "seconds": seconds, "model_version": version, "train": train, "eval": evals,

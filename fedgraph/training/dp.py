@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from opacus.accountants import RDPAccountant
 from opacus.grad_sample import GradSampleModule, GradSampleModuleFastGradientClipping
+from opacus.grad_sample.linear import compute_linear_norm_sample
 from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping
 from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
 from opacus.utils.uniform_sampler import UniformWithReplacementSampler
@@ -75,16 +76,12 @@ def linear_norm_sample(
     :data:`DIRECT_NORM_ELEMENTS` elements, so no batch x parameters tensor is built for a large
     layer. The bias norm is ``||sum_t g_t||`` (Opacus builds a ``T x T`` matrix for it).
     """
+    if backprops.dim() == 2:  # one row per user: Opacus' closed form is already the cheapest
+        return compute_linear_norm_sample(layer, activations, backprops)
     g = backprops
     a = activations[0].to(g.dtype)
     n = g.shape[0]
     out: dict[nn.Parameter, torch.Tensor] = {}
-    if g.dim() == 2:
-        if layer.weight.requires_grad:
-            out[layer.weight] = (g.pow(2).sum(1) * a.pow(2).sum(1)).sqrt()
-        if layer.bias is not None and layer.bias.requires_grad:
-            out[layer.bias] = g.norm(dim=1)
-        return out
     a = a.reshape(n, -1, a.shape[-1])
     g = g.reshape(n, -1, g.shape[-1])
     rows, d_in, d_out = a.shape[1], a.shape[2], g.shape[2]
