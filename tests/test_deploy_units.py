@@ -358,3 +358,133 @@ def test_supernode_counts_as_reconnected_when_it_receives_a_message(tmp_path, lo
     quiet.state = "disconnected"
     quiet._read(_ExitedProcess(), 0)
     assert quiet.state == "disconnected"  # retrying is not talking to the SuperLink
+
+
+def test_dropped_message_ids_reach_the_warm_worker_which_gives_the_task_up(tmp_path, log):
+    """After a SuperLink restart the SuperNode creates a task for a message of the old run, then
+    drops the message ("... Ignoring message <id>"). The warm worker must give that task up as soon
+    as the line appears, not after its 30 s pull bound (it held the new run's round behind it)."""
+    import threading
+
+    from flwr.supercore.inflatable.inflatable_utils import ObjectUnavailableError, pull_objects
+
+    from fedgraph.deploy import warm
+    from fedgraph.deploy.daemon import SuperNodeSupervisor
+
+    console = tmp_path / "supernode.log"
+    console.write_text(
+        "\x1b[92mINFO \x1b[0m:      Run ID 10 is not in `RUNNING` status. Ignoring reply message 03.\n"
+        "\x1b[92mINFO \x1b[0m:      Run ID 10 is not in `RUNNING` status. Ignoring message fb6333.\n"
+    )
+    sup = SuperNodeSupervisor(None, tmp_path, 0, log, console)
+    sup._read(_ExitedProcess(), 0)
+    assert sup.ignored_messages == {"fb6333"}  # a dropped *reply* is no task of ours
+
+    ignored: set[str] = set()
+    pulls = []
+
+    def never_there(object_id: str) -> bytes:
+        pulls.append(object_id)
+        raise ObjectUnavailableError(object_id)
+
+    pull = warm._pull_unless_dropped(never_there, "m1", 10, ignored)
+    threading.Timer(0.3, ignored.add, args=("m1",)).start()
+    t0 = time.monotonic()
+    with pytest.raises(warm.MessageDropped, match="m1"):
+        pull_objects(["m1", "o2"], pull_object_fn=pull, max_time=30)
+    assert time.monotonic() - t0 < 5 and pulls  # it was retrying, then stopped on the line
+
+
+_COUNT_SIGTERMS = """
+import signal, sys, time
+seen = []
+signal.signal(signal.SIGTERM, lambda s, f: seen.append(s))
+open(sys.argv[1], "w").write("ready")
+start = time.monotonic()
+while not seen and time.monotonic() - start < 30:
+    time.sleep(0.02)
+time.sleep(1.5)  # any further SIGTERM arrives in this window
+open(sys.argv[2], "w").write(str(len(seen)))
+sys.exit(7)
+"""
+
+
+def _wait_for(path, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def test_guard_turns_repeated_stop_signals_into_one_sigterm(tmp_path):
+    """Flower's SuperNode handles one SIGTERM gracefully (it tells the SuperLink it leaves) and is
+    killed by a second; the guard in front of it must pass on exactly one, and its exit code."""
+    import signal
+    import subprocess
+    import sys
+
+    ready, count = tmp_path / "ready", tmp_path / "count"
+    guard = subprocess.Popen([sys.executable, "-m", "fedgraph.deploy.guard", sys.executable, "-c", _COUNT_SIGTERMS, str(ready), str(count)])
+    _wait_for(ready)
+    for _ in range(3):
+        guard.send_signal(signal.SIGTERM)
+        time.sleep(0.1)
+    assert guard.wait(timeout=30) == 7
+    assert count.read_text() == "1"
+
+
+def test_supernode_of_a_killed_multithreaded_daemon_gets_one_sigterm(tmp_path):
+    """Linux sends a child its parent-death signal each time the child is re-parented: when the
+    thread that started it ends, and again when the rest of the process dies. A shop daemon (many
+    threads) killed outright signalled its SuperNode several times, and the second SIGTERM killed
+    the SuperNode before it told the SuperLink it was leaving (the round then waited 60 s for missed
+    heartbeats). Through the guard the SuperNode gets one. (Without the guard this parent delivers
+    two: the test fails.)"""
+    import signal
+    import subprocess
+    import sys
+
+    ready, count = tmp_path / "ready", tmp_path / "count"
+    daemon_like = f"""
+import os, sys, threading, time
+from fedgraph.deploy import processes
+def start():  # from a thread that then ends, as a supervisor thread might
+    cmd = [sys.executable, "-m", "fedgraph.deploy.guard", sys.executable, "-c", {_COUNT_SIGTERMS!r}, {str(ready)!r}, {str(count)!r}]
+    processes.spawn(cmd, env=dict(os.environ))
+    time.sleep(1.0)
+threading.Thread(target=start).start()
+time.sleep(60)
+"""
+    daemon = subprocess.Popen([sys.executable, "-c", daemon_like])
+    try:
+        _wait_for(ready)
+        time.sleep(1.5)  # the starting thread has ended: one re-parenting, one signal
+        daemon.send_signal(signal.SIGKILL)  # the process dies: another
+        daemon.wait(timeout=10)
+        _wait_for(count)
+        assert count.read_text() == "1"
+    finally:
+        daemon.kill()
+
+
+def test_stopping_a_process_tree_reaches_children_in_other_sessions(tmp_path):
+    """Flower's SuperLink starts its SuperExec (and that the ServerApp) in sessions of their own:
+    stopping the SuperLink's process group left the ServerApp running after the server stopped."""
+    import sys
+
+    from fedgraph.deploy import processes
+
+    pid_file = tmp_path / "grandchild.pid"
+    parent = f"""
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+open({str(pid_file)!r}, "w").write(str(child.pid))
+time.sleep(120)
+"""
+    proc = processes.spawn([sys.executable, "-c", parent], env=dict(os.environ))
+    _wait_for(pid_file)
+    grandchild = int(pid_file.read_text())
+    assert grandchild in processes.descendants(proc.pid)
+    processes.stop_tree(proc, grace_s=5)
+    assert proc.poll() is not None
+    assert not processes._signal(grandchild, 0), "the grandchild in its own session is still running"

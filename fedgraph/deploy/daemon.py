@@ -20,6 +20,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -56,6 +57,9 @@ class SuperNodeSupervisor:
         self._refusals = 0
         self._started_at = 0.0
         self._lock = threading.Lock()
+        #: Ids of messages the SuperNode dropped after creating their task (a run no longer running,
+        #: after a SuperLink restart): the warm worker gives such a task up at once.
+        self.ignored_messages: set[str] = set()
 
     def command(self) -> list[str]:
         c, s = self.cfg, self.cfg.server
@@ -82,7 +86,9 @@ class SuperNodeSupervisor:
         # log while it shuts down (a dead pipe would SIGPIPE it before it tells the SuperLink it leaves).
         self.console.parent.mkdir(parents=True, exist_ok=True)
         start = self.console.stat().st_size if self.console.exists() else 0
-        self.process = processes.spawn(self.command(), env=env, log_path=self.console)
+        # Through the guard: killed with the daemon, the SuperNode gets one SIGTERM, not one per daemon thread
+        guarded = [sys.executable, "-m", "fedgraph.deploy.guard", *self.command()]
+        self.process = processes.spawn(guarded, env=env, log_path=self.console)
         self._reader = threading.Thread(target=self._read, args=(self.process, start), name="supernode-output", daemon=True)
         self._reader.start()
         self.log.info("supernode_started", f"SuperNode started (pid {self.process.pid}), connecting to {self.cfg.server.address}",
@@ -112,6 +118,8 @@ class SuperNodeSupervisor:
         for raw in self._lines(process, start):
             line = ansi.sub(b"", raw).decode("utf-8", "replace").strip()
             m = re.search(r"SuperNode ID: (\d+)", line)
+            if ignored := re.search(r"is not in `RUNNING` status\. Ignoring message ([0-9a-f]+)", line):
+                self.ignored_messages.add(ignored.group(1))
             with self._lock:
                 if m:
                     self.node_id, self.state, self.connected_since = m.group(1), "connected", time.time()
@@ -250,7 +258,8 @@ class ShopDaemon:
             from clients.client_app import app as client_app
             from fedgraph.deploy.warm import WarmClientAppWorker
 
-            worker = WarmClientAppWorker(f"127.0.0.1:{runtime_port}", client_app, log, on_task=self.tasks.append)
+            worker = WarmClientAppWorker(f"127.0.0.1:{runtime_port}", client_app, log, on_task=self.tasks.append,
+                                         ignored_messages=supernode.ignored_messages)  # fmt: skip
         last_probe, superlink_up = 0.0, True
         last_state: tuple = ()
         last_status = 0.0

@@ -3,8 +3,9 @@
 Every process is started in a new session (its own process group) so that stopping it also stops
 whatever it spawned (``flower-superexec``, ``flwr-serverapp``, ``flwr-clientapp``...). On Linux a
 child also gets ``PR_SET_PDEATHSIG``: if the daemon or server that started it dies, even by
-SIGKILL, the child receives SIGTERM and shuts down cleanly (a SuperNode then tells the SuperLink it
-is leaving, so a round in flight fails over to the other shops at once).
+SIGKILL, the child receives a signal and shuts down (a SuperNode, started through
+:mod:`fedgraph.deploy.guard` so that it gets exactly one SIGTERM, then tells the SuperLink it is
+leaving, so a round in flight fails over to the other shops at once).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,13 @@ def flower_bin(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
-def _die_with_parent(sig: int = signal.SIGTERM) -> Any:
+def die_with_parent(sig: int = signal.SIGTERM) -> Any:
+    """A ``preexec_fn`` that asks Linux to send ``sig`` to the child when its parent dies.
+
+    Linux sends it once per exiting *thread* of the parent: a multi-threaded parent that dies
+    signals the child several times (see :mod:`fedgraph.deploy.guard` for a child that must be
+    told only once)."""
+
     def arm() -> None:  # pragma: no cover - runs in the child between fork and exec
         try:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
@@ -62,7 +70,7 @@ def spawn(command: list[str], *, env: dict[str, str], log_path: Path | None = No
         out = open(log_path, "ab")
     else:
         out = subprocess.DEVNULL
-    preexec = _die_with_parent(on_parent_death) if sys.platform.startswith("linux") else None
+    preexec = die_with_parent(on_parent_death) if sys.platform.startswith("linux") else None
     try:
         return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                 preexec_fn=preexec, **kwargs)  # fmt: skip
@@ -91,6 +99,63 @@ def stop(process: subprocess.Popen | None, *, grace_s: float = 10.0) -> None:
         process.wait(timeout=5)
     except subprocess.TimeoutExpired:
         pass
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (children, grandchildren...), whatever their session.
+
+    Read from ``/proc`` (Linux); elsewhere the list is empty."""
+    proc = Path("/proc")
+    children: dict[int, list[int]] = {}
+    for entry in proc.iterdir() if proc.is_dir() else []:
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields and fields[0] != "Z" and len(fields) > 1:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def stop_tree(process: subprocess.Popen | None, *, grace_s: float = 10.0) -> None:
+    """:func:`stop`, then every process it had started in sessions of their own.
+
+    Flower's SuperLink runs ``flower-superexec`` in a new session, which runs ``flwr-serverapp``;
+    stopping the SuperLink's group leaves that ServerApp running until it notices the SuperLink is
+    gone. This stops it too: SIGTERM, then SIGKILL after ``grace_s``."""
+    if process is None:
+        return
+    tree = descendants(process.pid)
+    stop(process, grace_s=grace_s)
+    left = [pid for pid in tree if _signal(pid, signal.SIGTERM)]
+    deadline = time.monotonic() + grace_s
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = [pid for pid in left if _signal(pid, 0)]
+    for pid in left:
+        _signal(pid, signal.SIGKILL)
+
+
+def _signal(pid: int, sig: int) -> bool:
+    """Send ``sig`` (0: only check) to a live, non-zombie ``pid``; False if it is gone."""
+    try:
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    except (OSError, IndexError):
+        if sys.platform.startswith("linux"):
+            return False
+    try:
+        os.kill(pid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
 
 
 def free_port(host: str = "127.0.0.1") -> int:

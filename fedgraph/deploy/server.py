@@ -308,7 +308,7 @@ def start_server(cfg, overrides: list[str], log: EventLogger, *, say: Callable[[
         return 0
     finally:
         processes.stop(runner)
-        processes.stop(superlink)
+        processes.stop_tree(superlink)  # with the SuperExec and the ServerApp it started
         signal.signal(signal.SIGTERM, previous)
         log.info("server_stopped", "SuperLink and the ServerApp stopped")
 

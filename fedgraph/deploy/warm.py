@@ -49,9 +49,15 @@ from fedgraph.deploy.logs import EventLogger
 #: has logged "Received successfully" they are all there (loopback), so this only bounds a task
 #: whose message will never arrive: after a SuperLink restart the SuperNode creates a task for a
 #: message of the old, no-longer-running run, then drops that message ("Run ID ... is not in
-#: `RUNNING` status. Ignoring message"); Flower's own default would wait two hours for it and hold
-#: every later task (the new run's) behind it.
+#: `RUNNING` status. Ignoring message <id>"); Flower's own default would wait two hours for it and
+#: hold every later task (the new run's) behind it. The daemon passes the ids of such dropped
+#: messages (``ignored_messages``), so the task is given up as soon as that line is seen; this
+#: bound is the fallback.
 MESSAGE_PULL_MAX_S = 30.0
+
+
+class MessageDropped(RuntimeError):
+    """The SuperNode dropped the message of this task (its run is no longer running)."""
 
 #: The only app a shop daemon executes (the ``[tool.flwr.app] publisher`` and name of our FAB).
 EXPECTED_FAB_ID = "fedgraph/fedgraph-app"
@@ -59,7 +65,7 @@ EXPECTED_FAB_ID = "fedgraph/fedgraph-app"
 
 class WarmClientAppWorker(threading.Thread):
     def __init__(self, runtime_address: str, client_app: Any, log: EventLogger, *, poll_s: float = 0.1,
-                 on_task: Callable[[dict[str, Any]], None] | None = None):  # fmt: skip
+                 on_task: Callable[[dict[str, Any]], None] | None = None, ignored_messages: set[str] | None = None):  # fmt: skip
         super().__init__(name="warm-clientapp", daemon=True)
         self.runtime_address = runtime_address
         self.client_app = client_app
@@ -67,6 +73,7 @@ class WarmClientAppWorker(threading.Thread):
         self.poll_s = poll_s
         self.on_task = on_task
         self.stop_event = threading.Event()
+        self.ignored_messages = ignored_messages if ignored_messages is not None else set()
         self.tasks_done = 0
         self._apps: dict[str, Any] = {}
 
@@ -140,7 +147,7 @@ class WarmClientAppWorker(threading.Thread):
         status, details = SubStatus.FAILED, "ClientApp task failed"
         info: dict[str, Any] = {"task_id": int(task_id)}
         try:
-            message, context, run, fab = _pull_task_input(client, MESSAGE_PULL_MAX_S)
+            message, context, run, fab = _pull_task_input(client, MESSAGE_PULL_MAX_S, self.ignored_messages)
             info.update(run_id=int(run.run_id), message_type=str(message.metadata.message_type))
             if run.fab_id and run.fab_id != EXPECTED_FAB_ID:
                 raise PermissionError(f"refusing app {run.fab_id!r}: this shop daemon only runs {EXPECTED_FAB_ID!r}")
@@ -219,9 +226,10 @@ def _task_heartbeat_fn(client: RuntimeHttpClient) -> Callable[[], bool]:
     return beat
 
 
-def _pull_task_input(client: RuntimeHttpClient, max_time: float) -> tuple[Message, Any, Any, Any]:
+def _pull_task_input(client: RuntimeHttpClient, max_time: float, ignored: set[str] | frozenset[str] = frozenset()) -> tuple[Message, Any, Any, Any]:
     """``flwr.supernode.runtime.run_clientapp.pull_task_input`` with a bound on the message pull
-    (see :data:`MESSAGE_PULL_MAX_S`); raises ``ObjectPullError`` when the message never arrives."""
+    (see :data:`MESSAGE_PULL_MAX_S`); raises ``ObjectPullError`` when the message never arrives and
+    :class:`MessageDropped` as soon as its id is in ``ignored`` (the SuperNode dropped it)."""
     res = client.PullTaskInput(PullTaskInputRequest())
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = res.task_id, res.run.run_id, res.context.node_id
     context, run, fab = context_from_proto(res.context), run_from_proto(res.run), fab_from_proto(res.fab)
@@ -232,10 +240,22 @@ def _pull_task_input(client: RuntimeHttpClient, max_time: float) -> tuple[Messag
     tree = pulled.message_object_trees[0]
     message = pull_and_inflate_object_from_tree(
         tree,
-        make_pull_object_fn_protobuf(client.PullObject, node, context.run_id),
+        _pull_unless_dropped(make_pull_object_fn_protobuf(client.PullObject, node, context.run_id), tree.object_id, context.run_id, ignored),
         make_confirm_message_received_fn_protobuf(client.ConfirmMessageReceived, node, context.run_id),
         return_type=Message,
         max_time=max_time,
     )
     message.metadata.__dict__["_message_id"] = tree.object_id  # as Flower does: a deflated message lacks its own id
     return message, context, run, fab
+
+
+def _pull_unless_dropped(pull: Callable[[str], bytes], message_id: str, run_id: int, ignored: set[str] | frozenset[str]) -> Callable[[str], bytes]:
+    """``pull``, except that once ``message_id`` is in ``ignored`` (the SuperNode dropped that
+    message) it raises :class:`MessageDropped`, which ends Flower's pull retries at once."""
+
+    def pull_unless_dropped(object_id: str) -> bytes:
+        if message_id in ignored:
+            raise MessageDropped(f"the SuperNode dropped message {message_id}: its run {run_id} is no longer running")
+        return pull(object_id)
+
+    return pull_unless_dropped
