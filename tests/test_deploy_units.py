@@ -278,6 +278,33 @@ def test_status_without_a_daemon_reports_stopped_and_no_ledger(tmp_path):
     assert "NOT connected" in text and "0 ingested" in text and "privacy budget  n/a (no DP ledger)" in text
 
 
+def test_status_command_reads_state_without_importing_torch(tmp_path):
+    """`fedgraph client status` is what an operator (and monitoring) runs: it took 8-14 s when it
+    imported torch and Opacus through the CLI's audit command, the shop-state module and the
+    accountant. It reads files only, so none of those may be imported."""
+    import subprocess
+    import sys
+
+    from fedgraph.privacy import PrivacyLedger
+
+    certs.init_federation(tmp_path / "certs", shops=[SHOP])
+    p = tmp_path / "shop.toml"
+    p.write_text(f'[shop]\nname = "{SHOP}"\n[source]\ncatalog = "c.csv"\n[server]\nca_cert = "certs/ca.pem"\nauth_key = "certs/shops/{SHOP}/auth.key"\n')
+    ledger = PrivacyLedger(ShopConfig.load(p).state_dir / "run" / "privacy" / SHOP)
+    ledger.append("plan", shop=SHOP, target_epsilon=8.0)
+    ledger.append("round", shop=SHOP, round=3, epsilon=2.5, target_epsilon=8.0, delta=1e-5)
+    probe = (
+        "import sys\nfrom fedgraph.cli import main\ncode = main(['client', 'status', '--config', sys.argv[1], '--json'])\n"
+        "heavy = sorted(m for m in ('torch', 'opacus', 'transformers', 'torch_geometric') if m in sys.modules)\n"
+        "print('HEAVY', heavy, file=sys.stderr)\nsys.exit(code)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe, str(p)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "HEAVY []" in out.stderr, out.stderr[-500:]
+    info = json.loads(out.stdout)
+    assert info["privacy"].startswith("ε 2.500 spent of 8, 5.500 left") and info["daemon"] == "stopped"
+
+
 def test_warm_worker_runtime_calls_never_signal_the_daemon(monkeypatch):
     """Flower's own retry/heartbeat helpers SIGINT their process on HTTP 401 (a task whose
     SuperNode restarted); inside the daemon that would stop the shop. Ours give up instead."""

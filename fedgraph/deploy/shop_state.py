@@ -38,6 +38,7 @@ import pandas as pd
 import torch
 
 from fedgraph.atomic import atomic_path, atomic_write_bytes, atomic_write_json
+from fedgraph.deploy.paths import ShopPaths
 from fedgraph.config import RunConfig
 from fedgraph.deploy.ingest import EventLog
 from fedgraph.features import feature_size
@@ -47,47 +48,6 @@ from fedgraph.shop import KIND_ORDER
 GRAPH_OFFSET_KEY = "graph_offset"
 DATA_OFFSET_KEY = "training_data_offset"
 _DATA_LOCK = threading.Lock()
-
-
-@dataclass(frozen=True)
-class ShopPaths:
-    root: Path
-
-    @property
-    def events(self) -> Path:
-        return self.root / "events.sqlite"
-
-    @property
-    def graph(self) -> Path:
-        return self.root / "graph.sqlite"
-
-    @property
-    def items(self) -> Path:
-        return self.root / "items.npz"
-
-    @property
-    def run(self) -> Path:
-        return self.root / "run"
-
-    @property
-    def model(self) -> Path:
-        return self.root / "model" / "global.pt"
-
-    @property
-    def status(self) -> Path:
-        return self.root / "status.json"
-
-    @property
-    def last_message(self) -> Path:
-        return self.root / "last_message.json"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "logs" / "daemon.jsonl"
-
-    @property
-    def flwr_home(self) -> Path:
-        return self.root / "flwr-home"
 
 
 def model_signature(config: RunConfig) -> str:

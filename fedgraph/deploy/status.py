@@ -49,7 +49,7 @@ def privacy_left(cfg: ShopConfig) -> str:
 
 
 def collect(cfg: ShopConfig) -> dict[str, Any]:
-    from fedgraph.deploy.shop_state import ShopPaths
+    from fedgraph.deploy.paths import ShopPaths
 
     paths = ShopPaths(cfg.state_dir)
     live: dict[str, Any] = json.loads(paths.status.read_text()) if paths.status.exists() else {}

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
-from opacus.accountants import PRVAccountant, RDPAccountant
-from opacus.accountants.analysis import rdp as rdp_analysis
-from opacus.accountants.utils import get_noise_multiplier
+
+# Opacus (and torch under it) is imported where an ε is computed, not with this module: reading a
+# ledger (``fedgraph client status``) must stay quick.
 
 ACCOUNTANTS = ("rdp", "prv")
 
@@ -82,6 +82,9 @@ def epsilon(history: History, delta: float, accountant: str = "rdp") -> float:
             return value
     # Opacus' RDPAccountant.get_epsilon, with each mechanism's per-step RDP curve cached: the
     # RDP of n steps is n times that of one, and a shop asks about the same (σ, q) every round.
+    from opacus.accountants import RDPAccountant
+    from opacus.accountants.analysis import rdp as rdp_analysis
+
     rdp = sum(n * _rdp_per_step(s, q) for s, q, n in hist)
     with warnings.catch_warnings():
         # "Optimal order is the largest alpha": the bound is valid, only possibly loose.
@@ -94,6 +97,8 @@ def epsilon(history: History, delta: float, accountant: str = "rdp") -> float:
 def _prv_epsilon(history: tuple[tuple[float, float, int], ...], delta: float) -> float:
     """Opacus' PRV ε of a merged history (NaN where its numerics fail). Cached: a shop asks
     for the same history twice a round (the projection before training, the record after)."""
+    from opacus.accountants import PRVAccountant
+
     acc = PRVAccountant()
     acc.history = list(history)
     with warnings.catch_warnings():
@@ -107,6 +112,9 @@ def _prv_epsilon(history: tuple[tuple[float, float, int], ...], delta: float) ->
 @functools.lru_cache(maxsize=4096)
 def _rdp_per_step(noise_multiplier: float, sample_rate: float) -> np.ndarray:
     """RDP of one step of the subsampled Gaussian mechanism at Opacus' default orders (read-only)."""
+    from opacus.accountants import RDPAccountant
+    from opacus.accountants.analysis import rdp as rdp_analysis
+
     curve = rdp_analysis.compute_rdp(q=sample_rate, noise_multiplier=noise_multiplier, steps=1, orders=RDPAccountant.DEFAULT_ALPHAS)
     curve = np.asarray(curve, dtype=np.float64)
     curve.setflags(write=False)
@@ -146,6 +154,8 @@ def noise_multiplier_for(target_epsilon: float, delta: float, sample_rate: float
         raise BudgetError(f"target epsilon must be positive, got {target_epsilon}")
     if steps <= 0:
         raise BudgetError("cannot plan noise for zero steps")
+    from opacus.accountants.utils import get_noise_multiplier
+
     mechanism = accountant if accountant == "prv" and 0 < sample_rate < 1 else "rdp"
     try:
         with warnings.catch_warnings():
