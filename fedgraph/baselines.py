@@ -1,6 +1,8 @@
 """The methods federated training is measured against.
 
 * ``popularity`` – each shop recommends its most popular unseen items.
+* ``content`` – no training: each user gets the unseen items whose public features (text
+  embedding, price) are closest to the mean of the user's recent items. Uses nobody else's data.
 * ``local`` – each shop trains the same model alone, for the same number of epochs the
   federated model saw (rounds × local epochs).
 * ``pooled`` – the same model trained centrally on all shops' data (non-private upper
@@ -19,7 +21,7 @@ import numpy as np
 import torch
 from torch_geometric.nn.models import LightGCN
 
-from fedgraph.evaluation import evaluate_model, evaluate_popularity
+from fedgraph.evaluation import evaluate_content, evaluate_model, evaluate_popularity
 from fedgraph.metrics import evaluate_ranking, top_k_items
 from fedgraph.models.interest_model import InterestModel
 from fedgraph.shop import ShopData
@@ -33,6 +35,10 @@ ModelFactory = Callable[[int], InterestModel]  # number of shop-local items -> f
 
 def popularity(shops: list[ShopData], *, k: int) -> dict[str, dict]:
     return {s.shop: evaluate_popularity(s, k=k) for s in shops}
+
+
+def content(shops: list[ShopData], *, k: int, history: int) -> dict[str, dict]:
+    return {s.shop: evaluate_content(s, k=k, history=history) for s in shops}
 
 
 def local_alone(

@@ -5,7 +5,7 @@
     {
       "k": 20,
       "methods": {
-        "<method>": {                      # popularity, local, federated, pooled, lightgcn_pooled
+        "<method>": {                      # popularity, content, local, federated, pooled, lightgcn_pooled
           "recall@20": float,              # macro average over shops
           "ndcg@20": float,                # macro average over shops
           "weighted": {"recall@20": .., "ndcg@20": ..},   # weighted by evaluated users
@@ -35,9 +35,10 @@ from fedgraph.atomic import atomic_write_json, atomic_write_with  # noqa: E402
 from fedgraph.federation.run_dir import RunDir  # noqa: E402
 from fedgraph.metrics import aggregate_shops  # noqa: E402
 
-ORDER = ("popularity", "local", "federated", "pooled", "lightgcn_pooled")
+ORDER = ("popularity", "content", "local", "federated", "pooled", "lightgcn_pooled")
 LABELS = {
     "popularity": "popularity",
+    "content": "content similarity (no training)",
     "local": "each shop alone",
     "federated": "federated (fedgraph)",
     "pooled": "all data pooled",
@@ -160,7 +161,7 @@ def _plot(doc: dict[str, Any], path) -> None:
     k = doc["k"]
     methods = doc["methods"]
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
-    colours = dict(zip(ORDER, ("#999999", "#e08a2c", "#1f6fb4", "#2ca02c", "#9467bd")))
+    colours = dict(zip(ORDER, ("#999999", "#8c564b", "#e08a2c", "#1f6fb4", "#2ca02c", "#9467bd")))
     for ax, metric in zip(axes[:2], (f"ndcg@{k}", f"recall@{k}")):
         rounds = [r["round"] for r in doc["rounds"]]
         ax.plot(rounds, [r[metric] for r in doc["rounds"]], marker="o", color=colours["federated"], label=LABELS["federated"])

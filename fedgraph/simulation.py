@@ -29,7 +29,7 @@ from fedgraph.features import feature_size, item_features
 from fedgraph.shop import ShopData, build_shop_data
 
 Say = Callable[[str], None]
-METHODS = ("popularity", "local", "federated", "pooled", "lightgcn_pooled")
+METHODS = ("popularity", "content", "local", "federated", "pooled", "lightgcn_pooled")
 
 
 @dataclass
@@ -195,6 +195,8 @@ def run_baselines(run: RunDir, say: Say = print) -> dict[str, dict[str, dict]]:
         started = time.perf_counter()
         if method == "popularity":
             per_shop = baselines.popularity(shops, k=ev.k)
+        elif method == "content":
+            per_shop = baselines.content(shops, k=ev.k, history=ev.history)
         elif method == "local":
             per_shop = _local_in_parallel(run, device)
         elif method == "pooled":

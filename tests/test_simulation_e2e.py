@@ -43,7 +43,7 @@ def test_two_shops_two_rounds_end_to_end(finished_run):
     out, stdout = finished_run
     assert "round 2/2 | shops 2/2" in stdout
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics["methods"]) == {"popularity", "local", "federated", "pooled", "lightgcn_pooled"}
+    assert set(metrics["methods"]) == {"popularity", "content", "local", "federated", "pooled", "lightgcn_pooled"}
     shops = [s["shop"] for s in metrics["shops"]]
     assert len(shops) == 2
     for method in metrics["methods"].values():
