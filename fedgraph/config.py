@@ -67,6 +67,9 @@ class ModelConfig:
     recency_halflife_days: float = 60.0
     #: Shop-private item corrections and biases (trained locally, never averaged or sent).
     local_items: bool = True
+    #: Add s * cos(user's text profile, item's text embedding) / temperature to every score
+    #: (s learned, starting at 1): training starts from the content baseline.
+    content_score: bool = True
 
 
 @dataclass

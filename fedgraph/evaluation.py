@@ -23,7 +23,7 @@ def item_embeddings(model: InterestModel, data: ShopData, device: torch.device |
     feats = torch.from_numpy(data.item_features)
     index = torch.arange(len(feats))
     parts = [model.item_embeddings(feats[s : s + chunk].to(device), index[s : s + chunk].to(device)) for s in range(0, len(feats), chunk)]
-    return torch.cat(parts) if parts else torch.empty(0, model.dim + 1)
+    return torch.cat(parts) if parts else torch.empty(0, model.item_embedding_size)
 
 
 @torch.no_grad()
@@ -45,7 +45,7 @@ def user_embeddings(
     for start in range(0, len(users), batch_size):
         batch = sampler.encoding_batch(users[start : start + batch_size], history).to(device)
         out.append(model.user_embeddings_from(items[batch.history], batch.history_attr, batch.history_mask))
-    return torch.cat(out) if out else torch.empty(0, model.dim, device=device)
+    return torch.cat(out) if out else torch.empty(0, model.user_embedding_size, device=device)
 
 
 def _relevant_and_exclude(data: ShopData, users: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -73,7 +73,8 @@ def _worker(args: argparse.Namespace) -> dict:
     ).to(device)
     features = torch.from_numpy(shop.item_features).to(device)
     m = cfg.model
-    model = InterestModel(769, dim=m.dim, hidden=m.hidden, temperature=m.temperature, num_local_items=items).to(device)
+    model = InterestModel(769, dim=m.dim, hidden=m.hidden, temperature=m.temperature, num_local_items=items,
+                          content_dim=384 if m.content_score else 0).to(device)  # fmt: skip
     base = torch.optim.Adam(model.parameters(), lr=t.lr)
     mode = args.worker
     if mode == "dp-ghost":

@@ -96,7 +96,7 @@ def one_run(args: argparse.Namespace, n_users: int, mode: str) -> dict:
     torch.manual_seed(0)
     m = cfg.model
     model = InterestModel(feature_size(hops=cfg.features.hops), dim=m.dim, hidden=m.hidden, temperature=m.temperature,
-                          num_local_items=data.num_items if m.local_items else 0)  # fmt: skip
+                          num_local_items=data.num_items if m.local_items else 0, content_dim=384 if m.content_score else 0)  # fmt: skip
     dp = None
     if mode != "non-DP":
         from fedgraph.privacy import DPSettings

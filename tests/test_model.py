@@ -83,3 +83,26 @@ def test_recommend_excludes_seen_items():
     exclude[0, top[0, 0]] = True
     again = model.recommend(users, items, k=1, exclude=exclude)
     assert again[0, 0] != top[0, 0] and again[1, 0] == top[1, 0]
+
+
+def test_content_term_adds_the_scaled_text_cosine_in_training_and_serving():
+    """With ``content_dim`` the score is z_u.e_i/tau + s cos(c_u, t_i)/tau + b_i, where c_u is the
+    normalised sum of the user's history text vectors: forward (training) and the serving
+    embeddings give the same scores, and s = 0 gives back the model without the term."""
+    torch.manual_seed(0)
+    model, batch, feats = InterestModel(10, dim=8, hidden=16, content_dim=4), _batch(), torch.randn(20, 10)
+    user, pos, neg = model(batch, feats)
+    assert user.shape == (4, 8 + 4) and model.user_embedding_size == 12 and model.item_embedding_size == 13
+    items = model.item_embeddings(feats)
+    text = torch.nn.functional.normalize(feats[:, :4], dim=1)
+    assert torch.allclose(items[:, 8:12], text)
+    profile = torch.nn.functional.normalize((text[batch.history] * batch.history_mask.unsqueeze(-1)).sum(1), dim=1)
+    cos = (profile.unsqueeze(1) * text[batch.positives]).sum(-1)
+    base = torch.einsum("bd,btd->bt", user[:, :8], items[batch.positives][..., :8]) / model.temperature
+    assert torch.allclose(pos, base + cos / model.temperature, atol=1e-5)  # s starts at 1
+    served = model.score(model.user_embeddings_from(items[batch.history], batch.history_attr, batch.history_mask), items)
+    assert torch.allclose(served.gather(1, batch.negatives), neg, atol=1e-5)
+    with torch.no_grad():
+        model.content_scale.weight.zero_()
+    _, pos0, _ = model(batch, feats)
+    assert torch.allclose(pos0, base, atol=1e-5)

@@ -110,12 +110,14 @@ def _shop(events_a):
     return build_shop_data("s", _events(rows), _events(rows[:0]), _catalog(items), feats)
 
 
-def test_a_users_gradient_depends_only_on_that_users_data():
-    """Changing user A's interactions leaves user B's per-sample gradient unchanged."""
+@pytest.mark.parametrize("content_dim", [0, 3])
+def test_a_users_gradient_depends_only_on_that_users_data(content_dim):
+    """Changing user A's interactions leaves user B's per-sample gradient unchanged (also with
+    the content term, whose text profile is built from the user's own history only)."""
     original = _shop([("A", "i0", 0, "view", 1), ("A", "i1", 2, "purchase", 1)])
     changed = _shop([("A", "i6", 1, "purchase", 5), ("A", "i7", 30, "cart", 1), ("A", "i3", 40, "purchase", 2)])
     torch.manual_seed(0)
-    model = InterestModel(3, dim=8, hidden=16, num_local_items=8)
+    model = InterestModel(3, dim=8, hidden=16, num_local_items=8, content_dim=content_dim)
     features = torch.from_numpy(original.item_features)
     grads, grads_a = [], []
     for data in (original, changed):
@@ -168,7 +170,8 @@ def test_linear_norm_sample_equals_the_per_user_gradient_norm(rows, d_in, d_out,
     assert torch.allclose(norms[layer.bias], explicit_b, atol=1e-5)
 
 
-def test_dp_training_uses_fedgraphs_norm_routines_and_clips_per_user():
+@pytest.mark.parametrize("content_dim", [0, 3])
+def test_dp_training_uses_fedgraphs_norm_routines_and_clips_per_user(content_dim):
     """The wrapper takes fedgraph's routines for its layers, and a DP step's per-user norms equal
     the norms of per-user gradients computed by Opacus' hooks (so clipping is per user)."""
     from opacus.grad_sample import GradSampleModuleFastGradientClipping
@@ -183,7 +186,7 @@ def test_dp_training_uses_fedgraphs_norm_routines_and_clips_per_user():
     batch = RowSampler(data, history=4, positives=2, negatives=6).training_batch(np.arange(data.num_users), np.random.default_rng(5))
     features = torch.from_numpy(data.item_features)
     torch.manual_seed(0)
-    model = InterestModel(3, dim=8, hidden=16, num_local_items=8)
+    model = InterestModel(3, dim=8, hidden=16, num_local_items=8, content_dim=content_dim)
     torch.nn.init.normal_(model.local.weight, std=0.1)
     hooks = GradSampleModule(model, batch_first=True, loss_reduction="sum")
     model.recommendation_loss(batch, features).sum().backward()

@@ -26,6 +26,7 @@ import torch
 
 from fedgraph.atomic import atomic_path, atomic_write_json
 from fedgraph.config import RunConfig
+from fedgraph.features import TEXT_DIM
 from fedgraph.models.interest_model import InterestModel
 
 
@@ -100,7 +101,7 @@ class RunDir:
         torch.manual_seed(self.config.train.seed)
         return InterestModel(
             int(self.index["feature_size"]), dim=m.dim, hidden=m.hidden, temperature=m.temperature,
-            num_local_items=num_local_items if m.local_items else 0,
+            num_local_items=num_local_items if m.local_items else 0, content_dim=TEXT_DIM if m.content_score else 0,
         )  # fmt: skip
 
     def local_state_file(self, shop: str) -> Path:

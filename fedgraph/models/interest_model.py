@@ -30,6 +30,15 @@ The softmax over each user's neighbourhood and the sum are PyTorch Geometric's
 edges of the batch's ego graphs. The score of item :math:`i` for user :math:`u` is
 :math:`s_{ui} = \mathbf{z}_u^\top \mathbf{e}_i / \tau`.
 
+**Content term (option, ``content_dim > 0``).** With :math:`\mathbf{t}_i` the item's unit-norm
+text embedding (the first ``content_dim`` public feature columns) and
+:math:`\mathbf{c}_u = \mathrm{norm}(\sum_{i \in \mathcal{N}(u)} \mathbf{t}_i)` the user's text
+profile, the score gains :math:`s \cos(\mathbf{c}_u, \mathbf{t}_i) / \tau` with one learned,
+shared scale :math:`s` that starts at 1: an untrained model is the training-free content
+baseline (:func:`fedgraph.evaluation.content_scores`) plus a small random part. It is carried by
+the embeddings (user :math:`[\mathbf{z}_u \| s\,\mathbf{c}_u]`, item
+:math:`[\mathbf{e}_i \| \mathbf{t}_i \| b_i]`), so scoring stays one dot product.
+
 **Privacy shape.** The model consumes a batch of users, one row per user holding *only that
 user's* history, positives and negatives (padded), and every trainable module is called
 once per forward on a batch-first tensor. A user's loss and gradient therefore depend on
@@ -95,7 +104,8 @@ class InterestModel(nn.Module):
     """
 
     def __init__(
-        self, in_features: int, dim: int = 64, hidden: int = 128, temperature: float = 0.1, num_local_items: int = 0
+        self, in_features: int, dim: int = 64, hidden: int = 128, temperature: float = 0.1, num_local_items: int = 0,
+        content_dim: int = 0,
     ) -> None:
         super().__init__()
         self.in_features = in_features
@@ -103,6 +113,8 @@ class InterestModel(nn.Module):
         self.dim = dim
         self.hidden = hidden
         self.temperature = temperature
+        #: Leading feature columns (the item's text embedding) used by the content term; 0 = off.
+        self.content_dim = min(int(content_dim), in_features)
         self.item_in = nn.Linear(in_features, hidden)
         self.item_out = nn.Linear(hidden, dim)
         self.attention_hidden = nn.Linear(dim + EDGE_FEATURES, dim)
@@ -112,6 +124,9 @@ class InterestModel(nn.Module):
         # Shop-private part: a correction vector and a bias per catalog item. Its state-dict
         # keys start with ``local.`` and are never sent to the server (see local_state_dict).
         self.local = nn.Embedding(num_local_items, dim + 1) if num_local_items else None
+        # Content term: the scale s of s * cos(c_u, t_i) (a 1x1 linear map so that Opacus clips it
+        # like any other layer); it starts at 1, i.e. at the training-free content baseline.
+        self.content_scale = nn.Linear(1, 1, bias=False) if self.content_dim else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -123,6 +138,18 @@ class InterestModel(nn.Module):
         nn.init.zeros_(self.user_out.bias)
         if self.local is not None:
             nn.init.zeros_(self.local.weight)
+        if self.content_scale is not None:
+            nn.init.ones_(self.content_scale.weight)
+
+    @property
+    def item_embedding_size(self) -> int:
+        """Columns of :meth:`item_embeddings`: ``dim`` (unit vector), ``content_dim`` (unit text vector, if the content term is on), bias."""
+        return self.dim + self.content_dim + 1
+
+    @property
+    def user_embedding_size(self) -> int:
+        """Columns of a user embedding: ``dim`` (unit vector), then ``content_dim`` (``s * c_u``)."""
+        return self.dim + self.content_dim
 
     def shared_state_dict(self) -> dict[str, Tensor]:
         """The transferable parameters: what federated learning averages."""
@@ -134,9 +161,10 @@ class InterestModel(nn.Module):
 
     # ------------------------------------------------------------------ towers
     def item_embeddings(self, item_features: Tensor, items: Tensor | None = None) -> Tensor:
-        """Embed items: ``[..., F] -> [..., dim + 1]``; the last column is the item's bias.
+        """Embed items: ``[..., F] -> [..., item_embedding_size]``; the last column is the item's bias.
 
-        The first ``dim`` columns are unit norm. ``items`` (same leading shape) are the item
+        The first ``dim`` columns are unit norm; with the content term the next ``content_dim``
+        are the item's unit-norm text vector :math:`t_i` (public, not trained). ``items`` (same leading shape) are the item
         indices for the shop-private correction and bias; without them (or without a local
         part) the bias is 0.
         """
@@ -145,13 +173,20 @@ class InterestModel(nn.Module):
         if self.local is not None and items is not None:
             local = self.local(items)
             emb, bias = emb + local[..., :-1], local[..., -1:]
-        return torch.cat([F.normalize(emb, dim=-1), bias], dim=-1)
+        parts = [F.normalize(emb, dim=-1)]
+        if self.content_dim:
+            parts.append(F.normalize(item_features[..., : self.content_dim], dim=-1))
+        return torch.cat([*parts, bias], dim=-1)
 
     def user_embeddings_from(self, history_emb: Tensor, history_attr: Tensor, history_mask: Tensor) -> Tensor:
-        """Encode users from their embedded ego graphs: ``[B, H, dim(+1)] -> [B, dim]`` (unit norm).
+        """Encode users from their embedded ego graphs: ``[B, H, item_embedding_size] -> [B, user_embedding_size]``.
 
-        A user with an empty history gets the zero vector (it scores every item 0).
+        The first ``dim`` columns are unit norm; with the content term the rest are
+        :math:`s\,c_u`, the user's text profile (normalised sum of the history's text vectors)
+        times the learned scale. A user with an empty history gets the zero vector (it scores
+        every item 0).
         """
+        content = history_emb[..., self.dim : self.dim + self.content_dim]
         history_emb = history_emb[..., : self.dim]
         batch, hist = history_mask.shape
         logits = self.attention_score(torch.tanh(self.attention_hidden(torch.cat([history_emb, history_attr], dim=-1))))
@@ -160,7 +195,11 @@ class InterestModel(nn.Module):
         user_index = torch.arange(batch, device=history_mask.device).unsqueeze(1).expand(batch, hist)[history_mask]
         alpha = softmax(logits.squeeze(-1)[history_mask], user_index, num_nodes=batch)
         pooled = scatter(alpha.unsqueeze(-1) * messages[history_mask], user_index, dim=0, dim_size=batch, reduce="sum")
-        return F.normalize(pooled + self.user_out(F.gelu(pooled)), dim=-1)
+        user = F.normalize(pooled + self.user_out(F.gelu(pooled)), dim=-1)
+        if self.content_scale is None:
+            return user
+        profile = F.normalize((content * history_mask.unsqueeze(-1).to(content.dtype)).sum(1), dim=-1)
+        return torch.cat([user, self.content_scale(profile.unsqueeze(-1)).squeeze(-1)], dim=-1)
 
     # ------------------------------------------------------------------ training
     def forward(self, batch: UserBatch, item_features: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -181,6 +220,7 @@ class InterestModel(nn.Module):
         if item.dim() == 2:
             return (user @ item[:, :-1].T) / self.temperature + item[:, -1]
         return torch.einsum("bd,btd->bt", user, item[..., :-1]) / self.temperature + item[..., -1]
+
 
     def recommendation_loss(self, batch: UserBatch, item_features: Tensor) -> Tensor:
         """Sampled-softmax loss, one value per user row: ``[B]``."""
