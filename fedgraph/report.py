@@ -38,7 +38,7 @@ from fedgraph.metrics import aggregate_shops  # noqa: E402
 ORDER = ("popularity", "content", "local", "federated", "pooled", "lightgcn_pooled")
 LABELS = {
     "popularity": "popularity",
-    "content": "content similarity (no training)",
+    "content": "content (no training)",
     "local": "each shop alone",
     "federated": "federated (fedgraph)",
     "pooled": "all data pooled",
