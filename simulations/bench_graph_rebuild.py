@@ -124,7 +124,7 @@ def main() -> None:
                                 epilog="Each size runs in its own subprocess; figures are wall-clock on a possibly shared machine.")
     p.add_argument("--users", default="10000,100000,1000000", help="comma-separated shop sizes in users (default %(default)s)")
     p.add_argument("--items", type=int, default=5000, help="catalog items of the shop (default %(default)s)")
-    p.add_argument("--dim", type=int, default=64, help="embedding dimension (default %(default)s, the model's)")
+    p.add_argument("--dim", type=int, default=448, help="embedding width (default %(default)s: the default model's 64 learned + 384 text columns)")
     p.add_argument("--history", type=int, default=16, help="mean seen items excluded per user (default %(default)s)")
     p.add_argument("--categories", type=int, default=20, help="interests (item categories) (default %(default)s)")
     p.add_argument("--top-k-items", type=int, default=20)
