@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from fedgraph.metrics import evaluate_ranking, top_k_items
-from fedgraph.models.interest_model import InterestModel
+from fedgraph.models.interest_model import InterestModel, text_profile
 from fedgraph.shop import ShopData
 from fedgraph.training.rows import RowSampler
 
@@ -76,8 +76,7 @@ def content_scores(data: ShopData, users: np.ndarray, *, history: int) -> torch.
     text = torch.from_numpy(data.item_features[:, :TEXT_DIM]).float()
     feats = torch.nn.functional.normalize(text, dim=1)
     batch = RowSampler(data, history=history, positives=1, negatives=1).encoding_batch(users, history)
-    profile = (feats[batch.history] * batch.history_mask.unsqueeze(-1).to(feats.dtype)).sum(1)
-    return torch.nn.functional.normalize(profile, dim=1) @ feats.T
+    return text_profile(feats[batch.history], batch.history_mask) @ feats.T
 
 
 def evaluate_content(data: ShopData, *, k: int = 20, history: int = 64, chunk: int = 4096) -> dict[str, float | int]:

@@ -68,6 +68,12 @@ LOCAL_PREFIX = "local."
 EDGE_FEATURES = 5
 
 
+def text_profile(text: Tensor, mask: Tensor) -> Tensor:
+    """A user's text profile :math:`\mathbf{c}_u`: the normalised sum of the unit text vectors
+    ``text [B, H, T]`` of the user's own history items where ``mask [B, H]`` is set -> ``[B, T]``."""
+    return F.normalize((text * mask.unsqueeze(-1).to(text.dtype)).sum(1), dim=-1)
+
+
 @dataclass
 class UserBatch:
     """A batch of users, one row each, all tensors batch-first.
@@ -198,7 +204,7 @@ class InterestModel(nn.Module):
         user = F.normalize(pooled + self.user_out(F.gelu(pooled)), dim=-1)
         if self.content_scale is None:
             return user
-        profile = F.normalize((content * history_mask.unsqueeze(-1).to(content.dtype)).sum(1), dim=-1)
+        profile = text_profile(content, history_mask)
         return torch.cat([user, self.content_scale(profile.unsqueeze(-1)).squeeze(-1)], dim=-1)
 
     # ------------------------------------------------------------------ training
