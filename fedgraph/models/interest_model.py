@@ -209,7 +209,7 @@ class InterestModel(nn.Module):
 
     # ------------------------------------------------------------------ training
     def forward(self, batch: UserBatch, item_features: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Return ``(user [B, dim], positive_scores [B, P], negative_scores [B, N])``.
+        """Return ``(user [B, user_embedding_size], positive_scores [B, P], negative_scores [B, N])``.
 
         The item tower runs once over the concatenation of history, positives and negatives
         (ghost clipping needs each trainable module called once per forward).
@@ -222,11 +222,11 @@ class InterestModel(nn.Module):
         return user, self.score(user, p_emb), self.score(user, n_emb)
 
     def score(self, user: Tensor, item: Tensor) -> Tensor:
-        """Scores :math:`z_u^T e_i / \\tau + b_i` for ``user [B, dim]`` and ``item [B, T, dim+1]`` or ``[I, dim+1]``."""
+        """Scores (one dot product, :math:`z_u^T e_i / \\tau` plus the content term if on, plus :math:`b_i`)
+        for ``user [B, user_embedding_size]`` and ``item [B, T, item_embedding_size]`` or ``[I, item_embedding_size]``."""
         if item.dim() == 2:
             return (user @ item[:, :-1].T) / self.temperature + item[:, -1]
         return torch.einsum("bd,btd->bt", user, item[..., :-1]) / self.temperature + item[..., -1]
-
 
     def recommendation_loss(self, batch: UserBatch, item_features: Tensor) -> Tensor:
         """Sampled-softmax loss, one value per user row: ``[B]``."""
