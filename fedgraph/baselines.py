@@ -1,8 +1,8 @@
 """The methods federated training is measured against.
 
 * ``popularity`` – each shop recommends its most popular unseen items.
-* ``content`` – no training: each user gets the unseen items whose public features (text
-  embedding, price) are closest to the mean of the user's recent items. Uses nobody else's data.
+* ``content`` – no training: each user gets the unseen items whose text embedding is closest
+  to the mean of those of the user's recent items. Uses nobody else's data.
 * ``local`` – each shop trains the same model alone, for the same number of epochs the
   federated model saw (rounds × local epochs).
 * ``pooled`` – the same model trained centrally on all shops' data (non-private upper

@@ -109,12 +109,16 @@ class FederationConfig:
     simulation_wave: int = 64
 
 
+#: The methods a run can be measured against (fedgraph.baselines), in report order.
+BASELINES = ("popularity", "content", "local", "pooled", "lightgcn_pooled")
+
+
 @dataclass
 class EvaluationConfig:
     k: int = 20
     #: History length used to embed a user at evaluation and graph time.
     history: int = 64
-    baselines: list[str] = field(default_factory=lambda: ["popularity", "content", "local", "pooled", "lightgcn_pooled"])
+    baselines: list[str] = field(default_factory=lambda: list(BASELINES))
     lightgcn_epochs: int = 8
     lightgcn_layers: int = 3
     lightgcn_dim: int = 64
@@ -246,8 +250,7 @@ class RunConfig:
             (self.federation.simulation_wave >= 0, "federation.simulation_wave must be >= 0 (0 = ask every shop at once)"),
             (self.model.temperature > 0, "model.temperature must be > 0"),
             (self.evaluation.k >= 1, "evaluation.k must be >= 1"),
-            (set(self.evaluation.baselines) <= {"popularity", "content", "local", "pooled", "lightgcn_pooled"},
-             "evaluation.baselines may hold popularity, content, local, pooled, lightgcn_pooled"),
+            (set(self.evaluation.baselines) <= set(BASELINES), f"evaluation.baselines may hold {', '.join(BASELINES)}"),
             (self.privacy.target_epsilon > 0, "privacy.target_epsilon must be > 0 (set privacy.enabled=false for no DP)"),
             (0.0 <= self.privacy.delta < 1.0, "privacy.delta must be in [0, 1); 0 picks min(1e-5, 0.1/users) per shop"),
             (self.privacy.max_grad_norm > 0, "privacy.max_grad_norm must be > 0"),

@@ -80,7 +80,7 @@ def content_scores(data: ShopData, users: np.ndarray, *, history: int) -> torch.
 
 
 def evaluate_content(data: ShopData, *, k: int = 20, history: int = 64, chunk: int = 4096) -> dict[str, float | int]:
-    """The content baseline: items closest in public features to the user's recent items."""
+    """The content baseline: the unseen items closest in text embedding to the user's recent items."""
     users = data.evaluable_users()
     relevant, exclude = _relevant_and_exclude(data, users)
     top = [top_k_items(content_scores(data, users[s : s + chunk], history=history), k, exclude[s : s + chunk]) for s in range(0, len(users), chunk)]

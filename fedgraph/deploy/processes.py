@@ -101,6 +101,16 @@ def stop(process: subprocess.Popen | None, *, grace_s: float = 10.0) -> None:
         pass
 
 
+def _stat(pid: int | str) -> list[str] | None:
+    """Fields of ``/proc/PID/stat`` after the command name (state first, then the parent pid),
+    or None when there is no such process (or no ``/proc``)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields if len(fields) > 1 else None
+
+
 def descendants(pid: int) -> list[int]:
     """Every live process below ``pid`` (children, grandchildren...), whatever their session.
 
@@ -108,13 +118,8 @@ def descendants(pid: int) -> list[int]:
     proc = Path("/proc")
     children: dict[int, list[int]] = {}
     for entry in proc.iterdir() if proc.is_dir() else []:
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields and fields[0] != "Z" and len(fields) > 1:
+        fields = _stat(entry.name) if entry.name.isdigit() else None
+        if fields is not None and fields[0] != "Z":
             children.setdefault(int(fields[1]), []).append(int(entry.name))
     found, todo = [], [pid]
     while todo:
@@ -145,12 +150,9 @@ def stop_tree(process: subprocess.Popen | None, *, grace_s: float = 10.0) -> Non
 
 def _signal(pid: int, sig: int) -> bool:
     """Send ``sig`` (0: only check) to a live, non-zombie ``pid``; False if it is gone."""
-    try:
-        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    except (OSError, IndexError):
-        if sys.platform.startswith("linux"):
-            return False
+    fields = _stat(pid)
+    if (fields is None and sys.platform.startswith("linux")) or (fields is not None and fields[0] == "Z"):
+        return False
     try:
         os.kill(pid, sig)
         return True

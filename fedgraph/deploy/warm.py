@@ -59,6 +59,7 @@ MESSAGE_PULL_MAX_S = 30.0
 class MessageDropped(RuntimeError):
     """The SuperNode dropped the message of this task (its run is no longer running)."""
 
+
 #: The only app a shop daemon executes (the ``[tool.flwr.app] publisher`` and name of our FAB).
 EXPECTED_FAB_ID = "fedgraph/fedgraph-app"
 

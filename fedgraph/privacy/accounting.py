@@ -23,7 +23,7 @@ import functools
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -82,15 +82,21 @@ def epsilon(history: History, delta: float, accountant: str = "rdp") -> float:
             return value
     # Opacus' RDPAccountant.get_epsilon, with each mechanism's per-step RDP curve cached: the
     # RDP of n steps is n times that of one, and a shop asks about the same (σ, q) every round.
-    from opacus.accountants import RDPAccountant
-    from opacus.accountants.analysis import rdp as rdp_analysis
-
+    orders, analysis = _rdp_orders_and_analysis()
     rdp = sum(n * _rdp_per_step(s, q) for s, q, n in hist)
     with warnings.catch_warnings():
         # "Optimal order is the largest alpha": the bound is valid, only possibly loose.
         warnings.simplefilter("ignore", UserWarning)
-        eps, _ = rdp_analysis.get_privacy_spent(orders=RDPAccountant.DEFAULT_ALPHAS, rdp=rdp, delta=delta)
+        eps, _ = analysis.get_privacy_spent(orders=orders, rdp=rdp, delta=delta)
     return float(eps)
+
+
+def _rdp_orders_and_analysis() -> tuple[Sequence[float], Any]:
+    """Opacus' default RDP orders and its RDP analysis module (imported on first use)."""
+    from opacus.accountants import RDPAccountant
+    from opacus.accountants.analysis import rdp as rdp_analysis
+
+    return RDPAccountant.DEFAULT_ALPHAS, rdp_analysis
 
 
 @functools.lru_cache(maxsize=256)
@@ -112,10 +118,8 @@ def _prv_epsilon(history: tuple[tuple[float, float, int], ...], delta: float) ->
 @functools.lru_cache(maxsize=4096)
 def _rdp_per_step(noise_multiplier: float, sample_rate: float) -> np.ndarray:
     """RDP of one step of the subsampled Gaussian mechanism at Opacus' default orders (read-only)."""
-    from opacus.accountants import RDPAccountant
-    from opacus.accountants.analysis import rdp as rdp_analysis
-
-    curve = rdp_analysis.compute_rdp(q=sample_rate, noise_multiplier=noise_multiplier, steps=1, orders=RDPAccountant.DEFAULT_ALPHAS)
+    orders, analysis = _rdp_orders_and_analysis()
+    curve = analysis.compute_rdp(q=sample_rate, noise_multiplier=noise_multiplier, steps=1, orders=orders)
     curve = np.asarray(curve, dtype=np.float64)
     curve.setflags(write=False)
     return curve
