@@ -69,7 +69,7 @@ EDGE_FEATURES = 5
 
 
 def text_profile(text: Tensor, mask: Tensor) -> Tensor:
-    """A user's text profile :math:`\mathbf{c}_u`: the normalised sum of the unit text vectors
+    r"""A user's text profile :math:`\mathbf{c}_u`: the normalised sum of the unit text vectors
     ``text [B, H, T]`` of the user's own history items where ``mask [B, H]`` is set -> ``[B, T]``."""
     return F.normalize((text * mask.unsqueeze(-1).to(text.dtype)).sum(1), dim=-1)
 
@@ -185,7 +185,7 @@ class InterestModel(nn.Module):
         return torch.cat([*parts, bias], dim=-1)
 
     def user_embeddings_from(self, history_emb: Tensor, history_attr: Tensor, history_mask: Tensor) -> Tensor:
-        """Encode users from their embedded ego graphs: ``[B, H, item_embedding_size] -> [B, user_embedding_size]``.
+        r"""Encode users from their embedded ego graphs: ``[B, H, item_embedding_size] -> [B, user_embedding_size]``.
 
         The first ``dim`` columns are unit norm; with the content term the rest are
         :math:`s\,c_u`, the user's text profile (normalised sum of the history's text vectors)
