@@ -240,7 +240,12 @@ def test_superlink_restart_daemons_reconnect(fed):
     fed.start_server()
     h = fed.wait("a round after the restart", lambda: (h := fed.history()) and max(r["round"] for r in h["rounds"]) > before and h, timeout=240)
     after = [r for r in h["rounds"] if r["round"] > before]
-    assert after and set(after[0]["train"]) == {fed.a, fed.b}, after
+    assert after and after[0]["train"], after  # the next round ran
+    # Both daemons are back in training. Not always in that first round: a SuperNode still in
+    # Flower's reconnect back-off is restarted by its daemon's watchdog, which deactivates and
+    # re-activates its node (2 s); a round that starts in that window goes on without the shop.
+    fed.wait("both shops in a round after the restart",
+             lambda: any(r["round"] > before and set(r["train"]) == {fed.a, fed.b} for r in fed.history()["rounds"]), timeout=120)  # fmt: skip
     for shop in fed.demo.shops:
         assert fed.status(shop)["connected"] is True
 

@@ -515,24 +515,3 @@ time.sleep(120)
     processes.stop_tree(proc, grace_s=5)
     assert proc.poll() is not None
     assert not processes._signal(grandchild, 0), "the grandchild in its own session is still running"
-
-
-def test_a_supernode_restarted_to_reconnect_is_killed_without_a_goodbye(tmp_path):
-    """The reconnect watchdog restarts a SuperNode that is not a departure: it must die without the
-    SIGTERM that makes it deactivate its node (seen: the node went offline 2 s before it came back,
-    and the shop was dropped from the first round after a SuperLink restart)."""
-    import sys
-
-    from fedgraph.deploy import processes
-
-    ready, count = tmp_path / "ready", tmp_path / "count"
-    guard = processes.spawn([sys.executable, "-m", "fedgraph.deploy.guard", sys.executable, "-c", _COUNT_SIGTERMS, str(ready), str(count)],
-                            env=dict(os.environ))  # fmt: skip
-    _wait_for(ready)
-    child = processes.descendants(guard.pid)
-    assert child
-    processes.kill_tree(guard)
-    assert guard.poll() is not None
-    time.sleep(2.0)  # a SIGTERMed child would write its count after 1.5 s
-    assert not count.exists(), "the SuperNode got a SIGTERM (it would have told the SuperLink it was leaving)"
-    assert not any(processes._signal(pid, 0) for pid in child)

@@ -186,11 +186,7 @@ class SuperNodeSupervisor:
                               "restarting it to reconnect now")  # fmt: skip
                 restart = True
         if restart:
-            # Not a departure: killed outright, the SuperNode does not deactivate its node, so a
-            # round the SuperLink has just started with this shop in it keeps it (seen: the
-            # graceful stop deactivated the node 2 s before it came back, and the shop was lost for
-            # the first round after a SuperLink restart).
-            processes.kill_tree(self.process)
+            processes.stop(self.process)
             self.process = None
             self.start()
 

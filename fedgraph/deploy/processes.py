@@ -148,20 +148,6 @@ def stop_tree(process: subprocess.Popen | None, *, grace_s: float = 10.0) -> Non
         _signal(pid, signal.SIGKILL)
 
 
-def kill_tree(process: subprocess.Popen | None) -> None:
-    """SIGKILL everything ``process`` started (whatever its session), then :func:`stop` it.
-
-    For a SuperNode restarted only to reconnect: killed outright it does not tell the SuperLink it
-    is leaving, so the SuperLink keeps counting the shop (until its heartbeat would lapse) and a
-    round that already sent it a message gets the reply from the new SuperNode, which comes back
-    as the same node a second later."""
-    if process is None:
-        return
-    for pid in descendants(process.pid):
-        _signal(pid, signal.SIGKILL)
-    stop(process)
-
-
 def _signal(pid: int, sig: int) -> bool:
     """Send ``sig`` (0: only check) to a live, non-zombie ``pid``; False if it is gone."""
     fields = _stat(pid)
