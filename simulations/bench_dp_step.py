@@ -2,12 +2,15 @@
 
 A synthetic shop (``--users`` users, ``--items`` catalog items, 769 public features per item,
 the default model with its shop-private item table) is trained for ``--steps`` steps on the
-*same* batch of ``--batch`` users in three modes, each in a fresh subprocess:
+*same* batch of ``--batch`` users in four modes, each in a fresh subprocess:
 
 * ``plain``: Adam on the mean loss;
 * ``dp-ghost``: Opacus ghost clipping with fedgraph's norm routines (``UserGradNormModule``;
   per-user gradient norms, no batch × parameters tensor),
-  clipping and Gaussian noise, then Adam (fedgraph's default);
+  clipping and Gaussian noise, then Adam (fedgraph's default: the norm pass is
+  ``fedgraph.training.dp.NormPass``, which computes no weight gradients);
+* ``dp-ghost-opacus-pass``: the same, but with Opacus' own first pass (a full ``backward()``
+  whose weight gradients are discarded), to show what ``NormPass`` saves;
 * ``dp-hooks``: Opacus per-sample gradients materialised (``batch × parameters``), for comparison.
 
 Time is the median step after ``--warmup`` steps; memory is the peak RSS growth of the
@@ -32,7 +35,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MODES = ("plain", "dp-ghost", "dp-hooks")
+MODES = ("plain", "dp-ghost", "dp-ghost-opacus-pass", "dp-hooks")
 
 
 def _worker(args: argparse.Namespace) -> dict:
@@ -49,7 +52,13 @@ def _worker(args: argparse.Namespace) -> dict:
     from fedgraph.config import RunConfig
     from fedgraph.models import InterestModel
     from fedgraph.shop import ShopData
-    from fedgraph.training.dp import UserGradNormModule, _PerUserLoss
+    from fedgraph.training.dp import NormPass, UserGradNormModule
+
+    class PerUserLoss(torch.nn.Module):  # Opacus' loss wrapper wants a criterion with ``reduction``
+        reduction = "mean"
+
+        def forward(self, per_user: torch.Tensor, _target: object = None) -> torch.Tensor:
+            return per_user if self.reduction == "none" else per_user.mean()
     from fedgraph.training.rows import RowSampler
 
     warnings.filterwarnings("ignore")
@@ -77,10 +86,11 @@ def _worker(args: argparse.Namespace) -> dict:
                           content_dim=384 if m.content_score else 0).to(device)  # fmt: skip
     base = torch.optim.Adam(model.parameters(), lr=t.lr)
     mode = args.worker
-    if mode == "dp-ghost":
+    if mode.startswith("dp-ghost"):
         gsm = UserGradNormModule(model, batch_first=True, loss_reduction="mean", max_grad_norm=1.0)
         opt = DPOptimizerFastGradientClipping(base, noise_multiplier=1.0, max_grad_norm=1.0, expected_batch_size=args.batch)
-        crit = DPLossFastGradientClipping(gsm, opt, _PerUserLoss(), loss_reduction="mean")
+        crit = DPLossFastGradientClipping(gsm, opt, PerUserLoss(), loss_reduction="mean")
+        norm_pass = NormPass(gsm)
     elif mode == "dp-hooks":
         gsm = GradSampleModule(model, batch_first=True, loss_reduction="mean")
         opt = DPOptimizer(base, noise_multiplier=1.0, max_grad_norm=1.0, expected_batch_size=args.batch)
@@ -91,6 +101,9 @@ def _worker(args: argparse.Namespace) -> dict:
         opt.zero_grad(set_to_none=True)
         per_user = model.recommendation_loss(batch, features)
         if mode == "dp-ghost":
+            norm_pass.backward(per_user)
+        elif mode == "dp-ghost-opacus-pass":
+            norm_pass.outputs.clear()
             crit(per_user).backward()
         else:
             per_user.mean().backward()

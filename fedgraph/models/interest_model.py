@@ -174,15 +174,24 @@ class InterestModel(nn.Module):
         indices for the shop-private correction and bias; without them (or without a local
         part) the bias is 0.
         """
+        emb, bias = self._learned_item_embeddings(item_features, items)
+        parts = [emb]
+        if self.content_dim:
+            parts.append(self._text_vectors(item_features))
+        return torch.cat([*parts, bias], dim=-1)
+
+    def _learned_item_embeddings(self, item_features: Tensor, items: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The item tower's unit vectors ``[..., dim]`` and the items' biases ``[..., 1]``."""
         emb = self.item_out(F.gelu(self.item_in(item_features)))
         bias = emb.new_zeros(emb.shape[:-1] + (1,))
         if self.local is not None and items is not None:
             local = self.local(items)
             emb, bias = emb + local[..., :-1], local[..., -1:]
-        parts = [F.normalize(emb, dim=-1)]
-        if self.content_dim:
-            parts.append(F.normalize(item_features[..., : self.content_dim], dim=-1))
-        return torch.cat([*parts, bias], dim=-1)
+        return F.normalize(emb, dim=-1), bias
+
+    def _text_vectors(self, item_features: Tensor) -> Tensor:
+        """The items' unit text vectors :math:`t_i` (public, no parameters): ``[..., content_dim]``."""
+        return F.normalize(item_features[..., : self.content_dim], dim=-1)
 
     def user_embeddings_from(self, history_emb: Tensor, history_attr: Tensor, history_mask: Tensor) -> Tensor:
         r"""Encode users from their embedded ego graphs: ``[B, H, item_embedding_size] -> [B, user_embedding_size]``.
@@ -192,8 +201,14 @@ class InterestModel(nn.Module):
         times the learned scale. A user with an empty history gets the zero vector (it scores
         every item 0).
         """
-        content = history_emb[..., self.dim : self.dim + self.content_dim]
-        history_emb = history_emb[..., : self.dim]
+        user = self._user_vector(history_emb[..., : self.dim], history_attr, history_mask)
+        if self.content_scale is None:
+            return user
+        profile = text_profile(history_emb[..., self.dim : self.dim + self.content_dim], history_mask)
+        return torch.cat([user, self.content_scale(profile.unsqueeze(-1)).squeeze(-1)], dim=-1)
+
+    def _user_vector(self, history_emb: Tensor, history_attr: Tensor, history_mask: Tensor) -> Tensor:
+        """The attentive ego-graph encoder: ``[B, H, dim]`` item vectors -> unit :math:`z_u` ``[B, dim]``."""
         batch, hist = history_mask.shape
         logits = self.attention_score(torch.tanh(self.attention_hidden(torch.cat([history_emb, history_attr], dim=-1))))
         messages = self.message(history_emb)
@@ -201,25 +216,34 @@ class InterestModel(nn.Module):
         user_index = torch.arange(batch, device=history_mask.device).unsqueeze(1).expand(batch, hist)[history_mask]
         alpha = softmax(logits.squeeze(-1)[history_mask], user_index, num_nodes=batch)
         pooled = scatter(alpha.unsqueeze(-1) * messages[history_mask], user_index, dim=0, dim_size=batch, reduce="sum")
-        user = F.normalize(pooled + self.user_out(F.gelu(pooled)), dim=-1)
-        if self.content_scale is None:
-            return user
-        profile = text_profile(content, history_mask)
-        return torch.cat([user, self.content_scale(profile.unsqueeze(-1)).squeeze(-1)], dim=-1)
+        return F.normalize(pooled + self.user_out(F.gelu(pooled)), dim=-1)
 
     # ------------------------------------------------------------------ training
     def forward(self, batch: UserBatch, item_features: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Return ``(user [B, user_embedding_size], positive_scores [B, P], negative_scores [B, N])``.
+        r"""Return ``(user [B, user_embedding_size], positive_scores [B, P], negative_scores [B, N])``.
 
         The item tower runs once over the concatenation of history, positives and negatives
-        (ghost clipping needs each trainable module called once per forward).
+        (ghost clipping needs each trainable module called once per forward). The scores equal
+        :meth:`score` of the serving embeddings, but the content term is computed apart: the
+        cosine :math:`\cos(c_u, t_i)` has no parameters, so it is taken without autograd and only
+        the scale :math:`s` (one call of ``content_scale`` on ``[B, P + N, 1]``) is differentiated;
+        the wide text columns never enter the backward passes. The returned ``user`` carries
+        :math:`s\,c_u` detached (it is for inspection; the loss uses the scores).
         """
         hist, pos = batch.history.shape[1], batch.positives.shape[1]
         all_items = torch.cat([batch.history, batch.positives, batch.negatives], dim=1)
-        emb = self.item_embeddings(item_features[all_items], all_items)
-        h_emb, p_emb, n_emb = emb[:, :hist], emb[:, hist : hist + pos], emb[:, hist + pos :]
-        user = self.user_embeddings_from(h_emb, batch.history_attr, batch.history_mask)
-        return user, self.score(user, p_emb), self.score(user, n_emb)
+        features = item_features[all_items]
+        emb, bias = self._learned_item_embeddings(features, all_items)
+        user = self._user_vector(emb[:, :hist], batch.history_attr, batch.history_mask)
+        scores = torch.einsum("bd,btd->bt", user, emb[:, hist:]) / self.temperature + bias[:, hist:, 0]
+        if self.content_scale is not None:
+            with torch.no_grad():
+                text = self._text_vectors(features)
+                profile = text_profile(text[:, :hist], batch.history_mask)
+                cosine = torch.einsum("bt,bit->bi", profile, text[:, hist:])
+            scores = scores + self.content_scale(cosine.unsqueeze(-1)).squeeze(-1) / self.temperature
+            user = torch.cat([user, self.content_scale.weight.detach() * profile], dim=-1)
+        return user, scores[:, :pos], scores[:, pos:]
 
     def score(self, user: Tensor, item: Tensor) -> Tensor:
         """Scores (one dot product, :math:`z_u^T e_i / \\tau` plus the content term if on, plus :math:`b_i`)

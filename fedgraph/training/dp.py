@@ -11,6 +11,9 @@ Per-user gradient norms come from Opacus' ghost clipping by default
 (:class:`~opacus.grad_sample.GradSampleModuleFastGradientClipping`, as
 :class:`UserGradNormModule` with exact but cheaper norm routines for this model's layers):
 two backward passes, and no ``batch × parameters`` tensor is ever built for a large layer.
+The first pass (:class:`NormPass`) asks autograd only for the gradients of the layers'
+outputs, which is all the norms need: Opacus' own first pass is a full ``backward()`` whose
+weight gradients are thrown away.
 ``grad_sample_mode="hooks"`` uses Opacus' classic per-sample gradients instead (for
 comparison and tests).
 
@@ -32,7 +35,6 @@ from opacus.accountants import RDPAccountant
 from opacus.grad_sample import GradSampleModule, GradSampleModuleFastGradientClipping
 from opacus.grad_sample.linear import compute_linear_norm_sample
 from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping
-from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
 from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 from torch import nn
 
@@ -43,19 +45,6 @@ from fedgraph.training.rows import RowSampler
 
 if TYPE_CHECKING:
     from fedgraph.training.local import TrainResult, TrainSettings
-
-
-class _PerUserLoss(nn.Module):
-    """Opacus' loss wrapper wants a criterion with ``reduction``; ours is already per user."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.reduction = "mean"
-
-    def forward(self, per_user: torch.Tensor, _target: object = None) -> torch.Tensor:
-        if self.reduction == "none":
-            return per_user
-        return per_user.mean() if self.reduction == "mean" else per_user.sum()
 
 
 #: Largest per-user-gradient block (users x out x in elements) that linear_norm_sample builds at once.
@@ -137,6 +126,59 @@ class UserGradNormModule(GradSampleModuleFastGradientClipping):
     }
 
 
+class NormPass:
+    """The first of ghost clipping's two backward passes, without weight gradients.
+
+    Opacus' :class:`~opacus.utils.fast_gradient_clipping_utils.DPTensorFastGradientClipping`
+    runs ``loss.backward(retain_graph=True)``, which also computes every weight gradient, then
+    zeroes them: only the layers' output gradients (the "backprops" its hooks turn into per-user
+    norms) are used. This class keeps each trainable layer's raw output (a forward hook, which
+    runs before the backward hook wraps the output) and runs
+    ``torch.autograd.grad(loss, outputs, retain_graph=True)``: autograd then computes just what
+    the outputs' gradients need, Opacus' backward hooks fire as before, and no weight gradient is
+    built. The clipping coefficients and the second pass are Opacus' own
+    (:meth:`~opacus.grad_sample.GradSampleModuleFastGradientClipping.get_clipping_coef`).
+    Every trainable parameter must receive a fresh norm from this pass; if one does not (a layer
+    whose output does not reach the loss), :meth:`backward` raises instead of clipping with a
+    stale norm.
+    """
+
+    def __init__(self, wrapped: GradSampleModuleFastGradientClipping) -> None:
+        self.wrapped = wrapped
+        self.outputs: list[torch.Tensor] = []
+        self.parameters = {p: name for name, p in wrapped._module.named_parameters() if p.requires_grad}
+        self._handles = [
+            module.register_forward_hook(self._keep_output)
+            for module in wrapped._module.modules()
+            if any(p.requires_grad for p in module.parameters(recurse=False))
+        ]
+
+    def _keep_output(self, _module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+        if torch.is_grad_enabled() and output.requires_grad:
+            self.outputs.append(output)
+
+    def backward(self, per_user: torch.Tensor) -> None:
+        """Clip each user's gradient (per-user ``loss`` ``[B]``, mean reduction) into ``p.grad``."""
+        outputs, self.outputs = self.outputs, []
+        for p in self.parameters:
+            p._norm_sample = None
+        torch.autograd.grad(per_user.mean(), outputs, retain_graph=True, allow_unused=True)
+        missing = [name for p, name in self.parameters.items() if getattr(p, "_norm_sample", None) is None]
+        if missing:
+            raise RuntimeError(f"ghost clipping got no per-user gradient norm for {missing}: their layers' outputs do not reach the loss")
+        coefficients = self.wrapped.get_clipping_coef()
+        self.wrapped.disable_hooks()
+        try:
+            (coefficients.to(per_user.device) * per_user).sum().backward()
+        finally:
+            self.wrapped.enable_hooks()
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self.outputs = []
+
+
 def steps_per_epoch(sample_rate: float) -> int:
     """Steps in one expected pass over the users: ``round(1/q)`` (at least 1)."""
     return max(1, int(round(1.0 / sample_rate)))
@@ -180,7 +222,7 @@ def train_dp(
             base, noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
             expected_batch_size=expected, loss_reduction="mean", generator=noise_gen,
         )  # fmt: skip
-        criterion = DPLossFastGradientClipping(wrapped, optimizer, _PerUserLoss(), loss_reduction="mean")
+        norm_pass = NormPass(wrapped)
     else:
         wrapped = GradSampleModule(model, batch_first=True, loss_reduction="mean")
         optimizer = DPOptimizer(
@@ -216,7 +258,7 @@ def train_dp(
                 batch = sampler_rows.training_batch(picked, row_rng).to(device)
                 per_user = model.recommendation_loss(batch, features)
                 if ghost:
-                    criterion(per_user).backward()
+                    norm_pass.backward(per_user)
                 else:
                     per_user.mean().backward()
                 losses.append(float(per_user.detach().mean()))
@@ -227,6 +269,8 @@ def train_dp(
                         p.sub_(settings.lr * settings.proximal_mu * (p - a))
     finally:
         quiet.__exit__(None, None, None)
+        if ghost:
+            norm_pass.close()
         wrapped._close()
         for p in model.parameters():
             p.grad = None
