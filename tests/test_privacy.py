@@ -199,6 +199,82 @@ def test_dp_training_uses_fedgraphs_norm_routines_and_clips_per_user(content_dim
     ghost._close()
 
 
+@pytest.mark.parametrize("content_dim", [0, 3])
+def test_norm_pass_clips_like_opacus_two_passes_without_weight_gradients_in_the_first(content_dim):
+    """fedgraph's first pass (gradients of the layers' outputs only) gives the same clipped
+    gradient as Opacus' DPLossFastGradientClipping (a full first backward), and no parameter
+    receives a gradient before the clipping coefficients are taken."""
+    from opacus.optimizers import DPOptimizerFastGradientClipping
+    from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
+
+    from fedgraph.training.dp import NormPass, UserGradNormModule
+
+    data = _shop([("A", "i0", 0, "view", 1), ("A", "i1", 2, "purchase", 1)])
+    batch = RowSampler(data, history=4, positives=2, negatives=6).training_batch(np.arange(data.num_users), np.random.default_rng(5))
+    features = torch.from_numpy(data.item_features)
+
+    def clipped(use_norm_pass: bool) -> tuple[dict[str, torch.Tensor], list[int]]:
+        torch.manual_seed(0)
+        model = InterestModel(3, dim=8, hidden=16, num_local_items=8, content_dim=content_dim)
+        torch.nn.init.normal_(model.local.weight, std=0.1)
+        wrapped = UserGradNormModule(model, batch_first=True, loss_reduction="mean", max_grad_norm=0.01)
+        optimizer = DPOptimizerFastGradientClipping(
+            torch.optim.SGD(model.parameters(), lr=0.1), noise_multiplier=0.0, max_grad_norm=0.01, expected_batch_size=len(batch)
+        )
+        grads_before_coefficients: list[int] = []
+        arrived: list[int] = [0]
+        for p in model.parameters():
+            p.register_hook(lambda g, arrived=arrived: arrived.__setitem__(0, arrived[0] + 1))
+        coefficients = wrapped.get_clipping_coef
+        wrapped.get_clipping_coef = lambda: (grads_before_coefficients.append(arrived[0]), coefficients())[1]
+        norm_pass = NormPass(wrapped)
+        per_user = model.recommendation_loss(batch, features)
+        if use_norm_pass:
+            norm_pass.backward(per_user)
+        else:
+            DPLossFastGradientClipping(wrapped, optimizer, _MeanLoss(), loss_reduction="mean")(per_user).backward()
+        grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+        norm_pass.close()
+        wrapped._close()
+        return grads, grads_before_coefficients
+
+    ours, ours_before = clipped(True)
+    opacus, opacus_before = clipped(False)
+    assert ours.keys() == opacus.keys()
+    assert max((ours[k] - opacus[k]).abs().max().item() for k in ours) < 1e-6
+    assert ours_before == [0] and opacus_before[0] > 0  # Opacus' first pass built weight gradients
+
+
+def test_norm_pass_refuses_a_layer_that_got_no_norm():
+    """A trainable layer whose output does not reach the loss gets no fresh per-user norm: the
+    norm pass raises instead of clipping with a stale one."""
+    from fedgraph.training.dp import NormPass, UserGradNormModule
+
+    class WithDeadLayer(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.used, self.dead = torch.nn.Linear(3, 1), torch.nn.Linear(3, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.dead(x)
+            return self.used(x).squeeze(-1)
+
+    model = WithDeadLayer()
+    wrapped = UserGradNormModule(model, batch_first=True, loss_reduction="mean", max_grad_norm=1.0)
+    norm_pass = NormPass(wrapped)
+    with pytest.raises(RuntimeError, match="dead.weight"):
+        norm_pass.backward(model(torch.randn(4, 3)))
+    norm_pass.close()
+    wrapped._close()
+
+
+class _MeanLoss(torch.nn.Module):
+    reduction = "mean"
+
+    def forward(self, per_user: torch.Tensor, _target: object = None) -> torch.Tensor:
+        return per_user if self.reduction == "none" else per_user.mean()
+
+
 def test_embedding_norm_sample_equals_the_per_user_gradient_norm():
     """The fast ghost norm of the shop-private item table matches explicit per-user gradients
     (repeated look-ups of one item by one user are summed before the norm) and Opacus' own."""

@@ -238,9 +238,13 @@ class InterestModel(nn.Module):
         scores = torch.einsum("bd,btd->bt", user, emb[:, hist:]) / self.temperature + bias[:, hist:, 0]
         if self.content_scale is not None:
             with torch.no_grad():
-                text = self._text_vectors(features)
-                profile = text_profile(text[:, :hist], batch.history_mask)
-                cosine = torch.einsum("bt,bit->bi", profile, text[:, hist:])
+                # The same cosines as the serving vectors give, from the raw text columns and their
+                # norms, so no normalised copy of the batch's text block is made.
+                text = features[..., : self.content_dim]
+                inverse_norm = 1.0 / torch.linalg.vector_norm(text, dim=-1).clamp(min=1e-12)  # [B, T]
+                weights = inverse_norm[:, :hist] * batch.history_mask.to(text.dtype)
+                profile = F.normalize(torch.einsum("bh,bht->bt", weights, text[:, :hist]), dim=-1)
+                cosine = torch.einsum("bt,bit->bi", profile, text[:, hist:]) * inverse_norm[:, hist:]
             scores = scores + self.content_scale(cosine.unsqueeze(-1)).squeeze(-1) / self.temperature
             user = torch.cat([user, self.content_scale.weight.detach() * profile], dim=-1)
         return user, scores[:, :pos], scores[:, pos:]

@@ -77,12 +77,13 @@ def linear_norm_sample(
     if layer.weight.requires_grad:
         if rows * (d_in + d_out) > d_in * d_out:
             block = max(1, DIRECT_NORM_ELEMENTS // (d_in * d_out))
-            squared = torch.cat(
-                [torch.bmm(g[i : i + block].transpose(1, 2), a[i : i + block]).pow(2).sum((1, 2)) for i in range(0, n, block)]
+            # vector_norm reduces in place of pow(2).sum(): no second block-sized temporary.
+            norms = torch.cat(
+                [torch.linalg.vector_norm(torch.bmm(g[i : i + block].transpose(1, 2), a[i : i + block]), dim=(1, 2)) for i in range(0, n, block)]
             )
         else:
-            squared = (torch.bmm(g, g.transpose(1, 2)) * torch.bmm(a, a.transpose(1, 2))).sum((1, 2)).clamp(min=0)
-        out[layer.weight] = squared.sqrt()
+            norms = (torch.bmm(g, g.transpose(1, 2)) * torch.bmm(a, a.transpose(1, 2))).sum((1, 2)).clamp(min=0).sqrt()
+        out[layer.weight] = norms
     if layer.bias is not None and layer.bias.requires_grad:
         out[layer.bias] = g.sum(1).norm(dim=1)
     return out
