@@ -18,6 +18,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedgraph.federation.run_dir import RunDir, state_digest
+from fedgraph.federation.simulation_link import skip_idle_polls
 from fedgraph.privacy.client_level import ServerPrivacyLedger
 
 PREFIX = "[fedgraph]"
@@ -114,12 +115,17 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def _wave_size(grid: Grid, run: RunDir) -> int:
-    """Shops asked at a time: ``federation.simulation_wave`` in Flower's simulation engine
-    (its in-memory grid), everyone at once in a deployment."""
+def _in_simulation(grid: Grid) -> bool:
+    """True for Flower's simulation engine (its in-memory grid), False for a deployment."""
     from flwr.superlink.grid.inmemory_grid import InMemoryGrid
 
-    return int(run.config.federation.simulation_wave) if isinstance(grid, InMemoryGrid) else 0
+    return isinstance(grid, InMemoryGrid)
+
+
+def _wave_size(grid: Grid, run: RunDir) -> int:
+    """Shops asked at a time: ``federation.simulation_wave`` in Flower's simulation engine,
+    everyone at once in a deployment."""
+    return int(run.config.federation.simulation_wave) if _in_simulation(grid) else 0
 
 
 def send_in_waves(grid: Grid, messages: Iterable[Message], *, timeout: float, wave: int) -> list[Message]:
@@ -159,6 +165,8 @@ def run_rounds(grid: Grid, strategy: Strategy, run: RunDir, *, say: Callable[[st
     total = cfg.train.rounds
     timeout = cfg.federation.round_timeout_s
     wave = _wave_size(grid, run)
+    if _in_simulation(grid):
+        skip_idle_polls(grid.state)  # type: ignore[attr-defined]
     k = cfg.evaluation.k
     history = run.read_history()
     checkpoint = run.latest_checkpoint()
