@@ -13,8 +13,10 @@ the default model with its shop-private item table) is trained for ``--steps`` s
   whose weight gradients are discarded), to show what ``NormPass`` saves;
 * ``dp-hooks``: Opacus per-sample gradients materialised (``batch × parameters``), for comparison.
 
-Time is the median step after ``--warmup`` steps; memory is the peak RSS growth of the
-process during the steps (``ru_maxrss``). The table prints DP/plain ratios (goals: ≤ 2× time,
+Time is the median step after ``--warmup`` steps; memory is the peak RSS of the process
+(``ru_maxrss``), its growth during the steps, and (CPU) the peak of live tensors over three
+profiled steps (torch.profiler's memory timeline: what a step needs, without the allocator's
+caching; on CUDA the peak is ``torch.cuda.max_memory_allocated``). The table prints DP/plain ratios (goals: ≤ 2× time,
 ≤ 1.5× memory).
 
     python simulations/bench_dp_step.py
@@ -126,8 +128,30 @@ def _worker(args: argparse.Namespace) -> dict:
     return {
         "mode": mode, "median_step_ms": 1000 * statistics.median(times), "params": params,
         "peak_rss_mb": rss_peak / 1024, "rss_growth_mb": (rss_peak - rss_before) / 1024,
+        "tensor_peak_mb": _tensor_peak_mb(step) if device.type == "cpu" else None,
         "cuda_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None,
     }  # fmt: skip
+
+
+def _tensor_peak_mb(step) -> float:
+    """Peak bytes of live tensors over three steps, from torch.profiler's memory timeline (the
+    allocator's own caching and fragmentation excluded: what the step needs, not what RSS shows)."""
+    import tempfile
+    import warnings
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+        for _ in range(3):
+            step()
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = os.path.join(tmp, "timeline.json")
+        prof.export_memory_timeline(path, device="cpu")
+        with open(path) as f:
+            _times, sizes = json.load(f)
+    return max(sum(row) for row in sizes) / 2**20 if sizes else float("nan")
 
 
 def main() -> None:
@@ -156,12 +180,14 @@ def main() -> None:
     mem_key = "cuda_peak_mb" if args.device.startswith("cuda") else "peak_rss_mb"
     print(f"# DP step vs plain step, same batch of {args.batch} users; {args.items} items; {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cpus, device {args.device}, load {os.getloadavg()[0]:.1f}")  # fmt: skip
-    print(f"| mode | median step (ms) | × plain | peak memory (MB) | × plain | RSS growth in steps (MB) |")
-    print("|---|---|---|---|---|---|")
+    print("| mode | median step (ms) | × plain | peak memory (MB) | × plain | RSS growth in steps (MB) | tensor peak (MB) | × plain |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
+        tensors = r.get("tensor_peak_mb")
+        tensor_cells = f"{tensors:.1f} | {tensors / plain['tensor_peak_mb']:.2f}" if tensors else "n/a | n/a"
         print(
             f"| {r['mode']} | {r['median_step_ms']:.1f} | {r['median_step_ms'] / plain['median_step_ms']:.2f} | "
-            f"{r[mem_key]:.0f} | {r[mem_key] / plain[mem_key]:.2f} | {r['rss_growth_mb']:.0f} |"
+            f"{r[mem_key]:.0f} | {r[mem_key] / plain[mem_key]:.2f} | {r['rss_growth_mb']:.0f} | {tensor_cells} |"
         )
 
 
