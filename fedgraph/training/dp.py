@@ -161,11 +161,13 @@ class NormPass:
             self.outputs.append(output)
 
     def backward(self, per_user: torch.Tensor) -> None:
-        """Clip each user's gradient (per-user ``loss`` ``[B]``, mean reduction) into ``p.grad``."""
+        """Clip each user's gradient into ``p.grad``, from the per-user losses ``per_user`` ``[B]``."""
         outputs, self.outputs = self.outputs, []
         for p in self.parameters:
             p._norm_sample = None
-        torch.autograd.grad(per_user.mean(), outputs, retain_graph=True, allow_unused=True)
+        # Reduced as the wrapper was told (it rescales the output gradients by the batch size for "mean").
+        reduced = per_user.mean() if self.wrapped.loss_reduction == "mean" else per_user.sum()
+        torch.autograd.grad(reduced, outputs, retain_graph=True, allow_unused=True)
         missing = [name for p, name in self.parameters.items() if getattr(p, "_norm_sample", None) is None]
         if missing:
             raise RuntimeError(f"ghost clipping got no per-user gradient norm for {missing}: their layers' outputs do not reach the loss")
