@@ -69,9 +69,11 @@ EDGE_FEATURES = 5
 
 
 def text_profile(text: Tensor, mask: Tensor) -> Tensor:
-    r"""A user's text profile :math:`\mathbf{c}_u`: the normalised sum of the unit text vectors
-    ``text [B, H, T]`` of the user's own history items where ``mask [B, H]`` is set -> ``[B, T]``."""
-    return F.normalize((text * mask.unsqueeze(-1).to(text.dtype)).sum(1), dim=-1)
+    r"""A user's text profile :math:`\mathbf{c}_u`: the normalised sum of the *unit* text vectors of
+    the user's own history items, from ``text [B, H, T]`` (unit or not: each row is scaled by its
+    inverse norm, so no normalised copy is made) where ``mask [B, H]`` is set -> ``[B, T]``."""
+    weights = mask.to(text.dtype) / torch.linalg.vector_norm(text, dim=-1).clamp(min=1e-12)
+    return F.normalize(torch.einsum("bh,bht->bt", weights, text), dim=-1)
 
 
 @dataclass
@@ -241,10 +243,9 @@ class InterestModel(nn.Module):
                 # The same cosines as the serving vectors give, from the raw text columns and their
                 # norms, so no normalised copy of the batch's text block is made.
                 text = features[..., : self.content_dim]
-                inverse_norm = 1.0 / torch.linalg.vector_norm(text, dim=-1).clamp(min=1e-12)  # [B, T]
-                weights = inverse_norm[:, :hist] * batch.history_mask.to(text.dtype)
-                profile = F.normalize(torch.einsum("bh,bht->bt", weights, text[:, :hist]), dim=-1)
-                cosine = torch.einsum("bt,bit->bi", profile, text[:, hist:]) * inverse_norm[:, hist:]
+                profile = text_profile(text[:, :hist], batch.history_mask)
+                items = text[:, hist:]
+                cosine = torch.einsum("bt,bit->bi", profile, items) / torch.linalg.vector_norm(items, dim=-1).clamp(min=1e-12)
             scores = scores + self.content_scale(cosine.unsqueeze(-1)).squeeze(-1) / self.temperature
             user = torch.cat([user, self.content_scale.weight.detach() * profile], dim=-1)
         return user, scores[:, :pos], scores[:, pos:]
