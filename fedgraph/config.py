@@ -109,8 +109,10 @@ class FederationConfig:
     simulation_wave: int = 64
 
 
+#: Every method a run reports, in report order: federated training and the baselines.
+METHODS = ("popularity", "content", "local", "federated", "pooled", "lightgcn_pooled")
 #: The methods a run can be measured against (fedgraph.baselines), in report order.
-BASELINES = ("popularity", "content", "local", "pooled", "lightgcn_pooled")
+BASELINES = tuple(m for m in METHODS if m != "federated")
 
 
 @dataclass

@@ -32,10 +32,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from fedgraph.atomic import atomic_write_json, atomic_write_with  # noqa: E402
+from fedgraph.config import METHODS  # noqa: E402
 from fedgraph.federation.run_dir import RunDir  # noqa: E402
 from fedgraph.metrics import aggregate_shops  # noqa: E402
 
-ORDER = ("popularity", "content", "local", "federated", "pooled", "lightgcn_pooled")
+#: Report order of the methods (federated among the baselines).
+ORDER = METHODS
 LABELS = {
     "popularity": "popularity",
     "content": "content (no training)",

@@ -29,7 +29,6 @@ from fedgraph.features import feature_size, item_features
 from fedgraph.shop import ShopData, build_shop_data
 
 Say = Callable[[str], None]
-METHODS = ("popularity", "content", "local", "federated", "pooled", "lightgcn_pooled")
 
 
 @dataclass

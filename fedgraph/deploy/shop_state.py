@@ -38,9 +38,9 @@ import pandas as pd
 import torch
 
 from fedgraph.atomic import atomic_path, atomic_write_bytes, atomic_write_json
-from fedgraph.deploy.paths import ShopPaths
 from fedgraph.config import RunConfig
 from fedgraph.deploy.ingest import EventLog
+from fedgraph.deploy.paths import ShopPaths
 from fedgraph.features import feature_size
 from fedgraph.federation.run_dir import RunDir, state_digest
 from fedgraph.shop import KIND_ORDER
