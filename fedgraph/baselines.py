@@ -1,29 +1,50 @@
-"""The methods federated training is measured against.
+"""The methods federated training is measured against, and how each is tuned.
+
+Every tunable method makes its choices on the **validation** split (each user's latest items of
+the training period, ``run.shop_file``) and is then scored once on the **test** split
+(``run.final_shop_file``: the whole training period as history, the test items held out):
 
 * ``popularity`` – each shop recommends its most popular unseen items.
 * ``content`` – no training: each user gets the unseen items whose text embedding is closest
   to the mean of those of the user's recent items. Uses nobody else's data.
-* ``local`` – each shop trains the same model alone, for the same number of epochs the
-  federated model saw (rounds × local epochs).
+* ``ease`` – EASE (Steck, 2019) fitted on each shop's own log alone; λ chosen per shop on
+  validation from :data:`EASE_L2`, then refitted on the whole training period.
+* ``itemknn`` – item-based cosine kNN on each shop's own log alone; neighbours chosen per shop
+  on validation from :data:`KNN_NEIGHBOURS`.
+* ``ease_dp`` (only under ``privacy.enabled``) – EASE from a user-level DP release of each
+  shop's Gram matrix at the shop's own (ε, δ): one Gaussian release, rows clipped to the
+  user's latest m items (m and λ chosen on validation).
+* ``local`` – each shop trains the same model alone, in chunks of ``train.local_epochs`` epochs
+  (one chunk = one round), at most ``train.rounds`` chunks, keeping the chunk best on
+  validation (early stopping).
 * ``pooled`` – the same model trained centrally on all shops' data (non-private upper
-  bound: the data flow federation exists to avoid).
+  bound: the data flow federation exists to avoid), early-stopped per epoch on validation.
+* ``pooled_ease`` – one EASE on all shops' users over the union of their items (two shops'
+  items share a column when both id and title agree: Online Retail's countries sell the same
+  stock codes; the synthetic shops' local ids do not collide), λ chosen on validation.
 * ``lightgcn_pooled`` – PyTorch Geometric's :class:`~torch_geometric.nn.models.LightGCN`
   (He et al., 2020) trained centrally on the pooled interaction graph with BPR, a well-known
-  reference. Items are shop-local nodes (ids mean nothing across shops).
+  reference with fixed settings (``evaluation.lightgcn_*``). Items are shop-local nodes.
+
+:data:`REGISTRY` maps each method name to its function; a new baseline is one entry there.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch_geometric.nn.models import LightGCN
 
-from fedgraph.evaluation import evaluate_content, evaluate_model, evaluate_popularity
+from fedgraph.evaluation import evaluate_content, evaluate_model, evaluate_popularity, evaluate_scores
 from fedgraph.metrics import evaluate_ranking, top_k_items
+from fedgraph.models.ease import EASE, dp_ease_noise, dp_gram, interaction_matrix
 from fedgraph.models.interest_model import InterestModel
+from fedgraph.models.itemknn import ItemKNN
 from fedgraph.shop import ShopData
 from fedgraph.training.local import TrainSettings, train_local
 
@@ -31,6 +52,153 @@ if TYPE_CHECKING:
     from fedgraph.privacy import DPSettings
 
 ModelFactory = Callable[[int], InterestModel]  # number of shop-local items -> fresh model
+
+#: EASE ridge weights tried on validation.
+EASE_L2: tuple[float, ...] = (3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0)
+#: Item-kNN neighbour counts tried on validation.
+KNN_NEIGHBOURS: tuple[int, ...] = (10, 25, 50, 100, 200, 400)
+#: ``ease_dp``: items kept per user (latest first) tried on validation; fewer items, less noise.
+DP_ROW_ITEMS: tuple[int, ...] = (4, 8, 16, 32)
+#: ``ease_dp``: ridge weights tried on validation (the noise calls for larger ones).
+DP_EASE_L2: tuple[float, ...] = (100.0, 300.0, 1000.0, 3000.0, 10000.0, 30000.0)
+
+
+def shop_matrix(data: ShopData, *, latest: int = 0) -> sp.csr_matrix:
+    """The shop's binary ``[users, items]`` training matrix (optionally each row clipped to its ``latest`` items)."""
+    return interaction_matrix(data.indptr, data.item, data.num_items, latest=latest)
+
+
+def _ndcg(result: dict, k: int) -> float:
+    value = float(result[f"ndcg@{k}"])
+    return value if value == value else -1.0
+
+
+def _score_fitted(model: Any, data: ShopData, k: int) -> dict:
+    users = data.evaluable_users()
+    return evaluate_scores(data, users, model.scores(shop_matrix(data)[users]), k=k)
+
+
+def tuned_shop_model(make: Callable[[Any], Any], grid: tuple, val: ShopData, final: ShopData, *, k: int) -> dict:
+    """Fit ``make(setting)`` on the validation view for every setting of ``grid``, keep the best
+    validation NDCG@k (ties: the first), refit it on the whole training period and score it on test."""
+    tried = {}
+    for setting in grid:
+        tried[setting] = _ndcg(_score_fitted(make(setting).fit(shop_matrix(val)), val, k), k)
+    best = max(grid, key=lambda g: tried[g])  # max keeps the first of equal values
+    result = _score_fitted(make(best).fit(shop_matrix(final)), final, k)
+    return {**result, "setting": best, "validation_ndcg": tried[best], "tried": {str(g): v for g, v in tried.items()}}
+
+
+def ease_alone(shops: list[ShopData], finals: list[ShopData], *, k: int) -> dict[str, dict]:
+    """``ease``: each shop's own EASE, λ chosen on its validation split."""
+    return {s.shop: tuned_shop_model(lambda l2: EASE(l2), EASE_L2, s, f, k=k) for s, f in zip(shops, finals)}
+
+
+def itemknn_alone(shops: list[ShopData], finals: list[ShopData], *, k: int) -> dict[str, dict]:
+    """``itemknn``: each shop's own item-kNN, neighbours chosen on its validation split."""
+    return {s.shop: tuned_shop_model(lambda n: ItemKNN(n), KNN_NEIGHBOURS, s, f, k=k) for s, f in zip(shops, finals)}
+
+
+def dp_ease_model(data: ShopData, *, row_items: int, l2: float, noise_multiplier: float, rng: np.random.Generator) -> EASE:
+    """EASE from one user-level DP release of ``data``'s Gram matrix (:func:`~fedgraph.models.ease.dp_gram`)."""
+    g = dp_gram(shop_matrix(data, latest=row_items), max_items_per_user=row_items, noise_multiplier=noise_multiplier, rng=rng)
+    return EASE(l2).fit_gram(g, popularity=np.diag(g).copy())
+
+
+def ease_dp_alone(
+    shops: list[ShopData], finals: list[ShopData], *, k: int, epsilon: Callable[[ShopData], tuple[float, float]], seed: int
+) -> dict[str, dict]:
+    """``ease_dp``: each shop alone, EASE on a DP Gram matrix at ``epsilon(shop) -> (ε, δ)``.
+
+    The test figure comes from one fresh release on the whole training period (that release is
+    what ε covers); the choice of (m, λ) on validation is a simulation-only tuning step whose own
+    releases are not accounted (a deployment would fix m and λ in advance).
+    """
+    out = {}
+    for s, f in zip(shops, finals):
+        eps, delta = epsilon(f)
+        sigma = dp_ease_noise(eps, delta)
+        rng = np.random.default_rng([seed, len(out)])
+        tried = {}
+        for m in DP_ROW_ITEMS:
+            for l2 in DP_EASE_L2:
+                model = dp_ease_model(s, row_items=m, l2=l2, noise_multiplier=sigma, rng=rng)
+                tried[(m, l2)] = _ndcg(_score_fitted(model, s, k), k)
+        m, l2 = max(tried, key=lambda key: tried[key])
+        result = _score_fitted(dp_ease_model(f, row_items=m, l2=l2, noise_multiplier=sigma, rng=rng), f, k)
+        out[s.shop] = {
+            **result, "setting": [m, l2], "validation_ndcg": tried[(m, l2)], "epsilon": eps, "delta": delta,
+            "noise_multiplier": sigma, "mechanism": "Gaussian mechanism on the Gram matrix, one release, rows clipped to m items",
+        }  # fmt: skip
+    return out
+
+
+def pooled_ease(shops: list[ShopData], finals: list[ShopData], *, k: int) -> dict[str, dict]:
+    """``pooled_ease``: one EASE over every shop's users and the union of the shops' items
+    (the same item in two shops: same id and same title)."""
+    def keys(v: ShopData) -> np.ndarray:
+        return np.char.add(np.char.add(v.items.astype(str), "\x1f"), v.item_titles.astype(str))
+
+    vocab = np.unique(np.concatenate([keys(s) for s in finals]))
+
+    def stacked(views: list[ShopData]) -> tuple[sp.csr_matrix, list[np.ndarray]]:
+        blocks, columns = [], []
+        for v in views:
+            col = np.searchsorted(vocab, keys(v))
+            m = shop_matrix(v).tocoo()
+            blocks.append(sp.csr_matrix((m.data, (m.row, col[m.col])), shape=(m.shape[0], len(vocab))))
+            columns.append(col)
+        return sp.vstack(blocks).tocsr(), columns
+
+    def per_shop(model: EASE, views: list[ShopData], matrix: sp.csr_matrix, columns: list[np.ndarray]) -> dict[str, dict]:
+        out, offset = {}, 0
+        for v, col in zip(views, columns):
+            users = v.evaluable_users()
+            scores = model.scores(matrix[offset + users])[:, torch.from_numpy(col)]
+            out[v.shop] = evaluate_scores(v, users, scores, k=k)
+            offset += v.num_users
+        return out
+
+    val_matrix, val_cols = stacked(shops)
+    tried = {}
+    for l2 in EASE_L2:
+        res = per_shop(EASE(l2).fit(val_matrix), shops, val_matrix, val_cols)
+        tried[l2] = float(np.nanmean([r[f"ndcg@{k}"] for r in res.values()]))
+    best = max(EASE_L2, key=lambda g: tried[g])
+    final_matrix, final_cols = stacked(finals)
+    result = per_shop(EASE(best).fit(final_matrix), finals, final_matrix, final_cols)
+    return {shop: {**r, "setting": best, "validation_ndcg": tried[best], "shared_items": int(len(vocab))} for shop, r in result.items()}
+
+
+def early_stopped(
+    model: InterestModel, data: ShopData, settings: TrainSettings, *, chunk_epochs: int, max_chunks: int,
+    validate: Callable[[InterestModel], float], patience: int = 4, device: torch.device, dp: "DPSettings | None" = None,
+    negative_range: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` in chunks of ``chunk_epochs`` epochs (fresh optimiser and seed per chunk, as in a
+    federated round), score ``validate(model)`` before the first and after every chunk, stop after
+    ``patience`` chunks without a better score, and leave the best state in ``model``.
+
+    Returns ``{"chunks": best chunk count, "validation_ndcg": its score, "curve": [...]}``.
+    """
+    from dataclasses import replace
+
+    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    curve = [float(validate(model))]
+    best, since = 0, 0
+    for chunk in range(1, max_chunks + 1):
+        chunk_settings = replace(settings, epochs=chunk_epochs, seed=settings.seed * 1_000_003 + chunk)
+        train_local(model, data, chunk_settings, device=device, dp=dp, negative_range=negative_range)
+        curve.append(float(validate(model)))
+        if curve[-1] > curve[best]:
+            best, since = chunk, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            since += 1
+            if since >= patience:
+                break
+    model.load_state_dict(best_state)
+    return {"chunks": best, "validation_ndcg": curve[best], "curve": curve}
 
 
 def popularity(shops: list[ShopData], *, k: int) -> dict[str, dict]:
@@ -42,20 +210,26 @@ def content(shops: list[ShopData], *, k: int, history: int) -> dict[str, dict]:
 
 
 def local_alone(
-    shops: list[ShopData], new_model: ModelFactory, settings: TrainSettings, *, k: int, history: int, device: torch.device,
-    progress: Callable[[str], None] = lambda _: None, dp: "DPSettings | None" = None,
+    shops: list[ShopData], finals: list[ShopData], new_model: ModelFactory, settings: TrainSettings, *, k: int, history: int,
+    device: torch.device, chunk_epochs: int, max_chunks: int, progress: Callable[[str], None] = lambda _: None,
+    dp: "DPSettings | None" = None,
 ) -> dict[str, dict]:
-    """Each shop trains its own model from the same initialisation; scored on its own test set.
+    """Each shop trains its own model from the same initialisation, early-stopped on its own
+    validation split (:func:`early_stopped`); scored on its own test split.
 
     With ``dp`` every shop trains with user-level DP-SGD under those settings.
     """
     out = {}
-    for shop in shops:
+    for shop, final in zip(shops, finals):
         model = new_model(shop.num_items)
         started = time.perf_counter()
-        train_local(model, shop, settings, device=device, dp=dp)
-        out[shop.shop] = evaluate_model(model, shop, k=k, history=history, device=device)
-        progress(f"local baseline: {shop.shop} trained alone in {time.perf_counter() - started:.1f} s")
+        chosen = early_stopped(
+            model, shop, settings, chunk_epochs=chunk_epochs, max_chunks=max_chunks, device=device, dp=dp,
+            validate=lambda m: _ndcg(evaluate_model(m, shop, k=k, history=history, device=device), k),
+        )  # fmt: skip
+        out[shop.shop] = {**evaluate_model(model, final, k=k, history=history, device=device), "epochs": chosen["chunks"] * chunk_epochs,
+                          "validation_ndcg": chosen["validation_ndcg"]}  # fmt: skip
+        progress(f"local baseline: {shop.shop} trained alone in {time.perf_counter() - started:.1f} s ({out[shop.shop]['epochs']} epochs kept)")
     return out
 
 
@@ -87,25 +261,37 @@ def pool_shops(shops: list[ShopData]) -> tuple[ShopData, np.ndarray]:
     return pooled, np.concatenate(ranges).astype(np.int64)
 
 
+def _shop_view(model: InterestModel, new_model: ModelFactory, shop: ShopData, offset: int) -> InterestModel:
+    """The pooled model seen from one shop: shared weights plus that shop's slice of the pooled item table."""
+    view = new_model(shop.num_items)
+    state = model.state_dict()
+    if view.local is not None:
+        state["local.weight"] = state["local.weight"][offset : offset + shop.num_items]
+    view.load_state_dict(state)
+    return view
+
+
 def pooled_central(
-    shops: list[ShopData], new_model: ModelFactory, settings: TrainSettings, *, k: int, history: int, device: torch.device
+    shops: list[ShopData], finals: list[ShopData], new_model: ModelFactory, settings: TrainSettings, *, k: int, history: int,
+    device: torch.device, max_epochs: int, progress: Callable[[str], None] = lambda _: None,
 ) -> dict[str, dict]:
-    """The same model trained on all shops' data at once; scored per shop."""
+    """The same model trained on all shops' data at once, early-stopped per epoch on the shops'
+    macro validation NDCG (pooled data are ~N times a shop's: fewer epochs suit it); scored per shop."""
     pooled, negative_range = pool_shops(shops)
+    offsets = np.cumsum([0] + [s.num_items for s in shops])[:-1]
     model = new_model(pooled.num_items)
-    train_local(model, pooled, settings, device=device, negative_range=negative_range)
-    out, offset = {}, 0
-    for s in shops:
-        # The same model seen from one shop: shared weights plus that shop's slice of the
-        # pooled item table.
-        view = new_model(s.num_items)
-        state = model.state_dict()
-        if view.local is not None:
-            state["local.weight"] = state["local.weight"][offset : offset + s.num_items]
-        view.load_state_dict(state)
-        out[s.shop] = evaluate_model(view, s, k=k, history=history, device=device)
-        offset += s.num_items
-    return out
+
+    def validate(m: InterestModel) -> float:
+        values = [_ndcg(evaluate_model(_shop_view(m, new_model, s, int(o)), s, k=k, history=history, device=device), k) for s, o in zip(shops, offsets)]
+        return float(np.mean(values))
+
+    chosen = early_stopped(model, pooled, settings, chunk_epochs=1, max_chunks=max_epochs, validate=validate, device=device,
+                           negative_range=negative_range)  # fmt: skip
+    progress(f"pooled baseline: {chosen['chunks']} epochs kept (validation NDCG@{k} {chosen['validation_ndcg']:.4f})")
+    return {
+        f.shop: {**evaluate_model(_shop_view(model, new_model, f, int(o)), f, k=k, history=history, device=device), "epochs": chosen["chunks"]}
+        for f, o in zip(finals, offsets)
+    }
 
 
 def lightgcn_pooled(

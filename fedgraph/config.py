@@ -70,6 +70,10 @@ class ModelConfig:
     #: Add s * cos(user's text profile, item's text embedding) / temperature to every score
     #: (s learned, starting at 1): training starts from the content baseline.
     content_score: bool = True
+    #: The shop-private part of the served recommender: "ease" (each shop blends the global
+    #: model with its own EASE, λ and blend weight chosen on validation; never sent, not DP) or
+    #: "none" (the global model alone: under privacy.enabled every part of it is DP).
+    shop_private: str = "ease"
 
 
 @dataclass
@@ -109,10 +113,16 @@ class FederationConfig:
     simulation_wave: int = 64
 
 
-#: Every method a run reports, in report order: federated training and the baselines.
-METHODS = ("popularity", "content", "local", "federated", "pooled", "lightgcn_pooled")
+#: Every method a run reports, in report order: the federated system and the baselines.
+METHODS = (
+    "popularity", "content", "itemknn", "ease", "ease_dp", "local", "federated", "hybrid", "pooled", "pooled_ease", "lightgcn_pooled",
+)
+#: The federated system's own rows (fedgraph.selection): the global model alone, and blended with the shop's EASE.
+FEDERATED = ("federated", "hybrid")
 #: The methods a run can be measured against (fedgraph.baselines), in report order.
-BASELINES = tuple(m for m in METHODS if m != "federated")
+BASELINES = tuple(m for m in METHODS if m not in FEDERATED)
+#: Single-shop methods (what a shop can do without joining).
+SINGLE_SHOP = ("popularity", "content", "itemknn", "ease", "ease_dp", "local")
 
 
 @dataclass
@@ -251,6 +261,7 @@ class RunConfig:
             (self.federation.min_train_shops >= 1, "federation.min_train_shops must be >= 1"),
             (self.federation.simulation_wave >= 0, "federation.simulation_wave must be >= 0 (0 = ask every shop at once)"),
             (self.model.temperature > 0, "model.temperature must be > 0"),
+            (self.model.shop_private in ("ease", "none"), "model.shop_private must be ease (blend with the shop's own EASE) or none"),
             (self.evaluation.k >= 1, "evaluation.k must be >= 1"),
             (set(self.evaluation.baselines) <= set(BASELINES), f"evaluation.baselines may hold {', '.join(BASELINES)}"),
             (self.privacy.target_epsilon > 0, "privacy.target_epsilon must be > 0 (set privacy.enabled=false for no DP)"),

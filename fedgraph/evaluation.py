@@ -52,15 +52,28 @@ def _relevant_and_exclude(data: ShopData, users: np.ndarray) -> tuple[list[np.nd
     return [data.test_items(u) for u in users], [data.history(u) for u in users]
 
 
+@torch.no_grad()
+def model_scores(
+    model: InterestModel, data: ShopData, users: np.ndarray, *, history: int = 64, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """``[len(users), items]`` scores of ``model`` for ``users`` of the shop (on the CPU)."""
+    items = item_embeddings(model, data, device)
+    return model.score(user_embeddings(model, data, users, history=history, items=items, device=device), items).cpu()
+
+
+def evaluate_scores(data: ShopData, users: np.ndarray, scores: torch.Tensor, *, k: int = 20) -> dict[str, float | int]:
+    """Recall@k / NDCG@k of any ``[len(users), items]`` scores on the shop's held-out items
+    (each user's training items excluded): the one scoring path of every method."""
+    relevant, exclude = _relevant_and_exclude(data, users)
+    return evaluate_ranking(top_k_items(scores, k, exclude), relevant, k)
+
+
 def evaluate_model(
     model: InterestModel, data: ShopData, *, k: int = 20, history: int = 64, device: torch.device | str = "cpu"
 ) -> dict[str, float | int]:
     """Recall@k / NDCG@k of ``model`` on the shop's held-out items."""
     users = data.evaluable_users()
-    items = item_embeddings(model, data, device)
-    scores = model.score(user_embeddings(model, data, users, history=history, items=items, device=device), items)
-    relevant, exclude = _relevant_and_exclude(data, users)
-    return evaluate_ranking(top_k_items(scores.cpu(), k, exclude), relevant, k)
+    return evaluate_scores(data, users, model_scores(model, data, users, history=history, device=device), k=k)
 
 
 @torch.no_grad()

@@ -10,10 +10,12 @@
           "ndcg@20": float,                # macro average over shops
           "weighted": {"recall@20": .., "ndcg@20": ..},   # weighted by evaluated users
           "macro_excluding_largest": {"recall@20": .., "ndcg@20": ..},
-          "per_shop": {"<shop>": {"recall@20": .., "ndcg@20": .., "users": n}}
+          "per_shop": {"<shop>": {"recall@20": .., "ndcg@20": .., "users": n}},
+          "settings": {"<shop>": {"setting": .., "epochs": .., "l2": .., "alpha": ..}}   # chosen on validation, if any
         }
       },
-      "rounds": [{"round": r, "recall@20": macro, "ndcg@20": macro, "seconds": s}],
+      "rounds": [{"round": r, "recall@20": macro, "ndcg@20": macro, "seconds": s}],   # on VALIDATION
+      "selection": {"round": kept round, "hybrid": {"<shop>": {"l2": λ, "alpha": α, ...}}},
       "shops": [...], "largest_shop": "...", "timings": {...}, "environment": {...}, "graphs": {...},
       "privacy": {"enabled": bool, "unit": str, "per_shop": {"<shop>": {"epsilon": .., "delta": .., ...}}, ...}
     }
@@ -41,11 +43,17 @@ ORDER = METHODS
 LABELS = {
     "popularity": "popularity",
     "content": "content (no training)",
-    "local": "each shop alone",
-    "federated": "federated (fedgraph)",
-    "pooled": "all data pooled",
+    "itemknn": "item-kNN, shop alone",
+    "ease": "EASE, shop alone",
+    "ease_dp": "EASE-DP, shop alone",
+    "local": "same model, shop alone",
+    "federated": "federated global model",
+    "hybrid": "federated + shop EASE",
+    "pooled": "same model, pooled",
+    "pooled_ease": "EASE, all data pooled",
     "lightgcn_pooled": "LightGCN pooled (PyG)",
 }
+COLOURS = dict(zip(ORDER, ("#999999", "#8c564b", "#bcbd22", "#d62728", "#ff9896", "#e08a2c", "#1f6fb4", "#17becf", "#2ca02c", "#98df8a", "#9467bd")))
 
 
 def _summarise(per_shop: dict[str, dict], k: int, largest: str) -> dict[str, Any]:
@@ -54,18 +62,25 @@ def _summarise(per_shop: dict[str, dict], k: int, largest: str) -> dict[str, Any
     agg = aggregate_shops(clean)
     rest = {s: m for s, m in clean.items() if s != largest}
     agg_rest = aggregate_shops(rest) if rest else {"macro": {key: math.nan for key in keys}}
-    return {
+    out = {
         **{key: agg["macro"][key] for key in keys},
         "weighted": {key: agg["weighted"][key] for key in keys},
         "macro_excluding_largest": {key: agg_rest["macro"][key] for key in keys},
         "per_shop": clean,
     }
+    # what was chosen on validation, per shop (λ, neighbours, epochs, blend weight ...)
+    chosen = ("setting", "epochs", "l2", "alpha", "epsilon", "delta", "noise_multiplier")
+    settings = {s: {c: m[c] for c in chosen if c in m} for s, m in per_shop.items()}
+    if any(settings.values()):
+        out["settings"] = settings
+    return out
 
 
 def write_report(
     run: RunDir,
     results: dict[str, dict[str, dict]],
     *,
+    selection: dict[str, Any] | None = None,
     timings: dict[str, float],
     environment: dict[str, Any],
     graphs: dict[str, Any],
@@ -83,6 +98,8 @@ def write_report(
         "k": k, "methods": methods, "rounds": rounds, "shops": summary, "largest_shop": largest,
         "timings": timings, "environment": environment, "graphs": graphs, "privacy": privacy_summary(run),
         "config": run.config.to_dict(), "dataset": run.index.get("dataset", {}),
+        "selection": {"split": "validation: each user's latest items of the training period; test figures computed once",
+                      "round": (selection or {}).get("round"), "hybrid": (selection or {}).get("per_shop", {})},
     }  # fmt: skip
     atomic_write_json(run.metrics_file, doc)
     atomic_write_with(run.path / "metrics.png", lambda tmp: _plot(doc, tmp))
@@ -138,21 +155,29 @@ def privacy_summary(run: RunDir) -> dict[str, Any]:
 
 
 def summary_table(doc: dict[str, Any]) -> str:
+    """The terminal table: test figures of every method, then what the rows mean."""
     k = doc["k"]
-    head = f"{'method':<24} {'Recall@' + str(k):>10} {'NDCG@' + str(k):>9} {'NDCG w.':>9} {'NDCG excl. ' + doc['largest_shop']:>18}"
+    width = max([24] + [len(LABELS.get(m, m)) for m in doc["methods"]])
+    head = f"{'method (test split)':<{width}} {'Recall@' + str(k):>10} {'NDCG@' + str(k):>9} {'NDCG w.':>9} {'NDCG excl. ' + doc['largest_shop']:>18}"
     lines = [head, "-" * len(head)]
     for m, v in doc["methods"].items():
         lines.append(
-            f"{LABELS.get(m, m):<24} {v[f'recall@{k}']:>10.4f} {v[f'ndcg@{k}']:>9.4f} {v['weighted'][f'ndcg@{k}']:>9.4f} "
+            f"{LABELS.get(m, m):<{width}} {v[f'recall@{k}']:>10.4f} {v[f'ndcg@{k}']:>9.4f} {v['weighted'][f'ndcg@{k}']:>9.4f} "
             f"{v['macro_excluding_largest'][f'ndcg@{k}']:>18.4f}"
         )
     lines.append(f"(macro averages over {len(doc['shops'])} shops; 'w.' = weighted by evaluated users)")
+    selection = doc.get("selection") or {}
+    if selection.get("round") is not None:
+        lines.append(f"chosen on validation: federated round {selection['round']}; the hybrid's λ and blend weight per shop "
+                     "(metrics.json: selection); every baseline's settings likewise (baselines/*.json)")  # fmt: skip
     privacy = doc.get("privacy", {})
     if privacy.get("enabled"):
         lines.append(
             f"privacy: user-level DP-SGD per shop, ε ≤ {privacy['max_epsilon']:.2f} at δ ≤ {privacy['max_delta']:.1e} "
-            f"({privacy['accountant'].upper()} accountant; unit: {privacy['unit']}); 'each shop alone' trained under the same "
-            "DP plan; 'all data pooled' and LightGCN are non-private references"
+            f"({privacy['accountant'].upper()} accountant; unit: {privacy['unit']}) for the federated global model; "
+            "'same model, shop alone' under the same DP plan; EASE-DP one Gram release at the same ε; "
+            "'federated + shop EASE' blends in a shop EASE that is NOT DP (it never leaves the shop); "
+            "pooled rows and LightGCN are non-private references"
         )
     elif privacy:
         lines.append("privacy: none (privacy.enabled = false): no DP guarantee; enable with privacy.enabled=true privacy.target_epsilon=8")
@@ -160,33 +185,43 @@ def summary_table(doc: dict[str, Any]) -> str:
 
 
 def _plot(doc: dict[str, Any], path) -> None:
+    """Validation NDCG per round (kept round marked), test NDCG per method, test NDCG per shop."""
     k = doc["k"]
+    metric = f"ndcg@{k}"
     methods = doc["methods"]
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
-    colours = dict(zip(ORDER, ("#999999", "#8c564b", "#e08a2c", "#1f6fb4", "#2ca02c", "#9467bd")))
-    for ax, metric in zip(axes[:2], (f"ndcg@{k}", f"recall@{k}")):
-        rounds = [r["round"] for r in doc["rounds"]]
-        ax.plot(rounds, [r[metric] for r in doc["rounds"]], marker="o", color=colours["federated"], label=LABELS["federated"])
-        for m in ORDER:
-            if m in methods and m != "federated":
-                ax.axhline(methods[m][metric], linestyle="--", color=colours[m], label=f"{LABELS[m]} (final)")
-        ax.set_xlabel("federated round")
-        ax.set_ylabel(f"{metric.upper()} (macro over shops)")
-        ax.set_title(f"{metric.upper()} per round")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    fig, axes = plt.subplots(1, 3, figsize=(18, 5.2), gridspec_kw={"width_ratios": [1, 1, 1.6]})
+    ax = axes[0]
+    rounds = [r["round"] for r in doc["rounds"]]
+    ax.plot(rounds, [r[metric] for r in doc["rounds"]], marker="o", color=COLOURS["federated"], label="global model")
+    kept = (doc.get("selection") or {}).get("round")
+    if kept is not None:
+        ax.axvline(kept, color="black", linestyle=":", label=f"kept: round {kept}")
+    ax.set_xlabel("federated round")
+    ax.set_ylabel(f"{metric.upper()} (macro over shops)")
+    ax.set_title(f"validation {metric.upper()} per round")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    shown = [m for m in ORDER if m in methods]
+    ax.barh(range(len(shown)), [methods[m][metric] for m in shown], color=[COLOURS[m] for m in shown])
+    ax.set_yticks(range(len(shown)))
+    ax.set_yticklabels([LABELS[m] for m in shown], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"test {metric.upper()} (macro over shops)")
+    ax.set_title("test split, every method")
+    ax.grid(axis="x", alpha=0.3)
     ax = axes[2]
     shops = [s["shop"] for s in doc["shops"]]
-    shown = [m for m in ORDER if m in methods]
     width = 0.8 / max(len(shown), 1)
     for j, m in enumerate(shown):
-        vals = [methods[m]["per_shop"].get(s, {}).get(f"ndcg@{k}", float("nan")) for s in shops]
-        ax.bar([i + j * width for i in range(len(shops))], vals, width=width, color=colours[m], label=LABELS[m])
+        vals = [methods[m]["per_shop"].get(s, {}).get(metric, float("nan")) for s in shops]
+        ax.bar([i + j * width for i in range(len(shops))], vals, width=width, color=COLOURS[m], label=LABELS[m])
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(shops))])
     ax.set_xticklabels([f"{s}\n({next(x['users'] for x in doc['shops'] if x['shop'] == s)})" for s in shops], rotation=45, fontsize=7, ha="right")
-    ax.set_ylabel(f"NDCG@{k}")
+    ax.set_ylabel(f"test {metric.upper()}")
     ax.set_title("per shop (users)")
     ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=110)
     plt.close(fig)

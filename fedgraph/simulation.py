@@ -24,7 +24,7 @@ import torch
 
 from fedgraph.atomic import atomic_write_json
 from fedgraph.config import RunConfig
-from fedgraph.federation.run_dir import RunDir
+from fedgraph.federation.run_dir import RunDir, state_digest
 from fedgraph.features import feature_size, item_features
 from fedgraph.shop import ShopData, build_shop_data
 
@@ -69,10 +69,14 @@ def prepare(config: RunConfig, run: RunDir, say: Say = print) -> list[str]:
 
     started = time.perf_counter()
     dataset = load_dataset(config)
-    train, test = temporal_split(dataset.events, test_fraction=config.data.test_fraction, min_user_items=config.data.min_user_items)
+    d = config.data
+    train, test = temporal_split(dataset.events, test_fraction=d.test_fraction, min_user_items=d.min_user_items)
+    # Validation: the same cut applied again inside the training period (each user's latest
+    # items before the test items). Every choice is made on it; test figures are computed once.
+    fit, val = temporal_split(train, test_fraction=d.test_fraction, min_user_items=d.min_user_items)
     catalog = dataset.catalog.reset_index(drop=True)
     say(f"data: {len(dataset.events):,} events, {catalog['shop'].nunique()} shops, {len(catalog):,} catalog rows "
-        f"({len(train):,} train / {len(test):,} held-out events) in {time.perf_counter() - started:.1f} s")  # fmt: skip
+        f"({len(fit):,} train / {len(val):,} validation / {len(test):,} test events) in {time.perf_counter() - started:.1f} s")  # fmt: skip
     embedder = TextEmbedder(cache_dir=config.features.cache_dir or None, batch_size=config.features.text_batch_size)
     text = embed_catalog(catalog, embedder)
     say(f"text features: {len(catalog):,} items, {embedder.stats.as_dict()}")
@@ -84,18 +88,23 @@ def prepare(config: RunConfig, run: RunDir, say: Say = print) -> list[str]:
     # Events too: one groupby instead of a mask over every event per shop (that was
     # quadratic: 1,000 shops x 3.4M events). build_shop_data gets the shop's own rows, in
     # their original order, so its result is unchanged.
-    train_of_shop = train.groupby("shop", sort=False).indices
-    test_of_shop = test.groupby("shop", sort=False).indices
     no_rows = np.zeros(0, dtype=np.int64)
+    parts = {name: (frame, frame.groupby("shop", sort=False).indices) for name, frame in (("train", train), ("test", test), ("fit", fit), ("val", val))}
+
+    def rows(name: str, shop: str) -> pd.DataFrame:
+        frame, index = parts[name]
+        return frame.iloc[index.get(shop, no_rows)]
+
+    halflife = config.model.recency_halflife_days
     for shop in shops:
-        rows = rows_of_shop[shop]
-        shop_catalog = catalog.iloc[rows]
-        feats = item_features(text[rows], shop_catalog["price"].to_numpy(), neighbours=config.features.neighbours, hops=config.features.hops)
-        shop_train, shop_test = train.iloc[train_of_shop.get(shop, no_rows)], test.iloc[test_of_shop.get(shop, no_rows)]
-        data = build_shop_data(shop, shop_train, shop_test, shop_catalog, feats, recency_halflife_days=config.model.recency_halflife_days)
+        shop_catalog = catalog.iloc[rows_of_shop[shop]]
+        feats = item_features(text[rows_of_shop[shop]], shop_catalog["price"].to_numpy(), neighbours=config.features.neighbours, hops=config.features.hops)
+        final = build_shop_data(shop, rows("train", shop), rows("test", shop), shop_catalog, feats, recency_halflife_days=halflife)
+        data = build_shop_data(shop, rows("fit", shop), rows("val", shop), shop_catalog, feats, recency_halflife_days=halflife)
+        final.save(run.final_shop_file(shop))  # first: shop_file's presence marks the shop as prepared
         data.save(run.shop_file(shop))
-        summary.append({"shop": shop, "users": data.num_users, "items": data.num_items, "interactions": data.num_interactions,
-                        "evaluable_users": int(len(data.evaluable_users()))})  # fmt: skip
+        summary.append({"shop": shop, "users": final.num_users, "items": final.num_items, "interactions": final.num_interactions,
+                        "evaluable_users": int(len(final.evaluable_users())), "validation_users": int(len(data.evaluable_users()))})  # fmt: skip
     atomic_write_json(run.shops_dir / "index.json", {
         "shops": list(shops), "feature_size": feature_size(hops=config.features.hops), "dataset": dataset.description, "summary": summary,
     })  # fmt: skip
@@ -103,8 +112,9 @@ def prepare(config: RunConfig, run: RunDir, say: Say = print) -> list[str]:
     return list(shops)
 
 
-def load_shops(run: RunDir) -> list[ShopData]:
-    return [ShopData.load(run.shop_file(s)) for s in run.shop_names]
+def load_shops(run: RunDir, *, final: bool = False) -> list[ShopData]:
+    """Every shop's training data (held-out = validation), or with ``final`` its test view."""
+    return [ShopData.load(run.final_shop_file(s) if final else run.shop_file(s)) for s in run.shop_names]
 
 
 def _baseline_settings(run: RunDir):
@@ -121,13 +131,14 @@ def _train_alone(run_path: str, shop_name: str) -> tuple[str, dict]:
 
     torch.set_num_threads(1)
     run = RunDir.at(run_path)
-    shop = ShopData.load(run.shop_file(shop_name))
-    ev = run.config.evaluation
-    device = resolve_device(run.config.train.device)
+    shop, final = ShopData.load(run.shop_file(shop_name)), ShopData.load(run.final_shop_file(shop_name))
+    cfg = run.config
+    device = resolve_device(cfg.train.device)
     dp = _alone_dp(run, shop)
     per_shop = baselines.local_alone(
-        [shop], run.new_model, _baseline_settings(run), k=ev.k, history=ev.history, device=device, dp=dp
-    )[shop_name]
+        [shop], [final], run.new_model, _baseline_settings(run), k=cfg.evaluation.k, history=cfg.evaluation.history, device=device,
+        chunk_epochs=cfg.train.local_epochs, max_chunks=cfg.train.rounds, dp=dp,
+    )[shop_name]  # fmt: skip
     if dp is not None:
         per_shop = {**per_shop, "epsilon": _alone_epsilon(run, shop, dp), "delta": dp.delta}
     return shop_name, per_shop
@@ -176,35 +187,72 @@ def _local_in_parallel(run: RunDir, device: torch.device) -> dict[str, dict]:
         return dict(pool.map(_train_alone, [str(run.path)] * len(names), names))
 
 
+@dataclass
+class BaselineContext:
+    """What a baseline of :data:`BASELINE_METHODS` gets: the run, every shop's training view
+    (held-out = validation) and test view, the device and the progress printer."""
+
+    run: RunDir
+    shops: list[ShopData]
+    finals: list[ShopData]
+    device: torch.device
+    say: Say
+
+
+def _shop_epsilon(run: RunDir) -> Callable[[ShopData], tuple[float, float]]:
+    def of(shop: ShopData) -> tuple[float, float]:
+        plan = _alone_plan(run, shop)
+        return float(run.config.privacy.target_epsilon), float(plan["delta"])
+
+    return of
+
+
+def _baseline_methods() -> dict[str, Callable[[BaselineContext], dict[str, dict]]]:
+    from fedgraph import baselines as b
+
+    def ev(c: BaselineContext):
+        return c.run.config.evaluation
+
+    return {
+        "popularity": lambda c: b.popularity(c.finals, k=ev(c).k),
+        "content": lambda c: b.content(c.finals, k=ev(c).k, history=ev(c).history),
+        "ease": lambda c: b.ease_alone(c.shops, c.finals, k=ev(c).k),
+        "itemknn": lambda c: b.itemknn_alone(c.shops, c.finals, k=ev(c).k),
+        "ease_dp": lambda c: b.ease_dp_alone(c.shops, c.finals, k=ev(c).k, epsilon=_shop_epsilon(c.run), seed=c.run.config.train.seed),
+        "local": lambda c: _local_in_parallel(c.run, c.device),
+        "pooled": lambda c: b.pooled_central(
+            c.shops, c.finals, c.run.new_model, _baseline_settings(c.run), k=ev(c).k, history=ev(c).history, device=c.device,
+            max_epochs=c.run.config.train.rounds * c.run.config.train.local_epochs, progress=c.say,
+        ),
+        "pooled_ease": lambda c: b.pooled_ease(c.shops, c.finals, k=ev(c).k),
+        "lightgcn_pooled": lambda c: b.lightgcn_pooled(
+            c.finals, k=ev(c).k, epochs=ev(c).lightgcn_epochs, layers=ev(c).lightgcn_layers, dim=ev(c).lightgcn_dim,
+            lr=ev(c).lightgcn_lr, batch_size=ev(c).lightgcn_batch_size, seed=c.run.config.train.seed, device=c.device, progress=c.say,
+        ),
+    }  # fmt: skip
+
+
 def run_baselines(run: RunDir, say: Say = print) -> dict[str, dict[str, dict]]:
-    """Compute (or reuse) every configured baseline; one JSON file per method."""
-    from fedgraph import baselines
+    """Compute (or reuse) every configured baseline; one JSON file per method.
+
+    ``ease_dp`` runs only under ``privacy.enabled`` (it is a DP reference).
+    """
     from fedgraph.training.local import resolve_device
 
-    cfg, ev = run.config, run.config.evaluation
-    device = resolve_device(cfg.train.device)
-    shops = load_shops(run)
+    cfg = run.config
+    methods = _baseline_methods()
+    context = BaselineContext(run, load_shops(run), load_shops(run, final=True), resolve_device(cfg.train.device), say)
     results = {}
-    for method in ev.baselines:
+    for method in cfg.evaluation.baselines:
+        if method == "ease_dp" and not cfg.privacy.enabled:
+            continue
         path = run.baselines_dir / f"{method}.json"
         if path.exists():
             results[method] = json.loads(path.read_text())["per_shop"]
             say(f"baseline {method}: reused {path.name}")
             continue
         started = time.perf_counter()
-        if method == "popularity":
-            per_shop = baselines.popularity(shops, k=ev.k)
-        elif method == "content":
-            per_shop = baselines.content(shops, k=ev.k, history=ev.history)
-        elif method == "local":
-            per_shop = _local_in_parallel(run, device)
-        elif method == "pooled":
-            per_shop = baselines.pooled_central(shops, run.new_model, _baseline_settings(run), k=ev.k, history=ev.history, device=device)
-        else:
-            per_shop = baselines.lightgcn_pooled(
-                shops, k=ev.k, epochs=ev.lightgcn_epochs, layers=ev.lightgcn_layers, dim=ev.lightgcn_dim, lr=ev.lightgcn_lr,
-                batch_size=ev.lightgcn_batch_size, seed=cfg.train.seed, device=device, progress=say,
-            )  # fmt: skip
+        per_shop = methods[method](context)
         seconds = time.perf_counter() - started
         atomic_write_json(path, {"method": method, "seconds": seconds, "per_shop": per_shop})
         results[method] = per_shop
@@ -222,26 +270,40 @@ def federated_results(run: RunDir) -> dict[str, dict]:
     return {shop: {k: v for k, v in m.items() if k != "num-examples"} for shop, m in rounds[-1]["eval"].items()}
 
 
-def build_graphs(run: RunDir, say: Say = print) -> dict[str, Any]:
-    """Rebuild every shop's interest graph from the final global model into ``graph.sqlite``."""
+def build_graphs(run: RunDir, selection: dict[str, Any], say: Say = print) -> dict[str, Any]:
+    """Rebuild every shop's interest graph into ``graph.sqlite`` from the global model of the round
+    kept on validation, over the shop's whole training history; with the hybrid, recommendations
+    are the blend with the shop's own EASE (λ and α as chosen on validation)."""
+    from fedgraph.baselines import shop_matrix
     from fedgraph.evaluation import item_embeddings, user_embeddings
     from fedgraph.federation.shop_side import model_for_shop
     from fedgraph.graph import GraphStore, build_interest_graph
+    from fedgraph.models.ease import EASE
+    from fedgraph.models.hybrid import blend
     from fedgraph.training.local import resolve_device
 
     cfg = run.config
     device = resolve_device(cfg.train.device)
-    last = run.checkpoint_rounds()[-1]
-    checkpoint = run.load_checkpoint(last)
-    version = checkpoint["extra"].get("model_version", "")
+    kept = int(selection["round"])
+    state = run.load_checkpoint(kept)["state_dict"] if kept > 0 else run.new_model().state_dict()
+    version = state_digest(state)[:16]
     store = GraphStore(run.graph_file)
     sizes = {}
-    for shop in load_shops(run):
+    for shop in load_shops(run, final=True):
         started = time.perf_counter()
-        model = model_for_shop(run, shop, checkpoint["state_dict"])  # global weights + the shop's private part
+        model = model_for_shop(run, shop, state, server_round=kept)  # global weights + the shop's private part
         users = np.arange(shop.num_users)
         items = item_embeddings(model, shop, device)
         user_emb = user_embeddings(model, shop, users, history=cfg.evaluation.history, items=items, device=device)
+        rescore = None
+        choice = selection.get("per_shop", {}).get(shop.shop)
+        if choice is not None:
+            matrix = shop_matrix(shop)
+            ease = EASE(choice["l2"]).fit(matrix)
+
+            def rescore(start: int, stop: int, scores: torch.Tensor, ease=ease, matrix=matrix, alpha=choice["alpha"]) -> torch.Tensor:
+                return blend(scores.cpu(), ease.scores(matrix[start:stop]), alpha)
+
         # Scores are z_u . e_i / tau + b_i (exactly the evaluation's ranking): the builder
         # gets the unit item vectors (for similarities and interests) and the bias apart.
         graph = build_interest_graph(
@@ -249,7 +311,7 @@ def build_graphs(run: RunDir, say: Say = print) -> dict[str, Any]:
             items[:, :-1].cpu().numpy(), list(shop.item_titles), list(shop.item_categories),
             exclude=[shop.history(u) for u in users], item_bias=items[:, -1].cpu().numpy(),
             top_k_items=cfg.graph.top_k_items, top_k_interests=cfg.graph.top_k_interests,
-            top_k_neighbours=cfg.graph.top_k_neighbours, model_version=version, round=last, device=device,
+            top_k_neighbours=cfg.graph.top_k_neighbours, model_version=version, round=kept, device=device, rescore=rescore,
         )  # fmt: skip
         store.write(graph)
         sizes[shop.shop] = store.summary(shop.shop)
@@ -288,6 +350,7 @@ def simulate(config: RunConfig | None, out_dir: str | Path, *, resume: bool = Fa
     """Run (or resume) a whole simulation into ``out_dir``; returns the metrics document."""
     from fedgraph.flower_runtime import run_flower_simulation
     from fedgraph.report import write_report
+    from fedgraph.selection import select_and_test
 
     started = time.perf_counter()
     out_dir = Path(out_dir)
@@ -320,23 +383,29 @@ def simulate(config: RunConfig | None, out_dir: str | Path, *, resume: bool = Fa
             total_cpus=fed.total_cpus, on_line=lambda line: _forward_flower_line(line, say),
             clientapp="clients.client_app:secagg_app" if config.privacy.secure_aggregation else "clients.client_app:app",
         )  # fmt: skip
-    federated = federated_results(run)
+    federated_results(run)  # raises unless training finished
     timings["federated_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    selection = select_and_test(run, private_part=config.model.shop_private, say=say)
+    timings["selection_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
     results = run_baselines(run, say)
     timings["baselines_s"] = time.perf_counter() - t
-    results["federated"] = federated
+    results["federated"] = selection["federated"]
+    if selection["hybrid"]:
+        results["hybrid"] = selection["hybrid"]
 
     t = time.perf_counter()
-    graphs = build_graphs(run, say)
+    graphs = build_graphs(run, selection, say)
     timings["graphs_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - started
     environment = {
         "python": sys.version.split()[0], "torch": torch.__version__, "platform": platform.platform(),
         "device": str(torch.cuda.get_device_name(0)) if torch.cuda.is_available() else "cpu", **_peak_rss_mb(),
     }  # fmt: skip
-    return write_report(run, results, timings=timings, environment=environment, graphs=graphs, say=say)
+    return write_report(run, results, selection=selection, timings=timings, environment=environment, graphs=graphs, say=say)
 
 
 def _forward_flower_line(line: str, say: Say) -> None:

@@ -43,7 +43,9 @@ def test_two_shops_two_rounds_end_to_end(finished_run):
     out, stdout = finished_run
     assert "round 2/2 | shops 2/2" in stdout
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics["methods"]) == {"popularity", "content", "local", "federated", "pooled", "lightgcn_pooled"}
+    assert set(metrics["methods"]) == {
+        "popularity", "content", "itemknn", "ease", "local", "federated", "hybrid", "pooled", "pooled_ease", "lightgcn_pooled",
+    }  # fmt: skip
     shops = [s["shop"] for s in metrics["shops"]]
     assert len(shops) == 2
     for method in metrics["methods"].values():
@@ -53,9 +55,78 @@ def test_two_shops_two_rounds_end_to_end(finished_run):
     assert [r["round"] for r in metrics["rounds"]] == [0, 1, 2]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["round-0001.pt", "round-0002.pt"]
     assert (out / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # the shop-private item part stayed in the shop's directory, one file per shop
-    assert sorted(p.stem for p in (out / "local").iterdir()) == sorted(shops)
+    # the shop-private item part stayed in the shop's directory: the latest, and the kept and last rounds' copies
+    kept = metrics["selection"]["round"]
+    assert sorted(p.name for p in (out / "local").iterdir()) == sorted([f"{s}.pt" for s in shops] + shops)
+    for shop in shops:
+        assert sorted(p.name for p in (out / "local" / shop).iterdir()) == sorted({f"round-{r:04d}.pt" for r in (kept, 2) if r > 0})
     assert not _no_process_mentions(str(out)), "a Flower process of the run is still alive"
+
+
+def test_validation_and_test_are_disjoint_and_the_history_is_the_whole_training_period(finished_run):
+    from fedgraph.federation.run_dir import RunDir
+    from fedgraph.shop import ShopData
+
+    run = RunDir.at(finished_run[0])
+    for shop in run.shop_names:
+        val, final = ShopData.load(run.shop_file(shop)), ShopData.load(run.final_shop_file(shop))
+        assert list(val.users) == list(final.users) and list(val.items) == list(final.items)
+        assert len(val.evaluable_users()) > 0 and len(final.evaluable_users()) > 0
+        for u in range(final.num_users):
+            fit, held_val, history, test = (set(a.tolist()) for a in (val.history(u), val.test_items(u), final.history(u), final.test_items(u)))
+            assert not held_val & test and not fit & held_val and not history & test
+            assert fit | held_val == history  # validation comes out of the training period
+
+
+def test_the_kept_round_is_the_validation_best_and_test_is_scored_on_it(finished_run):
+    from fedgraph.evaluation import evaluate_model
+    from fedgraph.federation.run_dir import RunDir
+    from fedgraph.federation.shop_side import model_for_shop
+    from fedgraph.shop import ShopData
+
+    out, stdout = finished_run
+    run = RunDir.at(out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    validation = {r["round"]: r["ndcg@20"] for r in metrics["rounds"]}
+    kept = metrics["selection"]["round"]
+    assert validation[kept] == max(validation.values()) and f"selection: round {kept} kept" in stdout
+    state = run.load_checkpoint(kept)["state_dict"] if kept else run.new_model().state_dict()
+    for shop in run.shop_names:
+        final = ShopData.load(run.final_shop_file(shop))
+        model = model_for_shop(run, final, state, server_round=kept)
+        assert evaluate_model(model, final)["ndcg@20"] == pytest.approx(metrics["methods"]["federated"]["per_shop"][shop]["ndcg@20"])
+        choice = metrics["selection"]["hybrid"][shop]
+        assert 0.0 <= choice["alpha"] <= 1.0 and choice["l2"] > 0
+        assert choice["validation_ndcg"] >= choice["global_validation_ndcg"]  # α = 1 was among the choices
+
+
+def test_what_a_shop_sends_holds_no_private_part(finished_run, tmp_path):
+    """The reply of the ClientApp's train handler: the shared weights and numeric metrics only;
+    neither the shop-private item table nor anything of the hybrid's EASE."""
+    from types import SimpleNamespace
+
+    from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+
+    from clients.client_app import train
+    from fedgraph.federation.run_dir import RunDir
+    from fedgraph.federation.shop_side import shared_names
+    from fedgraph.shop import ShopData
+
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(finished_run[0], copy)  # training writes the shop's private part: leave the shared run as it is
+    run = RunDir.at(copy)
+    state = run.load_checkpoint(2)["state_dict"]
+    for partition, shop in enumerate(run.shop_names):
+        msg = Message(RecordDict({"arrays": ArrayRecord(state), "config": ConfigRecord({"server-round": 3})}), 0, "train")
+        reply = train(msg, SimpleNamespace(node_config={"partition-id": partition}, run_config={"run-dir": str(run.path)}))
+        assert set(reply.content.keys()) == {"arrays", "metrics"}
+        sent = reply.content["arrays"].to_torch_state_dict()
+        assert list(sent) == shared_names(str(run.path)) and not any(name.startswith("local.") for name in sent)
+        assert {k: v.shape for k, v in sent.items()} == {k: v.shape for k, v in state.items()}  # nothing sized by the shop's catalog
+        assert ShopData.load(run.shop_file(shop)).num_items > 0 and (run.local_state_file(shop, 3)).exists()  # it did train, with its private part
+        assert all(isinstance(v, (int, float)) for v in reply.content["metrics"].values())
 
 
 def test_interest_graph_built_and_queryable(finished_run):
@@ -64,7 +135,8 @@ def test_interest_graph_built_and_queryable(finished_run):
     shops = store.shops()
     assert len(shops) == 2
     summary = store.summary(shops[0])
-    assert summary["round"] == 2 and summary["n_users"] > 0 and summary["n_user_item"] > 0
+    kept = json.loads((out / "metrics.json").read_text())["selection"]["round"]
+    assert summary["round"] == kept and summary["n_users"] > 0 and summary["n_user_item"] > 0
     user_id = list(store.iter_nodes(shops[0], "user"))[0][0]
     recs = store.user_recommendations(shops[0], user_id, k=5)
     assert len(recs) == 5 and recs[0].score >= recs[-1].score

@@ -177,7 +177,7 @@ def run_rounds(grid: Grid, strategy: Strategy, run: RunDir, *, say: Callable[[st
         evals, failures = _evaluate(grid, strategy, 0, arrays, timeout, run, wave)
         history["rounds"].append({"round": 0, "eval": evals, "failures": failures, "model_version": state_digest(arrays.to_torch_state_dict())[:16]})
         run.write_history(history)
-        say(f"{PREFIX} round 0/{total} | initial model | NDCG@{k} {_mean([e[f'ndcg@{k}'] for e in evals.values()]):.4f} (macro over {len(evals)} shops)")
+        say(f"{PREFIX} round 0/{total} | initial model | validation NDCG@{k} {_mean([e[f'ndcg@{k}'] for e in evals.values()]):.4f} (macro over {len(evals)} shops)")
     else:
         start = int(checkpoint["round"])
         arrays = ArrayRecord(checkpoint["state_dict"])
@@ -229,7 +229,7 @@ def run_rounds(grid: Grid, strategy: Strategy, run: RunDir, *, say: Callable[[st
             f"{PREFIX} round {server_round}/{total} | shops {len(train)}/{len(train) + len(failures)} | "
             + ("secure aggregation (SecAgg+) | " if cfg.privacy.secure_aggregation else "")
             + (f"loss {loss:.4f} | " if not cfg.privacy.enabled else "loss withheld (private under DP) | ")
-            + f"NDCG@{k} {_mean([e[f'ndcg@{k}'] for e in evals.values()]):.4f} | "
+            + f"validation NDCG@{k} {_mean([e[f'ndcg@{k}'] for e in evals.values()]):.4f} | "
             f"Recall@{k} {_mean([e[f'recall@{k}'] for e in evals.values()]):.4f} (macro) | {seconds:.1f} s"
             + (f" | ε ≤ {max(t['epsilon'] for t in train.values()):.2f} (max over shops, δ per shop)" if any("epsilon" in t for t in train.values()) else "")
             + (f" | client-level ε {client_dp['epsilon']:.2f} (δ {client_dp['delta']:g}, unit: one shop)" if client_dp else "")

@@ -5,7 +5,8 @@
     RUN_DIR/
       config.toml              resolved configuration (every process reads this)
       shops/index.json         shop names in partition order, feature size
-      shops/<shop>.npz         one shop's prepared data (fedgraph.shop.ShopData)
+      shops/<shop>.npz         one shop's training data (fedgraph.shop.ShopData): held-out = validation
+      shops/<shop>.final.npz   the same shop for test figures: the whole training period, held-out = test
       checkpoints/round-NNNN.pt  global model after round N (atomic, with a digest)
       federated_history.json   per-round, per-shop training and evaluation figures
       baselines/<method>.json  results of the comparison methods
@@ -90,7 +91,15 @@ class RunDir:
         return list(self.index["shops"])
 
     def shop_file(self, shop: str) -> Path:
+        """The data every model of the run trains on; its held-out items are the *validation* split
+        (each user's latest items of the training period) in a simulation, where every choice is
+        made (round kept, blend weights, λ). In a deployment it is the shop's own whole log."""
         return self.shops_dir / f"{shop}.npz"
+
+    def final_shop_file(self, shop: str) -> Path:
+        """Simulations only: the whole training period (training + validation items) as history and
+        the *test* items held out; test figures are computed once on it, for the chosen models."""
+        return self.shops_dir / f"{shop}.final.npz"
 
     def new_model(self, num_local_items: int = 0) -> InterestModel:
         """A freshly initialised model (same seed → same shared weights in every process).
@@ -104,9 +113,13 @@ class RunDir:
             num_local_items=num_local_items if m.local_items else 0, content_dim=TEXT_DIM if m.content_score else 0,
         )  # fmt: skip
 
-    def local_state_file(self, shop: str) -> Path:
-        """Where a shop keeps its private parameters between rounds (never sent anywhere)."""
-        return self.path / "local" / f"{shop}.pt"
+    def local_state_file(self, shop: str, server_round: int | None = None) -> Path:
+        """Where a shop keeps its private parameters between rounds (never sent anywhere);
+        with ``server_round``, the copy kept after that round (so the round chosen on validation
+        can be served with its own private part)."""
+        if server_round is None:
+            return self.path / "local" / f"{shop}.pt"
+        return self.path / "local" / shop / f"round-{server_round:04d}.pt"
 
     # ------------------------------------------------------------ checkpoints
     def privacy_dir(self, shop: str) -> Path:

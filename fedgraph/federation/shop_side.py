@@ -50,13 +50,14 @@ def round_seed(base: int, server_round: int, shop: str) -> int:
     return (base * 1_000_003 + server_round * 7919 + zlib.crc32(shop.encode())) % (2**31)
 
 
-def model_for_shop(run: RunDir, data: ShopData, state: dict[str, torch.Tensor]):
-    """A model holding the global ``state`` plus this shop's private part (if any yet)."""
+def model_for_shop(run: RunDir, data: ShopData, state: dict[str, torch.Tensor], *, server_round: int | None = None):
+    """A model holding the global ``state`` plus this shop's private part (if any yet): the
+    latest one, or with ``server_round`` the one kept after that round."""
     model = run.new_model(data.num_items)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or any(not k.startswith("local.") for k in missing):
         raise ValueError(f"global weights do not fit the model: missing {missing}, unexpected {unexpected}")
-    path = run.local_state_file(data.shop)
+    path = run.local_state_file(data.shop, server_round)
     if model.local is not None and path.exists():
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=False)
     return model
@@ -108,7 +109,10 @@ def shop_train(
     run = RunDir.at(run_dir)
     _limit_threads(run)
     data = shop_data(run, partition_id)
-    model = model_for_shop(run, data, state)
+    # The private part as it was after the previous round where that copy is kept (a resumed
+    # simulation then trains exactly as an uninterrupted one), else the latest.
+    previous = server_round - 1 if run.local_state_file(data.shop, server_round - 1).exists() else None
+    model = model_for_shop(run, data, state, server_round=previous)
     seed = round_seed(run.config.train.seed, server_round, data.shop)
     settings = train_settings(run, seed=seed, proximal_mu=proximal_mu)
     device = resolve_device(run.config.train.device)
@@ -137,8 +141,12 @@ def shop_train(
         }  # fmt: skip
     local = model.local_state_dict()
     if local:  # the shop-private part stays in the shop's own directory
-        with atomic_path(run.local_state_file(data.shop)) as tmp:
-            torch.save({k: v.detach().cpu() for k, v in local.items()}, tmp)
+        keep = [run.local_state_file(data.shop)]
+        if run.final_shop_file(data.shop).exists():  # a simulation: a round may be chosen later on validation
+            keep.append(run.local_state_file(data.shop, server_round))
+        for target in keep:
+            with atomic_path(target) as tmp:
+                torch.save({k: v.detach().cpu() for k, v in local.items()}, tmp)
     return {k: v.detach().cpu() for k, v in model.shared_state_dict().items()}, metrics
 
 

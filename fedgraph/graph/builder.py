@@ -19,7 +19,7 @@ Scores are computed in chunks with :func:`torch.topk`, so the full ``users x ite
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -163,6 +163,7 @@ def build_interest_graph(
     batch_size: int = 4096,
     temperature: float = 0.1,
     item_bias: np.ndarray | torch.Tensor | None = None,
+    rescore: Callable[[int, int, torch.Tensor], torch.Tensor] | None = None,
 ) -> InterestGraph:
     """Build a shop's :class:`InterestGraph` from user and item embeddings.
 
@@ -186,6 +187,10 @@ def build_interest_graph(
         item_bias: optional ``(n_items,)`` per-item score offset: the recommendation score is
             then ``user . item + item_bias`` (the interest model's shop-private item bias).
             Similarities and interests use the embeddings alone.
+        rescore: optional ``rescore(start, stop, scores) -> scores``: given users
+            ``start:stop`` and their ``[stop - start, n_items]`` embedding scores, the scores to
+            recommend by instead (the hybrid's blend with the shop-private EASE); the
+            recommendation edges then carry these scores.
 
     User -> interest weights: each interest ``c`` gets an embedding ``e_c``, the L2-normalised
     mean of the embeddings of the items whose category is ``c``. A user ``u``'s affinity to
@@ -266,6 +271,8 @@ def build_interest_graph(
                 scores = torch.matmul(u, items_tt, out=buffer[: stop - start])
                 if bias_t is not None:
                     scores.add_(bias_t)
+                if rescore is not None:
+                    scores = rescore(start, stop, scores).to(dev, torch.float32)
                 if excl is not None and indptr[stop] > indptr[start]:
                     cols = torch.from_numpy(excl[indptr[start]:indptr[stop]]).to(dev).long()
                     rows = torch.repeat_interleave(

@@ -1,0 +1,122 @@
+"""Model selection on validation, then one test evaluation of the chosen federated system.
+
+A simulation holds each shop twice (:class:`~fedgraph.federation.run_dir.RunDir`): the
+training view, whose held-out items are the **validation** split, and the test view (the whole
+training period as history, the **test** items held out). Federated rounds are scored on
+validation only. After training:
+
+1. the **round** kept is the one with the best macro validation NDCG@k over shops (round 0,
+   the untrained model, included); ties go to the earlier round;
+2. per shop, the **hybrid** (:mod:`fedgraph.models.hybrid`) chooses the shop-private EASE's λ
+   and the blend weight α jointly on the shop's validation split, with the kept round's model;
+3. both the kept global model alone (``federated``) and the hybrid (``hybrid``) are scored once
+   on test, EASE refitted on the whole training period with the chosen λ.
+
+In a simulation the validation figures come from every shop's private data without noise;
+they steer choices only and are not part of the DP accounting (PRIVACY.md says so).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from fedgraph.atomic import atomic_write_json
+from fedgraph.baselines import EASE_L2, shop_matrix
+from fedgraph.evaluation import evaluate_scores, model_scores
+from fedgraph.federation.run_dir import RunDir
+from fedgraph.models.ease import EASE
+from fedgraph.models.hybrid import ALPHAS, blend
+from fedgraph.shop import ShopData
+
+Say = Callable[[str], None]
+
+
+def select_round(history: dict[str, Any], k: int) -> tuple[int, dict[int, float]]:
+    """The round with the best macro validation NDCG@k (ties: the earlier), and every round's figure."""
+    per_round = {}
+    for r in history.get("rounds", []):
+        values = [float(e[f"ndcg@{k}"]) for e in r.get("eval", {}).values() if e.get(f"ndcg@{k}") == e.get(f"ndcg@{k}")]
+        if values:
+            per_round[int(r["round"])] = float(np.mean(values))
+    if not per_round:
+        raise RuntimeError("no round has validation figures: the federated training did not evaluate; resume the run")
+    best = max(per_round, key=lambda r: (per_round[r], -r))
+    return best, per_round
+
+
+def _ndcg(data: ShopData, users: np.ndarray, scores: torch.Tensor, k: int) -> float:
+    value = float(evaluate_scores(data, users, scores, k=k)[f"ndcg@{k}"])
+    return value if value == value else -1.0
+
+
+def hybrid_choice(model, val: ShopData, *, k: int, history: int, device: torch.device) -> dict[str, Any]:
+    """λ and α of the shop's hybrid, chosen jointly on its validation split (ties: larger α, smaller λ)."""
+    users = val.evaluable_users()
+    if len(users) == 0:
+        return {"l2": EASE_L2[0], "alpha": 1.0, "validation_ndcg": float("nan"), "global_validation_ndcg": float("nan")}
+    global_scores = model_scores(model, val, users, history=history, device=device)
+    matrix = shop_matrix(val)
+    tried: dict[tuple[float, float], float] = {}
+    for l2 in EASE_L2:
+        private = EASE(l2).fit(matrix).scores(matrix[users])
+        for alpha in ALPHAS:
+            tried[(l2, alpha)] = _ndcg(val, users, blend(global_scores, private, alpha), k)
+    l2, alpha = max(tried, key=lambda key: (tried[key], key[1], -key[0]))
+    return {"l2": l2, "alpha": alpha, "validation_ndcg": tried[(l2, alpha)], "global_validation_ndcg": tried[(EASE_L2[0], 1.0)]}
+
+
+def select_and_test(run: RunDir, *, private_part: str, say: Say = print) -> dict[str, Any]:
+    """Choose the round (and, with ``private_part == "ease"``, each shop's hybrid) on validation and
+    score the choice once on test; the result is kept in ``selection.json`` (reused on resume)."""
+    from fedgraph.federation.shop_side import model_for_shop
+    from fedgraph.training.local import resolve_device
+
+    path = run.path / "selection.json"
+    rounds = run.read_history()
+    versions = [[int(r["round"]), r.get("model_version", "")] for r in rounds.get("rounds", [])]
+    if path.exists():
+        import json
+
+        kept = json.loads(path.read_text())
+        if kept.get("model_versions") == versions:  # the same rounds as when it was chosen
+            say(f"selection: reused {path.name}")
+            return kept
+    cfg = run.config
+    k, history = cfg.evaluation.k, cfg.evaluation.history
+    device = resolve_device(cfg.train.device)
+    best, per_round = select_round(rounds, k)
+    say(f"selection: round {best} kept (macro validation NDCG@{k} {per_round[best]:.4f}; last round {max(per_round)}: {per_round[max(per_round)]:.4f})")
+    state = run.load_checkpoint(best)["state_dict"] if best > 0 else run.new_model().state_dict()
+    federated, hybrid, choices = {}, {}, {}
+    for name in run.shop_names:
+        val, final = ShopData.load(run.shop_file(name)), ShopData.load(run.final_shop_file(name))
+        model = model_for_shop(run, val, state, server_round=best)
+        users = final.evaluable_users()
+        global_scores = model_scores(model, final, users, history=history, device=device)
+        federated[name] = evaluate_scores(final, users, global_scores, k=k)
+        if private_part == "ease":
+            choice = hybrid_choice(model, val, k=k, history=history, device=device)
+            matrix = shop_matrix(final)
+            private = EASE(choice["l2"]).fit(matrix).scores(matrix[users])
+            hybrid[name] = {**evaluate_scores(final, users, blend(global_scores, private, choice["alpha"]), k=k), **choice}
+            choices[name] = choice
+    _prune_private_rounds(run, keep=(best, max(per_round)))
+    doc = {"round": best, "model_versions": versions, "validation_ndcg": {str(r): v for r, v in per_round.items()}, "private_part": private_part,
+           "per_shop": choices, "federated": federated, "hybrid": hybrid}  # fmt: skip
+    atomic_write_json(path, doc)
+    return doc
+
+
+def _prune_private_rounds(run: RunDir, *, keep: tuple[int, ...]) -> None:
+    """Delete the shops' per-round private parts except those of the rounds in ``keep`` (the kept
+    round, and the last one, from which a resumed run would go on)."""
+    for name in run.shop_names:
+        folder = run.local_state_file(name, 0).parent
+        if folder.is_dir():
+            wanted = {run.local_state_file(name, r) for r in keep}
+            for file in folder.glob("round-*.pt"):
+                if file not in wanted:
+                    file.unlink()
