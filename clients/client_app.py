@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 
 from fedgraph.federation.secure_aggregation import fitins_to_state, state_to_fitres
-from fedgraph.federation.shop_side import shared_names, shop_evaluate, shop_train
+from fedgraph.federation.shop_side import shared_names, shop_evaluate, shop_item_counts, shop_train
 from fedgraph.deploy.shop_app import shop_location  # run dir + partition id (simulation or shop daemon)
 
 app = ClientApp()
@@ -32,6 +33,16 @@ def evaluate(msg: Message, context: Context) -> Message:
         msg.content["arrays"].to_torch_state_dict(),
     )
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+
+
+@app.query()
+def item_counts(msg: Message, context: Context) -> Message:
+    """Federated EASE: the shop's item co-occurrence counts (fedgraph.federation.item_counts)."""
+    run_dir, partition_id = shop_location(context, msg)
+    found = shop_item_counts(run_dir, partition_id)
+    arrays = {f"{view}.{part}": torch.from_numpy(a) for view, coo in found["counts"].items() for part, a in zip(("row", "col", "count"), coo)}
+    keys = ConfigRecord({f"{view}.keys": list(k) for view, k in found["keys"].items()} | {"partition-id": partition_id})
+    return Message(RecordDict({"counts": ArrayRecord(arrays), "keys": keys}), reply_to=msg)
 
 
 # With privacy.secure_aggregation the server runs Flower's SecAgg+ workflow (legacy message

@@ -70,10 +70,19 @@ class ModelConfig:
     #: Add s * cos(user's text profile, item's text embedding) / temperature to every score
     #: (s learned, starting at 1): training starts from the content baseline.
     content_score: bool = True
-    #: The shop-private part of the served recommender: "ease" (each shop blends the global
-    #: model with its own EASE, λ and blend weight chosen on validation; never sent, not DP) or
-    #: "none" (the global model alone: under privacy.enabled every part of it is DP).
-    shop_private: str = "ease"
+    #: What each shop blends with the global model (weights chosen on its validation split):
+    #: "federated_ease" (EASE on its own counts or on the federation's summed item
+    #: co-occurrence counts, whichever validates better: the shops send their counts, not DP,
+    #: so not with privacy.enabled or secure aggregation), "ease" (EASE on its own log only;
+    #: never sent, not DP), "none" (the global model alone: fully DP under privacy.enabled), or
+    #: "auto": federated_ease, or ease under privacy.enabled / secure aggregation.
+    shop_private: str = "auto"
+
+    def private_part(self, privacy: "PrivacyConfig") -> str:
+        """``shop_private`` with ``auto`` resolved against the privacy settings."""
+        if self.shop_private != "auto":
+            return self.shop_private
+        return "ease" if privacy.enabled or privacy.secure_aggregation else "federated_ease"
 
 
 @dataclass
@@ -261,7 +270,11 @@ class RunConfig:
             (self.federation.min_train_shops >= 1, "federation.min_train_shops must be >= 1"),
             (self.federation.simulation_wave >= 0, "federation.simulation_wave must be >= 0 (0 = ask every shop at once)"),
             (self.model.temperature > 0, "model.temperature must be > 0"),
-            (self.model.shop_private in ("ease", "none"), "model.shop_private must be ease (blend with the shop's own EASE) or none"),
+            (self.model.shop_private in ("auto", "federated_ease", "ease", "none"),
+             "model.shop_private must be auto, federated_ease, ease (the shop's own EASE only) or none (the global model alone)"),
+            (self.model.shop_private != "federated_ease" or not (self.privacy.enabled or self.privacy.secure_aggregation),
+             "model.shop_private=federated_ease sends each shop's item co-occurrence counts, which are not differentially private "
+             "and would be seen one shop at a time: with privacy.enabled or privacy.secure_aggregation use model.shop_private=ease or none"),
             (self.evaluation.k >= 1, "evaluation.k must be >= 1"),
             (set(self.evaluation.baselines) <= set(BASELINES), f"evaluation.baselines may hold {', '.join(BASELINES)}"),
             (self.privacy.target_epsilon > 0, "privacy.target_epsilon must be > 0 (set privacy.enabled=false for no DP)"),

@@ -48,7 +48,7 @@ LABELS = {
     "ease_dp": "EASE-DP, shop alone",
     "local": "same model, shop alone",
     "federated": "federated global model",
-    "hybrid": "federated + shop EASE",
+    "hybrid": "fedgraph hybrid (global + EASE)",
     "pooled": "same model, pooled",
     "pooled_ease": "EASE, all data pooled",
     "lightgcn_pooled": "LightGCN pooled (PyG)",

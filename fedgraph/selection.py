@@ -7,8 +7,10 @@ validation only. After training:
 
 1. the **round** kept is the one with the best macro validation NDCG@k over shops (round 0,
    the untrained model, included); ties go to the earlier round;
-2. per shop, the **hybrid** (:mod:`fedgraph.models.hybrid`) chooses the shop-private EASE's λ
-   and the blend weight α jointly on the shop's validation split, with the kept round's model;
+2. per shop, the **hybrid** (:mod:`fedgraph.models.hybrid`) chooses on the shop's validation
+   split, with the kept round's model: which counts its EASE is fitted on (its own log, or with
+   federated EASE the federation's summed counts, :mod:`fedgraph.federation.item_counts`), EASE's
+   λ, and the blend weight α;
 3. both the kept global model alone (``federated``) and the hybrid (``hybrid``) are scored once
    on test, EASE refitted on the whole training period with the chosen λ.
 
@@ -52,20 +54,54 @@ def _ndcg(data: ShopData, users: np.ndarray, scores: torch.Tensor, k: int) -> fl
     return value if value == value else -1.0
 
 
-def hybrid_choice(model, val: ShopData, *, k: int, history: int, device: torch.device) -> dict[str, Any]:
-    """λ and α of the shop's hybrid, chosen jointly on its validation split (ties: larger α, smaller λ)."""
+def private_grams(run: RunDir, val: ShopData, private_part: str) -> dict[str, np.ndarray]:
+    """The Gram matrices of the validation view the shop's EASE may be fitted on: ``own`` (its
+    own log) and, with federated EASE, ``federated`` (the federation's summed counts restricted
+    to its catalog)."""
+    from fedgraph.federation.item_counts import shop_gram
+    from fedgraph.models.ease import gram
+
+    out = {"own": gram(shop_matrix(val))}
+    if private_part == "federated_ease":
+        out["federated"] = shop_gram(run.path / "federated_counts.npz", "train", val)
+    return out
+
+
+def final_private_model(run: RunDir, final: ShopData, choice: dict[str, Any]) -> EASE:
+    """The shop's private EASE as chosen (counts and λ), fitted on the whole training period."""
+    from fedgraph.federation.item_counts import shop_gram
+    from fedgraph.models.ease import gram
+
+    g = shop_gram(run.path / "federated_counts.npz", "final", final) if choice["gram"] == "federated" else gram(shop_matrix(final))
+    return EASE(choice["l2"]).fit_gram(g, popularity=np.diag(g).copy())
+
+
+def hybrid_choice(model, val: ShopData, grams: dict[str, np.ndarray], *, k: int, history: int, device: torch.device) -> dict[str, Any]:
+    """The shop's hybrid, chosen on its validation split: for each Gram candidate the λ that
+    validates best for EASE alone, then the candidate and blend weight α whose blend validates
+    best (ties: the own log, the larger α)."""
     users = val.evaluable_users()
     if len(users) == 0:
-        return {"l2": EASE_L2[0], "alpha": 1.0, "validation_ndcg": float("nan"), "global_validation_ndcg": float("nan")}
+        return {"gram": "own", "l2": EASE_L2[0], "alpha": 1.0, "validation_ndcg": float("nan"), "global_validation_ndcg": float("nan")}
     global_scores = model_scores(model, val, users, history=history, device=device)
-    matrix = shop_matrix(val)
-    tried: dict[tuple[float, float], float] = {}
-    for l2 in EASE_L2:
-        private = EASE(l2).fit(matrix).scores(matrix[users])
+    rows = shop_matrix(val)[users]
+    tried: dict[tuple[str, float], float] = {}
+    chosen_l2: dict[str, float] = {}
+    for name, g in grams.items():
+        best_l2, best_scores, best_value = None, None, -np.inf
+        popularity = np.diag(g).copy()
+        for l2 in EASE_L2:
+            scores = EASE(l2).fit_gram(g, popularity=popularity).scores(rows)
+            value = _ndcg(val, users, scores, k)
+            if value > best_value:
+                best_l2, best_scores, best_value = l2, scores, value
+        chosen_l2[name] = best_l2
         for alpha in ALPHAS:
-            tried[(l2, alpha)] = _ndcg(val, users, blend(global_scores, private, alpha), k)
-    l2, alpha = max(tried, key=lambda key: (tried[key], key[1], -key[0]))
-    return {"l2": l2, "alpha": alpha, "validation_ndcg": tried[(l2, alpha)], "global_validation_ndcg": tried[(EASE_L2[0], 1.0)]}
+            tried[(name, alpha)] = _ndcg(val, users, blend(global_scores, best_scores, alpha), k)
+    order = list(grams)
+    name, alpha = max(tried, key=lambda key: (tried[key], -order.index(key[0]), key[1]))
+    return {"gram": name, "l2": chosen_l2[name], "alpha": alpha, "validation_ndcg": tried[(name, alpha)],
+            "global_validation_ndcg": tried[(order[0], 1.0)], "ease_l2": chosen_l2}  # fmt: skip
 
 
 def select_and_test(run: RunDir, *, private_part: str, say: Say = print) -> dict[str, Any]:
@@ -97,10 +133,10 @@ def select_and_test(run: RunDir, *, private_part: str, say: Say = print) -> dict
         users = final.evaluable_users()
         global_scores = model_scores(model, final, users, history=history, device=device)
         federated[name] = evaluate_scores(final, users, global_scores, k=k)
-        if private_part == "ease":
-            choice = hybrid_choice(model, val, k=k, history=history, device=device)
-            matrix = shop_matrix(final)
-            private = EASE(choice["l2"]).fit(matrix).scores(matrix[users])
+        if private_part in ("ease", "federated_ease"):
+            grams = private_grams(run, val, private_part)
+            choice = hybrid_choice(model, val, grams, k=k, history=history, device=device)
+            private = final_private_model(run, final, choice).scores(shop_matrix(final)[users])
             hybrid[name] = {**evaluate_scores(final, users, blend(global_scores, private, choice["alpha"]), k=k), **choice}
             choices[name] = choice
     _prune_private_rounds(run, keep=(best, max(per_round)))

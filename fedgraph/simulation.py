@@ -278,8 +278,8 @@ def build_graphs(run: RunDir, selection: dict[str, Any], say: Say = print) -> di
     from fedgraph.evaluation import item_embeddings, user_embeddings
     from fedgraph.federation.shop_side import model_for_shop
     from fedgraph.graph import GraphStore, build_interest_graph
-    from fedgraph.models.ease import EASE
     from fedgraph.models.hybrid import blend
+    from fedgraph.selection import final_private_model
     from fedgraph.training.local import resolve_device
 
     cfg = run.config
@@ -299,7 +299,7 @@ def build_graphs(run: RunDir, selection: dict[str, Any], say: Say = print) -> di
         choice = selection.get("per_shop", {}).get(shop.shop)
         if choice is not None:
             matrix = shop_matrix(shop)
-            ease = EASE(choice["l2"]).fit(matrix)
+            ease = final_private_model(run, shop, choice)
 
             def rescore(start: int, stop: int, scores: torch.Tensor, ease=ease, matrix=matrix, alpha=choice["alpha"]) -> torch.Tensor:
                 return blend(scores.cpu(), ease.scores(matrix[start:stop]), alpha)
@@ -387,7 +387,7 @@ def simulate(config: RunConfig | None, out_dir: str | Path, *, resume: bool = Fa
     timings["federated_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    selection = select_and_test(run, private_part=config.model.shop_private, say=say)
+    selection = select_and_test(run, private_part=config.model.private_part(config.privacy), say=say)
     timings["selection_s"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -159,6 +159,31 @@ def _evaluate(
     return _per_shop(run, replies), failures
 
 
+def federate_item_counts(grid: Grid, run: RunDir, *, timeout: float, say: Callable[[str], None] = print) -> None:
+    """Federated EASE: ask every shop for its item co-occurrence counts, add them up and write the
+    sum to ``run.path / "federated_counts.npz"`` (:mod:`fedgraph.federation.item_counts`)."""
+    from flwr.app import MessageType, RecordDict
+
+    from fedgraph.federation.item_counts import VIEWS, CountSum, save_counts
+
+    began = time.perf_counter()
+    nodes = list(grid.get_node_ids())
+    messages = [Message(RecordDict({}), node, MessageType.QUERY) for node in nodes]
+    replies, failures = _split_replies(grid.send_and_receive(messages, timeout=timeout))
+    sums = {view: CountSum() for view in VIEWS}
+    for msg in replies:
+        keys, counts = msg.content["keys"], msg.content["counts"].to_torch_state_dict()
+        for view, total in sums.items():
+            if f"{view}.keys" in keys:
+                total.add(np.array(keys[f"{view}.keys"], dtype=str), *(counts[f"{view}.{p}"].numpy() for p in ("row", "col", "count")))
+    if failures or len(replies) < len(run.shop_names):
+        raise RoundFailed(f"federated item counts: {len(replies)} of {len(run.shop_names)} shops answered ({'; '.join(failures) or 'timeout'})")
+    totals = {view: total.total() for view, total in sums.items() if total.shops}
+    save_counts(run.path / "federated_counts.npz", totals, shops=len(replies))
+    vocab = len(totals["train"][0]) if "train" in totals else 0
+    say(f"{PREFIX} federated item counts: {len(replies)} shops, {vocab:,} distinct items, {time.perf_counter() - began:.1f} s")
+
+
 def run_rounds(grid: Grid, strategy: Strategy, run: RunDir, *, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the configured number of rounds, resuming after the last checkpoint."""
     cfg = run.config
@@ -168,6 +193,9 @@ def run_rounds(grid: Grid, strategy: Strategy, run: RunDir, *, say: Callable[[st
     if _in_simulation(grid):
         skip_idle_polls(grid.state)  # type: ignore[attr-defined]
     k = cfg.evaluation.k
+    # Federated EASE's counts: simulations only so far (a deployment's shops would need the sum sent back).
+    if cfg.model.private_part(cfg.privacy) == "federated_ease" and _in_simulation(grid) and not (run.path / "federated_counts.npz").exists():
+        federate_item_counts(grid, run, timeout=timeout, say=say)
     history = run.read_history()
     checkpoint = run.latest_checkpoint()
     if checkpoint is None:

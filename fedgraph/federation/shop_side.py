@@ -159,3 +159,31 @@ def shop_evaluate(run_dir: str, partition_id: int, state: dict[str, torch.Tensor
     ev = run.config.evaluation
     result = evaluate_model(model, data, k=ev.k, history=ev.history, device=resolve_device(run.config.train.device))
     return {**result, "num-examples": int(result["users"]), "partition-id": partition_id}
+
+
+class CountsRefused(RuntimeError):
+    """The shop does not send item co-occurrence counts under its own privacy settings."""
+
+
+def shop_item_counts(run_dir: str, partition_id: int) -> dict[str, Any]:
+    """The shop's item keys and the upper triangle of its Gram matrix, per view
+    (:mod:`fedgraph.federation.item_counts`): ``{"keys": {view: [...]}, "counts": {view: (row, col, count)}}``.
+
+    Raises:
+        CountsRefused: the shop's own config enables DP or secure aggregation (the counts are
+            not DP and would be seen one shop at a time), or does not use federated EASE.
+    """
+    from fedgraph.federation.item_counts import item_keys, upper_counts
+
+    run = RunDir.at(run_dir)
+    cfg = run.config
+    if cfg.model.private_part(cfg.privacy) != "federated_ease":
+        raise CountsRefused(
+            "this shop does not send item co-occurrence counts: they are not differentially private and need "
+            "model.shop_private=federated_ease with privacy.enabled=false and privacy.secure_aggregation=false"
+        )
+    data = shop_data(run, partition_id)
+    views = {"train": data}
+    if run.final_shop_file(data.shop).exists():  # a simulation: the test view's counts too
+        views["final"] = ShopData.load(run.final_shop_file(data.shop))
+    return {"keys": {v: item_keys(d).tolist() for v, d in views.items()}, "counts": {v: upper_counts(d) for v, d in views.items()}}

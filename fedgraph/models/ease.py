@@ -18,8 +18,9 @@ noised Gram matrix (:func:`dp_gram`), the user-level DP baseline ``ease_dp``.
 
 **Cost.** Only items with at least one training interaction enter the inverse (an item nobody
 has touched has a zero column in :math:`X` and scores 0); of those, at most ``max_items`` (the
-most popular) do. Memory is about ``3 × 4 n²`` bytes for ``n`` active items (the Gram matrix,
-its inverse and the weights, float32): 0.15 GB for 2,000 items, 4.8 GB for 20,000.
+most popular, 10,000 by default) do. The inverse is a float32 Cholesky, :math:`O(n^3)`; peak
+memory is about ``8 n²`` bytes beside the float64 Gram matrix (``8 I²`` for ``I`` catalog items):
+for ``n`` = 10,000 about 0.8 GB plus the Gram matrix (simulations/RESULTS.md has timings).
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ class EASE:
         max_items: at most this many active items (the most popular) enter the inverse.
     """
 
-    def __init__(self, l2: float = 200.0, *, max_items: int = 20000):
+    def __init__(self, l2: float = 200.0, *, max_items: int = 10000):
         if not l2 > 0:
             raise ValueError(f"EASE: l2 must be > 0, got {l2!r}")
         self.l2 = float(l2)
@@ -114,12 +115,17 @@ class EASE:
         if len(active) > self.max_items:
             active = np.sort(active[np.argsort(-pop[active], kind="stable")[: self.max_items]])
         self.active = active
-        sub = torch.from_numpy(np.ascontiguousarray(g[np.ix_(active, active)]))
-        sub = 0.5 * (sub + sub.T) + self.l2 * torch.eye(len(active), dtype=sub.dtype)
-        p = torch.linalg.inv(sub)
-        b = -p / torch.diagonal(p).unsqueeze(0)
+        sub = torch.from_numpy(np.ascontiguousarray(g[np.ix_(active, active)], dtype=np.float32))
+        sub = 0.5 * (sub + sub.T)
+        sub.diagonal().add_(self.l2)
+        # float32 Cholesky: G + λI is positive definite for an exact Gram matrix (a noised one
+        # may not be: then the general inverse)
+        factor, info = torch.linalg.cholesky_ex(sub)
+        p = torch.cholesky_inverse(factor) if int(info) == 0 else torch.linalg.inv(sub)
+        del factor, sub
+        b = p.div_(-torch.diagonal(p).clone().unsqueeze(0))
         b.fill_diagonal_(0.0)
-        self.weights = b.float()
+        self.weights = b
         return self
 
     def scores(self, matrix: sp.csr_matrix) -> torch.Tensor:

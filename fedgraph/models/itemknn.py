@@ -40,18 +40,16 @@ class ItemKNN:
         x = sp.csc_matrix(matrix, dtype=np.float64)
         norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=0)).ravel())
         inverse = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
-        co = (x.T @ x).toarray()
-        sim = co * inverse[:, None] * inverse[None, :]
-        np.fill_diagonal(sim, 0.0)
+        sim = torch.from_numpy((x.T @ x).toarray().astype(np.float32))
+        inv = torch.from_numpy(inverse.astype(np.float32))
+        sim.mul_(inv.unsqueeze(1)).mul_(inv.unsqueeze(0)).fill_diagonal_(0.0)
         n = sim.shape[0]
         k = min(self.neighbours, max(n - 1, 1))
-        if n > k:
-            # keep each row's k largest (ties towards the lower item index: stable sort)
-            top = np.argsort(-sim, axis=1, kind="stable")[:, :k]
-            mask = np.zeros_like(sim, dtype=bool)
-            np.put_along_axis(mask, top, True, axis=1)
-            sim = np.where(mask, sim, 0.0)
-        self.similarity = sp.csr_matrix(sim.astype(np.float32))
+        if n > k:  # keep each row's k largest
+            top = torch.topk(sim, k, dim=1)
+            kept = torch.zeros_like(sim).scatter_(1, top.indices, top.values)
+            sim = kept
+        self.similarity = sp.csr_matrix(sim.numpy())
         return self
 
     def scores(self, matrix: sp.csr_matrix) -> torch.Tensor:
