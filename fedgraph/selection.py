@@ -54,51 +54,52 @@ def _ndcg(data: ShopData, users: np.ndarray, scores: torch.Tensor, k: int) -> fl
     return value if value == value else -1.0
 
 
-def private_grams(run: RunDir, val: ShopData, private_part: str) -> dict[str, np.ndarray]:
-    """The Gram matrices of the validation view the shop's EASE may be fitted on: ``own`` (its
-    own log) and, with federated EASE, ``federated`` (the federation's summed counts restricted
-    to its catalog)."""
-    from fedgraph.federation.item_counts import shop_gram
-    from fedgraph.models.ease import gram
+class PrivateCandidates:
+    """The scorers a shop's private part may use, per λ: ``own`` (EASE on the shop's own log)
+    and, with federated EASE, ``federated`` (EASE on the federation's summed counts over the
+    whole shared item space, :class:`~fedgraph.federation.item_counts.FederatedEASE`, fitted
+    once per λ for every shop)."""
 
-    out = {"own": gram(shop_matrix(val))}
-    if private_part == "federated_ease":
-        out["federated"] = shop_gram(run.path / "federated_counts.npz", "train", val)
-    return out
+    def __init__(self, run: RunDir, view: str, private_part: str):
+        self.run, self.view = run, view
+        self.names = ["own"] + (["federated"] if private_part == "federated_ease" else [])
+        self._federated: dict[float, Any] = {}
+        self._counts = None
+
+    def scores(self, name: str, l2: float, data: ShopData, users: np.ndarray) -> torch.Tensor:
+        rows = shop_matrix(data)[users]
+        if name == "own":
+            return EASE(l2).fit(shop_matrix(data)).scores(rows)
+        from fedgraph.federation.item_counts import FederatedEASE, load_counts
+
+        if l2 not in self._federated:
+            if self._counts is None:
+                self._counts = load_counts(self.run.path / "federated_counts.npz", self.view)
+            self._federated[l2] = FederatedEASE(*self._counts, l2)
+        return self._federated[l2].scores(data, rows)
 
 
-def final_private_model(run: RunDir, final: ShopData, choice: dict[str, Any]) -> EASE:
-    """The shop's private EASE as chosen (counts and λ), fitted on the whole training period."""
-    from fedgraph.federation.item_counts import shop_gram
-    from fedgraph.models.ease import gram
-
-    g = shop_gram(run.path / "federated_counts.npz", "final", final) if choice["gram"] == "federated" else gram(shop_matrix(final))
-    return EASE(choice["l2"]).fit_gram(g, popularity=np.diag(g).copy())
-
-
-def hybrid_choice(model, val: ShopData, grams: dict[str, np.ndarray], *, k: int, history: int, device: torch.device) -> dict[str, Any]:
-    """The shop's hybrid, chosen on its validation split: for each Gram candidate the λ that
+def hybrid_choice(model, val: ShopData, candidates: PrivateCandidates, *, k: int, history: int, device: torch.device) -> dict[str, Any]:
+    """The shop's hybrid, chosen on its validation split: for each candidate the λ that
     validates best for EASE alone, then the candidate and blend weight α whose blend validates
     best (ties: the own log, the larger α)."""
     users = val.evaluable_users()
     if len(users) == 0:
         return {"gram": "own", "l2": EASE_L2[0], "alpha": 1.0, "validation_ndcg": float("nan"), "global_validation_ndcg": float("nan")}
     global_scores = model_scores(model, val, users, history=history, device=device)
-    rows = shop_matrix(val)[users]
     tried: dict[tuple[str, float], float] = {}
     chosen_l2: dict[str, float] = {}
-    for name, g in grams.items():
+    for name in candidates.names:
         best_l2, best_scores, best_value = None, None, -np.inf
-        popularity = np.diag(g).copy()
         for l2 in EASE_L2:
-            scores = EASE(l2).fit_gram(g, popularity=popularity).scores(rows)
+            scores = candidates.scores(name, l2, val, users)
             value = _ndcg(val, users, scores, k)
             if value > best_value:
                 best_l2, best_scores, best_value = l2, scores, value
         chosen_l2[name] = best_l2
         for alpha in ALPHAS:
             tried[(name, alpha)] = _ndcg(val, users, blend(global_scores, best_scores, alpha), k)
-    order = list(grams)
+    order = candidates.names
     name, alpha = max(tried, key=lambda key: (tried[key], -order.index(key[0]), key[1]))
     return {"gram": name, "l2": chosen_l2[name], "alpha": alpha, "validation_ndcg": tried[(name, alpha)],
             "global_validation_ndcg": tried[(order[0], 1.0)], "ease_l2": chosen_l2}  # fmt: skip
@@ -127,6 +128,7 @@ def select_and_test(run: RunDir, *, private_part: str, say: Say = print) -> dict
     say(f"selection: round {best} kept (macro validation NDCG@{k} {per_round[best]:.4f}; last round {max(per_round)}: {per_round[max(per_round)]:.4f})")
     state = run.load_checkpoint(best)["state_dict"] if best > 0 else run.new_model().state_dict()
     federated, hybrid, choices = {}, {}, {}
+    on_validation, on_test = PrivateCandidates(run, "train", private_part), PrivateCandidates(run, "final", private_part)
     for name in run.shop_names:
         val, final = ShopData.load(run.shop_file(name)), ShopData.load(run.final_shop_file(name))
         model = model_for_shop(run, val, state, server_round=best)
@@ -134,9 +136,8 @@ def select_and_test(run: RunDir, *, private_part: str, say: Say = print) -> dict
         global_scores = model_scores(model, final, users, history=history, device=device)
         federated[name] = evaluate_scores(final, users, global_scores, k=k)
         if private_part in ("ease", "federated_ease"):
-            grams = private_grams(run, val, private_part)
-            choice = hybrid_choice(model, val, grams, k=k, history=history, device=device)
-            private = final_private_model(run, final, choice).scores(shop_matrix(final)[users])
+            choice = hybrid_choice(model, val, on_validation, k=k, history=history, device=device)
+            private = on_test.scores(choice["gram"], choice["l2"], final, users)
             hybrid[name] = {**evaluate_scores(final, users, blend(global_scores, private, choice["alpha"]), k=k), **choice}
             choices[name] = choice
     _prune_private_rounds(run, keep=(best, max(per_round)))

@@ -274,12 +274,11 @@ def build_graphs(run: RunDir, selection: dict[str, Any], say: Say = print) -> di
     """Rebuild every shop's interest graph into ``graph.sqlite`` from the global model of the round
     kept on validation, over the shop's whole training history; with the hybrid, recommendations
     are the blend with the shop's own EASE (λ and α as chosen on validation)."""
-    from fedgraph.baselines import shop_matrix
     from fedgraph.evaluation import item_embeddings, user_embeddings
     from fedgraph.federation.shop_side import model_for_shop
     from fedgraph.graph import GraphStore, build_interest_graph
     from fedgraph.models.hybrid import blend
-    from fedgraph.selection import final_private_model
+    from fedgraph.selection import PrivateCandidates
     from fedgraph.training.local import resolve_device
 
     cfg = run.config
@@ -289,6 +288,7 @@ def build_graphs(run: RunDir, selection: dict[str, Any], say: Say = print) -> di
     version = state_digest(state)[:16]
     store = GraphStore(run.graph_file)
     sizes = {}
+    candidates = PrivateCandidates(run, "final", selection.get("private_part", "none"))
     for shop in load_shops(run, final=True):
         started = time.perf_counter()
         model = model_for_shop(run, shop, state, server_round=kept)  # global weights + the shop's private part
@@ -298,11 +298,10 @@ def build_graphs(run: RunDir, selection: dict[str, Any], say: Say = print) -> di
         rescore = None
         choice = selection.get("per_shop", {}).get(shop.shop)
         if choice is not None:
-            matrix = shop_matrix(shop)
-            ease = final_private_model(run, shop, choice)
+            private = candidates.scores(choice["gram"], choice["l2"], shop, users)
 
-            def rescore(start: int, stop: int, scores: torch.Tensor, ease=ease, matrix=matrix, alpha=choice["alpha"]) -> torch.Tensor:
-                return blend(scores.cpu(), ease.scores(matrix[start:stop]), alpha)
+            def rescore(start: int, stop: int, scores: torch.Tensor, private=private, alpha=choice["alpha"]) -> torch.Tensor:
+                return blend(scores.cpu(), private[start:stop], alpha)
 
         # Scores are z_u . e_i / tau + b_i (exactly the evaluation's ranking): the builder
         # gets the unit item vectors (for similarities and interests) and the bias apart.

@@ -157,3 +157,73 @@ def test_early_stopping_keeps_the_validation_best_chunk(monkeypatch):
     assert chosen["chunks"] == 2 and chosen["validation_ndcg"] == 0.5
     assert chosen["curve"] == [0.1, 0.3, 0.5, 0.4, 0.2, 0.45]  # stopped after 3 chunks without a better score
     assert model.weight.item() == 2.0  # the best state is left in the model
+
+
+def _shop(name, items, titles, rows):
+    view = _view(rows, [[] for _ in rows], len(items))
+    view.shop, view.items, view.item_titles = name, np.array(items), np.array(titles)
+    return view
+
+
+def test_summed_counts_are_the_pooled_gram_matrix_over_shared_items(tmp_path):
+    from fedgraph.federation.item_counts import CountSum, item_keys, save_counts, shop_gram, upper_counts
+
+    # "b"/"B" is the same item in both shops (same id, same title); "c" is not (titles differ).
+    a = _shop("a", ["a", "b", "c"], ["A", "B", "C1"], [[0, 1], [1, 2], [0, 1, 2]])
+    b = _shop("b", ["b", "c", "d"], ["B", "C2", "D"], [[0, 2], [0, 1]])
+    total = CountSum()
+    for shop in (a, b):
+        total.add(item_keys(shop), *upper_counts(shop))
+    vocab, summed = total.total()
+    assert len(vocab) == 5  # a, b, c (C1), c (C2), d
+    path = save_counts(tmp_path / "counts.npz", {"train": (vocab, summed)}, shops=2)
+    got = shop_gram(path, "train", a)
+    own = (interaction_matrix(a.indptr, a.item, 3).T @ interaction_matrix(a.indptr, a.item, 3)).toarray()
+    expected = own.copy()
+    expected[1, 1] += 2  # shop b's customers with item "b"
+    assert np.array_equal(got, expected)
+    assert np.array_equal(shop_gram(path, "train", b)[2], [1, 0, 1])  # d: with b once, never with b's "c"
+    unknown = _shop("x", ["z"], ["Z"], [[0]])
+    assert np.array_equal(shop_gram(path, "train", unknown), [[0.0]])
+    with pytest.raises(FileNotFoundError, match="federated item counts"):
+        shop_gram(tmp_path / "missing.npz", "train", a)
+
+
+@pytest.mark.parametrize("overrides", [["privacy.enabled=true"], ["privacy.secure_aggregation=true"], ["model.shop_private=ease"]])
+def test_a_shop_refuses_to_send_counts_unless_its_own_config_allows_it(tmp_path, overrides):
+    from fedgraph.config import RunConfig
+    from fedgraph.federation.shop_side import CountsRefused, shop_item_counts
+
+    RunConfig.load(None, overrides).save(tmp_path / "config.toml")
+    with pytest.raises(CountsRefused, match="not differentially private"):
+        shop_item_counts(str(tmp_path), 0)
+
+
+def test_federated_ease_with_dp_is_refused_with_the_way_out():
+    from fedgraph.config import ConfigError, RunConfig
+
+    assert RunConfig.load(None, ["privacy.enabled=true"]).model.private_part(RunConfig.load(None, ["privacy.enabled=true"]).privacy) == "ease"
+    assert RunConfig().model.private_part(RunConfig().privacy) == "federated_ease"
+    with pytest.raises(ConfigError, match="use model.shop_private=ease or none"):
+        RunConfig.load(None, ["privacy.enabled=true", "model.shop_private=federated_ease"])
+
+
+def test_federated_ease_equals_ease_on_all_shops_data_pooled(tmp_path):
+    """EASE on the summed counts, scored for one shop, is EASE fitted on the stacked rows of
+    every shop over the shared item space: pooling without moving a customer's row."""
+    from fedgraph.federation.item_counts import CountSum, FederatedEASE, item_keys, upper_counts
+
+    a = _shop("a", ["a", "b", "c"], ["A", "B", "C"], [[0, 1], [1, 2], [0, 1, 2], [0]])
+    b = _shop("b", ["b", "c", "d"], ["B", "C", "D"], [[0, 2], [0, 1], [1, 2], [0, 1, 2]])
+    total = CountSum()
+    for shop in (a, b):
+        total.add(item_keys(shop), *upper_counts(shop))
+    vocab, summed = total.total()
+    fed = FederatedEASE(vocab, summed, 5.0)
+    # pooled by hand: items a, b, c, d as columns 0..3
+    pooled = _csr([[0, 1], [1, 2], [0, 1, 2], [0], [1, 3], [1, 2], [2, 3], [1, 2, 3]], 4)
+    direct = EASE(5.0).fit(pooled).scores(pooled)
+    rows_a = interaction_matrix(a.indptr, a.item, 3)
+    assert torch.allclose(fed.scores(a, rows_a), direct[:4, [0, 1, 2]], atol=1e-5)
+    rows_b = interaction_matrix(b.indptr, b.item, 3)
+    assert torch.allclose(fed.scores(b, rows_b), direct[4:, [1, 2, 3]], atol=1e-5)

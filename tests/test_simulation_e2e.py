@@ -90,13 +90,14 @@ def test_the_kept_round_is_the_validation_best_and_test_is_scored_on_it(finished
     validation = {r["round"]: r["ndcg@20"] for r in metrics["rounds"]}
     kept = metrics["selection"]["round"]
     assert validation[kept] == max(validation.values()) and f"selection: round {kept} kept" in stdout
+    assert "federated item counts: 2 shops" in stdout and (out / "federated_counts.npz").exists()
     state = run.load_checkpoint(kept)["state_dict"] if kept else run.new_model().state_dict()
     for shop in run.shop_names:
         final = ShopData.load(run.final_shop_file(shop))
         model = model_for_shop(run, final, state, server_round=kept)
         assert evaluate_model(model, final)["ndcg@20"] == pytest.approx(metrics["methods"]["federated"]["per_shop"][shop]["ndcg@20"])
         choice = metrics["selection"]["hybrid"][shop]
-        assert 0.0 <= choice["alpha"] <= 1.0 and choice["l2"] > 0
+        assert 0.0 <= choice["alpha"] <= 1.0 and choice["l2"] > 0 and choice["gram"] in ("own", "federated")
         assert choice["validation_ndcg"] >= choice["global_validation_ndcg"]  # α = 1 was among the choices
 
 

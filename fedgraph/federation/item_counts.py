@@ -88,9 +88,8 @@ def save_counts(path: Path, totals: dict[str, tuple[np.ndarray, sp.csr_matrix]],
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def shop_gram(path: Path, view: str, data: ShopData) -> np.ndarray:
-    """The federation's summed Gram matrix restricted to ``data``'s items (``[I, I]``, float64;
-    items no shop has counts for stay 0).
+def load_counts(path: Path, view: str) -> tuple[np.ndarray, sp.csr_matrix]:
+    """``(vocabulary, summed Gram matrix)`` of one view.
 
     Raises:
         FileNotFoundError: the federation's counts were not computed for this run.
@@ -100,12 +99,58 @@ def shop_gram(path: Path, view: str, data: ShopData) -> np.ndarray:
     with np.load(path, allow_pickle=False) as z:
         vocab = z[f"{view}_vocab"]
         n = len(vocab)
-        matrix = sp.csr_matrix((z[f"{view}_data"], z[f"{view}_indices"], z[f"{view}_indptr"]), shape=(n, n))
+        return vocab, sp.csr_matrix((z[f"{view}_data"], z[f"{view}_indices"], z[f"{view}_indptr"]), shape=(n, n))
+
+
+def shop_columns(vocab: np.ndarray, data: ShopData) -> tuple[np.ndarray, np.ndarray]:
+    """Each of the shop's items' column in ``vocab`` and whether it is there at all."""
     keys = item_keys(data)
-    pos = np.searchsorted(vocab, keys)
-    pos = np.minimum(pos, max(n - 1, 0))
-    known = (n > 0) & (vocab[pos] == keys) if n else np.zeros(len(keys), dtype=bool)
-    out = np.zeros((len(keys), len(keys)), dtype=np.float64)
+    if len(vocab) == 0:
+        return np.zeros(len(keys), dtype=np.int64), np.zeros(len(keys), dtype=bool)
+    pos = np.minimum(np.searchsorted(vocab, keys), len(vocab) - 1)
+    return pos, vocab[pos] == keys
+
+
+class FederatedEASE:
+    """EASE fitted once on the federation's summed counts over the whole shared item space,
+    scored for one shop's customers and items: exactly EASE on all shops' data pooled, with no
+    customer's row leaving a shop.
+
+    Args:
+        vocab, gram: the view's summed counts (:func:`load_counts`).
+        l2, max_items: as :class:`~fedgraph.models.ease.EASE`.
+    """
+
+    def __init__(self, vocab: np.ndarray, gram: sp.csr_matrix, l2: float, *, max_items: int = 10000):
+        from fedgraph.models.ease import EASE
+
+        self.vocab, self.l2 = vocab, float(l2)
+        self.model = EASE(l2, max_items=max_items).fit_gram(gram.toarray(), popularity=gram.diagonal())
+
+    def scores(self, data: ShopData, rows: sp.csr_matrix) -> "torch.Tensor":
+        """``[rows, shop items]`` scores of the shop's users ``rows`` (its own ``[users, items]`` matrix rows)."""
+        import torch
+
+        pos, known = shop_columns(self.vocab, data)
+        cols = np.flatnonzero(known)
+        coo = rows[:, cols].tocoo()
+        mapped = sp.csr_matrix((coo.data, (coo.row, pos[cols][coo.col])), shape=(rows.shape[0], len(self.vocab)))
+        out = torch.zeros(rows.shape[0], data.num_items)
+        if len(cols):
+            out[:, torch.from_numpy(cols)] = self.model.scores(mapped)[:, torch.from_numpy(pos[cols])]
+        return out
+
+
+def shop_gram(path: Path, view: str, data: ShopData) -> np.ndarray:
+    """The federation's summed Gram matrix restricted to ``data``'s items (``[I, I]``, float64;
+    items no shop has counts for stay 0).
+
+    Raises:
+        FileNotFoundError: the federation's counts were not computed for this run.
+    """
+    vocab, matrix = load_counts(path, view)
+    pos, known = shop_columns(vocab, data)
+    out = np.zeros((data.num_items, data.num_items), dtype=np.float64)
     idx = np.flatnonzero(known)
     if len(idx):
         out[np.ix_(idx, idx)] = matrix[pos[idx]][:, pos[idx]].toarray()
