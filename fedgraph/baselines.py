@@ -58,9 +58,9 @@ EASE_L2: tuple[float, ...] = (10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0)
 #: Item-kNN neighbour counts tried on validation.
 KNN_NEIGHBOURS: tuple[int, ...] = (10, 25, 50, 100, 200, 400)
 #: ``ease_dp``: items kept per user (latest first) tried on validation; fewer items, less noise.
-DP_ROW_ITEMS: tuple[int, ...] = (4, 8, 16, 32)
+DP_ROW_ITEMS: tuple[int, ...] = (8, 16, 32)
 #: ``ease_dp``: ridge weights tried on validation (the noise calls for larger ones).
-DP_EASE_L2: tuple[float, ...] = (300.0, 1000.0, 3000.0, 10000.0, 30000.0)
+DP_EASE_L2: tuple[float, ...] = (1000.0, 3000.0, 10000.0)
 
 
 def shop_matrix(data: ShopData, *, latest: int = 0) -> sp.csr_matrix:

@@ -49,7 +49,7 @@ def run_one(args: argparse.Namespace, n: int) -> dict:
     if out.exists():
         shutil.rmtree(out)
     overrides = [
-        "data.source=synthetic", f"data.synthetic_shops={n}", f"train.rounds={args.rounds}", "evaluation.baselines=[]",
+        "data.source=synthetic", f"data.synthetic_shops={n}", f"train.rounds={args.rounds}", "evaluation.baselines=[]", "model.shop_private=none",
         f"data.synthetic_users_per_shop=[{args.users_per_shop}]", f"data.synthetic_items_per_shop=[{args.items_per_shop}]",
         f"features.cache_dir={args.cache_dir}", f"federation.cpus_per_shop={args.cpus_per_shop}",
         f"federation.gpus_per_shop={args.gpus_per_shop}", f"federation.total_cpus={args.total_cpus}", f"train.device={args.device}",

@@ -169,7 +169,7 @@ def federate_item_counts(grid: Grid, run: RunDir, *, timeout: float, say: Callab
     began = time.perf_counter()
     nodes = list(grid.get_node_ids())
     messages = [Message(RecordDict({}), node, MessageType.QUERY) for node in nodes]
-    replies, failures = _split_replies(grid.send_and_receive(messages, timeout=timeout))
+    replies, failures = _split_replies(send_in_waves(grid, messages, timeout=timeout, wave=_wave_size(grid, run)))
     sums = {view: CountSum() for view in VIEWS}
     for msg in replies:
         keys, counts = msg.content["keys"], msg.content["counts"].to_torch_state_dict()
