@@ -103,8 +103,10 @@ def prepare(config: RunConfig, run: RunDir, say: Say = print) -> list[str]:
         data = build_shop_data(shop, rows("fit", shop), rows("val", shop), shop_catalog, feats, recency_halflife_days=halflife)
         final.save(run.final_shop_file(shop))  # first: shop_file's presence marks the shop as prepared
         data.save(run.shop_file(shop))
-        summary.append({"shop": shop, "users": final.num_users, "items": final.num_items, "interactions": final.num_interactions,
-                        "evaluable_users": int(len(final.evaluable_users())), "validation_users": int(len(data.evaluable_users()))})  # fmt: skip
+        # users, items, interactions: of the data trained on (run.shop_file); evaluable users: of the test split
+        summary.append({"shop": shop, "users": data.num_users, "items": data.num_items, "interactions": data.num_interactions,
+                        "evaluable_users": int(len(final.evaluable_users())), "validation_users": int(len(data.evaluable_users())),
+                        "history_interactions": final.num_interactions})  # fmt: skip
     atomic_write_json(run.shops_dir / "index.json", {
         "shops": list(shops), "feature_size": feature_size(hops=config.features.hops), "dataset": dataset.description, "summary": summary,
     })  # fmt: skip
@@ -261,12 +263,14 @@ def run_baselines(run: RunDir, say: Say = print) -> dict[str, dict[str, dict]]:
 
 
 def federated_results(run: RunDir) -> dict[str, dict]:
-    """Per-shop evaluation of the final global model (from the round history)."""
+    """Check that federated training finished and that its last checkpoint is intact; returns the
+    last round's per-shop (validation) figures."""
     history = run.read_history()
     rounds = history["rounds"]
     if not rounds or (rounds[-1]["round"] != run.config.train.rounds and "stopped" not in history):
         done = rounds[-1]["round"] if rounds else "no"
         raise RuntimeError(f"federated training did not finish ({done} of {run.config.train.rounds} rounds); resume the run")
+    run.latest_checkpoint()  # a damaged last checkpoint is reported (with how to recover) before anything uses the run
     return {shop: {k: v for k, v in m.items() if k != "num-examples"} for shop, m in rounds[-1]["eval"].items()}
 
 

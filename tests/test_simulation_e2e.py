@@ -101,12 +101,13 @@ def test_the_kept_round_is_the_validation_best_and_test_is_scored_on_it(finished
         assert choice["validation_ndcg"] >= choice["global_validation_ndcg"]  # α = 1 was among the choices
 
 
-def test_what_a_shop_sends_holds_no_private_part(finished_run, tmp_path):
+def test_what_a_shop_sends_holds_no_private_part(finished_run, tmp_path, monkeypatch):
     """The reply of the ClientApp's train handler: the shared weights and numeric metrics only;
     neither the shop-private item table nor anything of the hybrid's EASE."""
     from types import SimpleNamespace
 
-    from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+    from flwr.app import ArrayRecord, ConfigRecord, Message, Metadata, RecordDict
+    from flwr.supercore.task_identity import TaskIdentity
 
     from clients.client_app import train
     from fedgraph.federation.run_dir import RunDir
@@ -115,12 +116,16 @@ def test_what_a_shop_sends_holds_no_private_part(finished_run, tmp_path):
 
     import shutil
 
+    for name, value in (("_run_id", 1), ("_task_id", "t"), ("_node_id", 1)):  # as inside a ClientApp process
+        monkeypatch.setattr(TaskIdentity, name, value)
     copy = tmp_path / "run"
     shutil.copytree(finished_run[0], copy)  # training writes the shop's private part: leave the shared run as it is
     run = RunDir.at(copy)
     state = run.load_checkpoint(2)["state_dict"]
     for partition, shop in enumerate(run.shop_names):
-        msg = Message(RecordDict({"arrays": ArrayRecord(state), "config": ConfigRecord({"server-round": 3})}), 0, "train")
+        meta = Metadata(run_id=1, message_id=f"m{partition}", src_node_id=0, dst_node_id=partition + 1, reply_to_message_id="",
+                        group_id="3", created_at=0.0, ttl=60.0, message_type="train")  # fmt: skip
+        msg = Message(content=RecordDict({"arrays": ArrayRecord(state), "config": ConfigRecord({"server-round": 3})}), metadata=meta)
         reply = train(msg, SimpleNamespace(node_config={"partition-id": partition}, run_config={"run-dir": str(run.path)}))
         assert set(reply.content.keys()) == {"arrays", "metrics"}
         sent = reply.content["arrays"].to_torch_state_dict()

@@ -134,9 +134,9 @@ def data_sources(run: RunDir) -> dict[str, Any]:
         if (run.path / name).exists():
             files[name] = sha256_file(run.path / name)
     for shop in index.get("shops", []):
-        path = run.shop_file(shop)
-        if path.exists():
-            files[f"shops/{shop}.npz"] = sha256_file(path)
+        for path in (run.shop_file(shop), run.final_shop_file(shop)):
+            if path.exists():
+                files[f"shops/{path.name}"] = sha256_file(path)
     inputs: dict[str, str] = {}
     try:
         d = run.config.data
