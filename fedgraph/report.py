@@ -176,7 +176,7 @@ def summary_table(doc: dict[str, Any]) -> str:
             f"privacy: user-level DP-SGD per shop, ε ≤ {privacy['max_epsilon']:.2f} at δ ≤ {privacy['max_delta']:.1e} "
             f"({privacy['accountant'].upper()} accountant; unit: {privacy['unit']}) for the federated global model; "
             "'same model, shop alone' under the same DP plan; EASE-DP one Gram release at the same ε; "
-            "'federated + shop EASE' blends in a shop EASE that is NOT DP (it never leaves the shop); "
+            "'fedgraph hybrid' blends in a shop EASE that is NOT DP (it never leaves the shop); "
             "pooled rows and LightGCN are non-private references"
         )
     elif privacy:
