@@ -33,21 +33,25 @@ def test_prepare_per_shop_grouping_gives_the_same_shops(tmp_path, monkeypatch):
     shops = prepare(config, run, say=lambda _: None)
 
     dataset = load_dataset(config)
-    train, test = temporal_split(dataset.events, test_fraction=config.data.test_fraction, min_user_items=config.data.min_user_items)
+    d = config.data
+    train, test = temporal_split(dataset.events, test_fraction=d.test_fraction, min_user_items=d.min_user_items)
+    fit, val = temporal_split(train, test_fraction=d.test_fraction, min_user_items=d.min_user_items)  # validation inside training
     catalog = dataset.catalog.reset_index(drop=True)
     text = fake_embed(catalog)
     for shop in shops:
         rows = np.flatnonzero(catalog["shop"].to_numpy() == shop)
         feats = item_features(text[rows], catalog.iloc[rows]["price"].to_numpy(), neighbours=config.features.neighbours, hops=config.features.hops)
-        want = build_shop_data(shop, train, test, catalog.iloc[rows], feats, recency_halflife_days=config.model.recency_halflife_days)
-        got = ShopData.load(run.shop_file(shop))
-        for name, value in want.__dict__.items():
-            if isinstance(value, np.ndarray):
-                np.testing.assert_array_equal(getattr(got, name), value, err_msg=f"{shop}.{name}")
-        assert got.meta == want.meta
+        for path, (history, held_out) in ((run.shop_file(shop), (fit, val)), (run.final_shop_file(shop), (train, test))):
+            want = build_shop_data(shop, history, held_out, catalog.iloc[rows], feats, recency_halflife_days=config.model.recency_halflife_days)
+            got = ShopData.load(path)
+            for name, value in want.__dict__.items():
+                if isinstance(value, np.ndarray):
+                    np.testing.assert_array_equal(getattr(got, name), value, err_msg=f"{path.name}.{name}")
+            assert got.meta == want.meta
 
 
-@pytest.mark.parametrize("name", ["bench_rounds", "bench_local_training", "bench_text_embedding", "bench_graph_rebuild", "bench_quality"])
+@pytest.mark.parametrize("name", ["bench_rounds", "bench_local_training", "bench_text_embedding", "bench_graph_rebuild", "bench_quality",
+                                  "bench_ease", "join_or_not"])
 def test_benchmark_help(name):
     out = subprocess.run([sys.executable, str(ROOT / "simulations" / f"{name}.py"), "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
