@@ -18,9 +18,9 @@ noised Gram matrix (:func:`dp_gram`), the user-level DP baseline ``ease_dp``.
 
 **Cost.** Only items with at least one training interaction enter the inverse (an item nobody
 has touched has a zero column in :math:`X` and scores 0); of those, at most ``max_items`` (the
-most popular, 10,000 by default) do. The inverse is a float32 Cholesky, :math:`O(n^3)`; peak
-memory is about ``8 n²`` bytes beside the float64 Gram matrix (``8 I²`` for ``I`` catalog items):
-for ``n`` = 10,000 about 0.8 GB plus the Gram matrix (simulations/RESULTS.md has timings).
+most popular, 10,000 by default) do. The inverse is a float32 Cholesky, :math:`O(n^3)`;
+:meth:`EASE.fit` builds the Gram matrix of the active items only, so peak memory is a few
+``n²`` float32/float64 matrices (``simulations/bench_ease.py``; figures in simulations/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -99,23 +99,26 @@ class EASE:
         self.num_items = 0
 
     def fit(self, matrix: sp.csr_matrix) -> "EASE":
-        """Fit on a ``[users, items]`` binary matrix; returns ``self``."""
-        g = gram(matrix)
-        return self.fit_gram(g, popularity=np.diag(g).copy())
+        """Fit on a ``[users, items]`` binary matrix; returns ``self``.
 
-    def fit_gram(self, g: np.ndarray, *, popularity: np.ndarray | None = None) -> "EASE":
-        """Fit from a (possibly noised) Gram matrix ``g`` ``[items, items]``; returns ``self``.
-
-        ``popularity`` ranks items for the ``max_items`` cap and marks the active ones
-        (> 0); by default the diagonal of ``g``.
+        Only the columns of the active items enter the Gram matrix (memory ``8 n²`` bytes for
+        ``n`` active items, not ``8 I²`` for the whole catalog).
         """
-        self.num_items = g.shape[0]
-        pop = np.diag(g) if popularity is None else np.asarray(popularity, dtype=np.float64)
-        active = np.flatnonzero(pop > 0)
-        if len(active) > self.max_items:
-            active = np.sort(active[np.argsort(-pop[active], kind="stable")[: self.max_items]])
+        popularity = np.asarray(matrix.sum(axis=0), dtype=np.float64).ravel()
+        active = self._active(popularity)
+        self.num_items = matrix.shape[1]
         self.active = active
-        sub = torch.from_numpy(np.ascontiguousarray(g[np.ix_(active, active)], dtype=np.float32))
+        self.weights = self._weights(gram(sp.csc_matrix(matrix)[:, active]))
+        return self
+
+    def _active(self, popularity: np.ndarray) -> np.ndarray:
+        active = np.flatnonzero(popularity > 0)
+        if len(active) > self.max_items:
+            active = np.sort(active[np.argsort(-popularity[active], kind="stable")[: self.max_items]])
+        return active
+
+    def _weights(self, sub_gram: np.ndarray) -> torch.Tensor:
+        sub = torch.from_numpy(np.ascontiguousarray(sub_gram, dtype=np.float32))
         sub = 0.5 * (sub + sub.T)
         sub.diagonal().add_(self.l2)
         # float32 Cholesky: G + λI is positive definite for an exact Gram matrix (a noised one
@@ -125,7 +128,17 @@ class EASE:
         del factor, sub
         b = p.div_(-torch.diagonal(p).clone().unsqueeze(0))
         b.fill_diagonal_(0.0)
-        self.weights = b
+        return b
+
+    def fit_gram(self, g: np.ndarray, *, popularity: np.ndarray | None = None) -> "EASE":
+        """Fit from a (possibly noised) Gram matrix ``g`` ``[items, items]``; returns ``self``.
+
+        ``popularity`` ranks items for the ``max_items`` cap and marks the active ones
+        (> 0); by default the diagonal of ``g``.
+        """
+        self.num_items = g.shape[0]
+        self.active = self._active(np.diag(g) if popularity is None else np.asarray(popularity, dtype=np.float64))
+        self.weights = self._weights(g[np.ix_(self.active, self.active)])
         return self
 
     def scores(self, matrix: sp.csr_matrix) -> torch.Tensor:
