@@ -129,7 +129,7 @@ def ease_dp_alone(
         out[s.shop] = {
             **result, "setting": [m, l2], "validation_ndcg": tried[(m, l2)], "epsilon": eps, "delta": delta,
             "noise_multiplier": sigma, "mechanism": "Gaussian mechanism on the Gram matrix, one release, rows clipped to m items",
-        }  # fmt: skip
+        }
     return out
 
 
@@ -226,9 +226,9 @@ def local_alone(
         chosen = early_stopped(
             model, shop, settings, chunk_epochs=chunk_epochs, max_chunks=max_chunks, device=device, dp=dp,
             validate=lambda m: _ndcg(evaluate_model(m, shop, k=k, history=history, device=device), k),
-        )  # fmt: skip
+        )
         out[shop.shop] = {**evaluate_model(model, final, k=k, history=history, device=device), "epochs": chosen["chunks"] * chunk_epochs,
-                          "validation_ndcg": chosen["validation_ndcg"]}  # fmt: skip
+                          "validation_ndcg": chosen["validation_ndcg"]}
         progress(f"local baseline: {shop.shop} trained alone in {time.perf_counter() - started:.1f} s ({out[shop.shop]['epochs']} epochs kept)")
     return out
 
@@ -286,7 +286,7 @@ def pooled_central(
         return float(np.mean(values))
 
     chosen = early_stopped(model, pooled, settings, chunk_epochs=1, max_chunks=max_epochs, validate=validate, device=device,
-                           negative_range=negative_range)  # fmt: skip
+                           negative_range=negative_range)
     progress(f"pooled baseline: {chosen['chunks']} epochs kept (validation NDCG@{k} {chosen['validation_ndcg']:.4f})")
     return {
         f.shop: {**evaluate_model(_shop_view(model, new_model, f, int(o)), f, k=k, history=history, device=device), "epochs": chosen["chunks"]}

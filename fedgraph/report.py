@@ -169,7 +169,7 @@ def summary_table(doc: dict[str, Any]) -> str:
     selection = doc.get("selection") or {}
     if selection.get("round") is not None:
         lines.append(f"chosen on validation: federated round {selection['round']}; the hybrid's λ and blend weight per shop "
-                     "(metrics.json: selection); every baseline's settings likewise (baselines/*.json)")  # fmt: skip
+                     "(metrics.json: selection); every baseline's settings likewise (baselines/*.json)")
     privacy = doc.get("privacy", {})
     if privacy.get("enabled"):
         lines.append(

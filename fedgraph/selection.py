@@ -102,7 +102,7 @@ def hybrid_choice(model, val: ShopData, candidates: PrivateCandidates, *, k: int
     order = candidates.names
     name, alpha = max(tried, key=lambda key: (tried[key], -order.index(key[0]), key[1]))
     return {"gram": name, "l2": chosen_l2[name], "alpha": alpha, "validation_ndcg": tried[(name, alpha)],
-            "global_validation_ndcg": tried[(order[0], 1.0)], "ease_l2": chosen_l2}  # fmt: skip
+            "global_validation_ndcg": tried[(order[0], 1.0)], "ease_l2": chosen_l2}
 
 
 def select_and_test(run: RunDir, *, private_part: str, say: Say = print) -> dict[str, Any]:
@@ -142,7 +142,7 @@ def select_and_test(run: RunDir, *, private_part: str, say: Say = print) -> dict
             choices[name] = choice
     _prune_private_rounds(run, keep=(best, max(per_round)))
     doc = {"round": best, "model_versions": versions, "validation_ndcg": {str(r): v for r, v in per_round.items()}, "private_part": private_part,
-           "per_shop": choices, "federated": federated, "hybrid": hybrid}  # fmt: skip
+           "per_shop": choices, "federated": federated, "hybrid": hybrid}
     atomic_write_json(path, doc)
     return doc
 

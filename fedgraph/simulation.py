@@ -76,7 +76,7 @@ def prepare(config: RunConfig, run: RunDir, say: Say = print) -> list[str]:
     fit, val = temporal_split(train, test_fraction=d.test_fraction, min_user_items=d.min_user_items)
     catalog = dataset.catalog.reset_index(drop=True)
     say(f"data: {len(dataset.events):,} events, {catalog['shop'].nunique()} shops, {len(catalog):,} catalog rows "
-        f"({len(fit):,} train / {len(val):,} validation / {len(test):,} test events) in {time.perf_counter() - started:.1f} s")  # fmt: skip
+        f"({len(fit):,} train / {len(val):,} validation / {len(test):,} test events) in {time.perf_counter() - started:.1f} s")
     embedder = TextEmbedder(cache_dir=config.features.cache_dir or None, batch_size=config.features.text_batch_size)
     text = embed_catalog(catalog, embedder)
     say(f"text features: {len(catalog):,} items, {embedder.stats.as_dict()}")
@@ -106,7 +106,7 @@ def prepare(config: RunConfig, run: RunDir, say: Say = print) -> list[str]:
         # users, items, interactions: of the data trained on (run.shop_file); evaluable users: of the test split
         summary.append({"shop": shop, "users": data.num_users, "items": data.num_items, "interactions": data.num_interactions,
                         "evaluable_users": int(len(final.evaluable_users())), "validation_users": int(len(data.evaluable_users())),
-                        "history_interactions": final.num_interactions})  # fmt: skip
+                        "history_interactions": final.num_interactions})
     atomic_write_json(run.shops_dir / "index.json", {
         "shops": list(shops), "feature_size": feature_size(hops=config.features.hops), "dataset": dataset.description, "summary": summary,
     })  # fmt: skip
@@ -140,7 +140,7 @@ def _train_alone(run_path: str, shop_name: str) -> tuple[str, dict]:
     per_shop = baselines.local_alone(
         [shop], [final], run.new_model, _baseline_settings(run), k=cfg.evaluation.k, history=cfg.evaluation.history, device=device,
         chunk_epochs=cfg.train.local_epochs, max_chunks=cfg.train.rounds, dp=dp,
-    )[shop_name]  # fmt: skip
+    )[shop_name]
     if dp is not None:
         per_shop = {**per_shop, "epsilon": _alone_epsilon(run, shop, dp), "delta": dp.delta}
     return shop_name, per_shop
@@ -231,7 +231,7 @@ def _baseline_methods() -> dict[str, Callable[[BaselineContext], dict[str, dict]
             c.finals, k=ev(c).k, epochs=ev(c).lightgcn_epochs, layers=ev(c).lightgcn_layers, dim=ev(c).lightgcn_dim,
             lr=ev(c).lightgcn_lr, batch_size=ev(c).lightgcn_batch_size, seed=c.run.config.train.seed, device=c.device, progress=c.say,
         ),
-    }  # fmt: skip
+    }
 
 
 def run_baselines(run: RunDir, say: Say = print) -> dict[str, dict[str, dict]]:
@@ -407,7 +407,7 @@ def simulate(config: RunConfig | None, out_dir: str | Path, *, resume: bool = Fa
     environment = {
         "python": sys.version.split()[0], "torch": torch.__version__, "platform": platform.platform(),
         "device": str(torch.cuda.get_device_name(0)) if torch.cuda.is_available() else "cpu", **_peak_rss_mb(),
-    }  # fmt: skip
+    }
     return write_report(run, results, selection=selection, timings=timings, environment=environment, graphs=graphs, say=say)
 
 

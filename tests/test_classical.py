@@ -129,7 +129,7 @@ def _view(train_rows, held_out_rows, n_items):
         item_categories=np.array([""] * n_items), item_features=np.zeros((n_items, 2), np.float32),
         users=np.array([f"u{u}" for u in range(n_users)]), indptr=indptr, item=np.array([i for r in train_rows for i in r], dtype=np.int64),
         attr=np.zeros((indptr[-1], 5), np.float32), test_indptr=t_indptr, test_item=np.array([i for r in held_out_rows for i in r], dtype=np.int64),
-    )  # fmt: skip
+    )
 
 
 def test_settings_are_chosen_on_validation_and_scored_on_test():
@@ -153,7 +153,7 @@ def test_early_stopping_keeps_the_validation_best_chunk(monkeypatch):
     monkeypatch.setattr(b, "train_local", fake_train)
     scores = {0: 0.1, 1: 0.3, 2: 0.5, 3: 0.4, 4: 0.2, 5: 0.45, 6: 0.1}
     chosen = early_stopped(model, None, b.TrainSettings(), chunk_epochs=2, max_chunks=10, patience=3, device=torch.device("cpu"),
-                           validate=lambda m: scores[int(m.weight.item())])  # fmt: skip
+                           validate=lambda m: scores[int(m.weight.item())])
     assert chosen["chunks"] == 2 and chosen["validation_ndcg"] == 0.5
     assert chosen["curve"] == [0.1, 0.3, 0.5, 0.4, 0.2, 0.45]  # stopped after 3 chunks without a better score
     assert model.weight.item() == 2.0  # the best state is left in the model

@@ -45,7 +45,7 @@ def test_two_shops_two_rounds_end_to_end(finished_run):
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["methods"]) == {
         "popularity", "content", "itemknn", "ease", "local", "federated", "hybrid", "pooled", "pooled_ease", "lightgcn_pooled",
-    }  # fmt: skip
+    }
     shops = [s["shop"] for s in metrics["shops"]]
     assert len(shops) == 2
     for method in metrics["methods"].values():
@@ -124,7 +124,7 @@ def test_what_a_shop_sends_holds_no_private_part(finished_run, tmp_path, monkeyp
     state = run.load_checkpoint(2)["state_dict"]
     for partition, shop in enumerate(run.shop_names):
         meta = Metadata(run_id=1, message_id=f"m{partition}", src_node_id=0, dst_node_id=partition + 1, reply_to_message_id="",
-                        group_id="3", created_at=0.0, ttl=60.0, message_type="train")  # fmt: skip
+                        group_id="3", created_at=0.0, ttl=60.0, message_type="train")
         msg = Message(content=RecordDict({"arrays": ArrayRecord(state), "config": ConfigRecord({"server-round": 3})}), metadata=meta)
         reply = train(msg, SimpleNamespace(node_config={"partition-id": partition}, run_config={"run-dir": str(run.path)}))
         assert set(reply.content.keys()) == {"arrays", "metrics"}
