@@ -26,13 +26,13 @@ the training period, ``run.shop_file``) and is then scored once on the **test** 
   (He et al., 2020) trained centrally on the pooled interaction graph with BPR, a well-known
   reference with fixed settings (``evaluation.lightgcn_*``). Items are shop-local nodes.
 
-:data:`REGISTRY` maps each method name to its function; a new baseline is one entry there.
+:func:`fedgraph.simulation._baseline_methods` maps each method name to its function; a new
+baseline is one function here and one entry there.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
@@ -135,39 +135,33 @@ def ease_dp_alone(
 
 def pooled_ease(shops: list[ShopData], finals: list[ShopData], *, k: int) -> dict[str, dict]:
     """``pooled_ease``: one EASE over every shop's users and the union of the shops' items
-    (the same item in two shops: same id and same title)."""
-    def keys(v: ShopData) -> np.ndarray:
-        return np.char.add(np.char.add(v.items.astype(str), "\x1f"), v.item_titles.astype(str))
+    (the same item in two shops: same id and same title). It is EASE on the sum of the shops'
+    Gram matrices, so it is computed as :class:`~fedgraph.federation.item_counts.FederatedEASE`
+    (tested equal to EASE on the stacked rows)."""
+    from fedgraph.federation.item_counts import CountSum, FederatedEASE, item_keys, upper_counts
 
-    vocab = np.unique(np.concatenate([keys(s) for s in finals]))
-
-    def stacked(views: list[ShopData]) -> tuple[sp.csr_matrix, list[np.ndarray]]:
-        blocks, columns = [], []
+    def summed(views: list[ShopData]) -> tuple[np.ndarray, sp.csr_matrix]:
+        total = CountSum()
         for v in views:
-            col = np.searchsorted(vocab, keys(v))
-            m = shop_matrix(v).tocoo()
-            blocks.append(sp.csr_matrix((m.data, (m.row, col[m.col])), shape=(m.shape[0], len(vocab))))
-            columns.append(col)
-        return sp.vstack(blocks).tocsr(), columns
+            total.add(item_keys(v), *upper_counts(v))
+        return total.total()
 
-    def per_shop(model: EASE, views: list[ShopData], matrix: sp.csr_matrix, columns: list[np.ndarray]) -> dict[str, dict]:
-        out, offset = {}, 0
-        for v, col in zip(views, columns):
+    def per_shop(model: FederatedEASE, views: list[ShopData]) -> dict[str, dict]:
+        out = {}
+        for v in views:
             users = v.evaluable_users()
-            scores = model.scores(matrix[offset + users])[:, torch.from_numpy(col)]
-            out[v.shop] = evaluate_scores(v, users, scores, k=k)
-            offset += v.num_users
+            out[v.shop] = evaluate_scores(v, users, model.scores(v, shop_matrix(v)[users]), k=k)
         return out
 
-    val_matrix, val_cols = stacked(shops)
+    val_counts = summed(shops)
     tried = {}
     for l2 in EASE_L2:
-        res = per_shop(EASE(l2).fit(val_matrix), shops, val_matrix, val_cols)
+        res = per_shop(FederatedEASE(*val_counts, l2), shops)
         tried[l2] = float(np.nanmean([r[f"ndcg@{k}"] for r in res.values()]))
     best = max(EASE_L2, key=lambda g: tried[g])
-    final_matrix, final_cols = stacked(finals)
-    result = per_shop(EASE(best).fit(final_matrix), finals, final_matrix, final_cols)
-    return {shop: {**r, "setting": best, "validation_ndcg": tried[best], "shared_items": int(len(vocab))} for shop, r in result.items()}
+    final_counts = summed(finals)
+    result = per_shop(FederatedEASE(*final_counts, best), finals)
+    return {shop: {**r, "setting": best, "validation_ndcg": tried[best], "shared_items": int(len(final_counts[0]))} for shop, r in result.items()}
 
 
 def early_stopped(

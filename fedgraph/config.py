@@ -130,8 +130,6 @@ METHODS = (
 FEDERATED = ("federated", "hybrid")
 #: The methods a run can be measured against (fedgraph.baselines), in report order.
 BASELINES = tuple(m for m in METHODS if m not in FEDERATED)
-#: Single-shop methods (what a shop can do without joining).
-SINGLE_SHOP = ("popularity", "content", "itemknn", "ease", "ease_dp", "local")
 
 
 @dataclass

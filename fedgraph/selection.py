@@ -67,9 +67,10 @@ class PrivateCandidates:
         self._counts = None
 
     def scores(self, name: str, l2: float, data: ShopData, users: np.ndarray) -> torch.Tensor:
-        rows = shop_matrix(data)[users]
+        matrix = shop_matrix(data)
+        rows = matrix[users]
         if name == "own":
-            return EASE(l2).fit(shop_matrix(data)).scores(rows)
+            return EASE(l2).fit(matrix).scores(rows)
         from fedgraph.federation.item_counts import FederatedEASE, load_counts
 
         if l2 not in self._federated:
@@ -79,10 +80,14 @@ class PrivateCandidates:
         return self._federated[l2].scores(data, rows)
 
 
-def hybrid_choice(model, val: ShopData, candidates: PrivateCandidates, *, k: int, history: int, device: torch.device) -> dict[str, Any]:
+def hybrid_choice(
+    model, val: ShopData, candidates: PrivateCandidates, *, k: int, history: int, device: torch.device,
+    known_l2: dict[str, float] | None = None,
+) -> dict[str, Any]:
     """The shop's hybrid, chosen on its validation split: for each candidate the λ that
-    validates best for EASE alone, then the candidate and blend weight α whose blend validates
-    best (ties: the own log, the larger α)."""
+    validates best for EASE alone (``known_l2[candidate]`` where that choice was already made
+    on the same split, e.g. by the ``ease`` baseline), then the candidate and blend weight α whose
+    blend validates best (ties: the own log, the larger α)."""
     users = val.evaluable_users()
     if len(users) == 0:
         return {"gram": "own", "l2": EASE_L2[0], "alpha": 1.0, "validation_ndcg": float("nan"), "global_validation_ndcg": float("nan")}
@@ -91,7 +96,8 @@ def hybrid_choice(model, val: ShopData, candidates: PrivateCandidates, *, k: int
     chosen_l2: dict[str, float] = {}
     for name in candidates.names:
         best_l2, best_scores, best_value = None, None, -np.inf
-        for l2 in EASE_L2:
+        known = (known_l2 or {}).get(name)
+        for l2 in EASE_L2 if known is None else (known,):
             scores = candidates.scores(name, l2, val, users)
             value = _ndcg(val, users, scores, k)
             if value > best_value:
@@ -105,9 +111,13 @@ def hybrid_choice(model, val: ShopData, candidates: PrivateCandidates, *, k: int
             "global_validation_ndcg": tried[(order[0], 1.0)], "ease_l2": chosen_l2}
 
 
-def select_and_test(run: RunDir, *, private_part: str, say: Say = print) -> dict[str, Any]:
-    """Choose the round (and, with ``private_part == "ease"``, each shop's hybrid) on validation and
-    score the choice once on test; the result is kept in ``selection.json`` (reused on resume)."""
+def select_and_test(run: RunDir, *, private_part: str, own_l2: dict[str, float] | None = None, say: Say = print) -> dict[str, Any]:
+    """Choose the round (and, with a private part, each shop's hybrid) on validation and score the
+    choice once on test; the result is kept in ``selection.json`` (reused on resume).
+
+    ``own_l2``: per shop, the λ the ``ease`` baseline chose on the same validation split (the
+    same choice the hybrid would make for its own-log candidate; passing it saves refitting).
+    """
     from fedgraph.federation.shop_side import model_for_shop
     from fedgraph.training.local import resolve_device
 
@@ -136,7 +146,8 @@ def select_and_test(run: RunDir, *, private_part: str, say: Say = print) -> dict
         global_scores = model_scores(model, final, users, history=history, device=device)
         federated[name] = evaluate_scores(final, users, global_scores, k=k)
         if private_part in ("ease", "federated_ease"):
-            choice = hybrid_choice(model, val, on_validation, k=k, history=history, device=device)
+            known = {"own": own_l2[name]} if own_l2 and name in own_l2 else None
+            choice = hybrid_choice(model, val, on_validation, k=k, history=history, device=device, known_l2=known)
             private = on_test.scores(choice["gram"], choice["l2"], final, users)
             hybrid[name] = {**evaluate_scores(final, users, blend(global_scores, private, choice["alpha"]), k=k), **choice}
             choices[name] = choice

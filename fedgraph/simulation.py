@@ -191,7 +191,7 @@ def _local_in_parallel(run: RunDir, device: torch.device) -> dict[str, dict]:
 
 @dataclass
 class BaselineContext:
-    """What a baseline of :data:`BASELINE_METHODS` gets: the run, every shop's training view
+    """What a baseline of :func:`_baseline_methods` gets: the run, every shop's training view
     (held-out = validation) and test view, the device and the progress printer."""
 
     run: RunDir
@@ -202,9 +202,13 @@ class BaselineContext:
 
 
 def _shop_epsilon(run: RunDir) -> Callable[[ShopData], tuple[float, float]]:
+    """``shop -> (ε, δ)`` of the shop's DP plan (the target ε and the plan's δ rule)."""
+    from fedgraph.privacy import default_delta
+
+    p = run.config.privacy
+
     def of(shop: ShopData) -> tuple[float, float]:
-        plan = _alone_plan(run, shop)
-        return float(run.config.privacy.target_epsilon), float(plan["delta"])
+        return float(p.target_epsilon), float(p.delta or default_delta(len(shop.trainable_users())))
 
     return of
 
@@ -390,12 +394,13 @@ def simulate(config: RunConfig | None, out_dir: str | Path, *, resume: bool = Fa
     timings["federated_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    selection = select_and_test(run, private_part=config.model.private_part(config.privacy), say=say)
-    timings["selection_s"] = time.perf_counter() - t
-
-    t = time.perf_counter()
     results = run_baselines(run, say)
     timings["baselines_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    own_l2 = {shop: float(r["setting"]) for shop, r in results.get("ease", {}).items()}
+    selection = select_and_test(run, private_part=config.model.private_part(config.privacy), own_l2=own_l2, say=say)
+    timings["selection_s"] = time.perf_counter() - t
     results["federated"] = selection["federated"]
     if selection["hybrid"]:
         results["hybrid"] = selection["hybrid"]

@@ -141,12 +141,14 @@ def shop_train(
         }  # fmt: skip
     local = model.local_state_dict()
     if local:  # the shop-private part stays in the shop's own directory
-        keep = [run.local_state_file(data.shop)]
+        latest = run.local_state_file(data.shop)
+        with atomic_path(latest) as tmp:
+            torch.save({k: v.detach().cpu() for k, v in local.items()}, tmp)
         if run.final_shop_file(data.shop).exists():  # a simulation: a round may be chosen later on validation
-            keep.append(run.local_state_file(data.shop, server_round))
-        for target in keep:
-            with atomic_path(target) as tmp:
-                torch.save({k: v.detach().cpu() for k, v in local.items()}, tmp)
+            import shutil
+
+            with atomic_path(run.local_state_file(data.shop, server_round)) as tmp:
+                shutil.copyfile(latest, tmp)
     return {k: v.detach().cpu() for k, v in model.shared_state_dict().items()}, metrics
 
 
