@@ -30,7 +30,7 @@ from fedgraph.baselines import EASE_L2, shop_matrix
 from fedgraph.evaluation import evaluate_scores, model_scores
 from fedgraph.federation.run_dir import RunDir
 from fedgraph.models.ease import EASE
-from fedgraph.models.hybrid import ALPHAS, blend
+from fedgraph.models.hybrid import blend, choose_alpha
 from fedgraph.shop import ShopData
 
 Say = Callable[[str], None]
@@ -92,7 +92,7 @@ def hybrid_choice(
     if len(users) == 0:
         return {"gram": "own", "l2": EASE_L2[0], "alpha": 1.0, "validation_ndcg": float("nan"), "global_validation_ndcg": float("nan")}
     global_scores = model_scores(model, val, users, history=history, device=device)
-    tried: dict[tuple[str, float], float] = {}
+    tried: dict[str, tuple[float, dict[float, float]]] = {}
     chosen_l2: dict[str, float] = {}
     for name in candidates.names:
         best_l2, best_scores, best_value = None, None, -np.inf
@@ -103,12 +103,13 @@ def hybrid_choice(
             if value > best_value:
                 best_l2, best_scores, best_value = l2, scores, value
         chosen_l2[name] = best_l2
-        for alpha in ALPHAS:
-            tried[(name, alpha)] = _ndcg(val, users, blend(global_scores, best_scores, alpha), k)
+        alpha, by_alpha = choose_alpha(global_scores, best_scores, lambda scores: _ndcg(val, users, scores, k))
+        tried[name] = (alpha, by_alpha)
     order = candidates.names
-    name, alpha = max(tried, key=lambda key: (tried[key], -order.index(key[0]), key[1]))
-    return {"gram": name, "l2": chosen_l2[name], "alpha": alpha, "validation_ndcg": tried[(name, alpha)],
-            "global_validation_ndcg": tried[(order[0], 1.0)], "ease_l2": chosen_l2}
+    name = max(order, key=lambda c: (tried[c][1][tried[c][0]], -order.index(c)))  # ties: the own log
+    alpha = tried[name][0]
+    return {"gram": name, "l2": chosen_l2[name], "alpha": alpha, "validation_ndcg": tried[name][1][alpha],
+            "global_validation_ndcg": tried[order[0]][1][1.0], "ease_l2": chosen_l2}
 
 
 def select_and_test(run: RunDir, *, private_part: str, own_l2: dict[str, float] | None = None, say: Say = print) -> dict[str, Any]:
