@@ -390,3 +390,19 @@ def test_budget_plans_noise_and_refuses_a_round_that_would_overspend(tmp_path):
     with pytest.raises(BudgetError, match="target_epsilon"):
         open_budget(tmp_path / "b", shop="s", users=100, config=PrivacyConfig(target_epsilon=8.0, delta=1e-5),
                     rounds=3, local_epochs=1, batch_size=10)  # fmt: skip
+
+
+@pytest.mark.parametrize("delta", [0.0, 1e-5])
+def test_a_growing_shop_keeps_its_planned_sample_rate_and_delta(tmp_path, delta):
+    """A daemon's shop gains customers between rounds: the plan's q and δ stay (Poisson sampling at a
+    fixed q is valid for any number of users); a changed target is still refused."""
+    cfg = PrivacyConfig(enabled=True, target_epsilon=8.0, delta=delta)
+    first = open_budget(tmp_path / "b", shop="s", users=500, config=cfg, rounds=4, local_epochs=1, batch_size=32)
+    first.record_round(1, "v", [(first.plan["noise_multiplier"], first.plan["sample_rate"], first.plan["steps_per_round"])])
+    grown = open_budget(tmp_path / "b", shop="s", users=501, config=cfg, rounds=4, local_epochs=1, batch_size=32)
+    assert grown.plan["sample_rate"] == pytest.approx(32 / 500) and grown.delta == first.delta
+    assert grown.settings(None).sample_rate == pytest.approx(32 / 500) and grown.next_round_fits()
+    shrunk = open_budget(tmp_path / "b", shop="s", users=20, config=cfg, rounds=4, local_epochs=1, batch_size=32)
+    assert shrunk.plan == first.plan
+    with pytest.raises(BudgetError, match="target_epsilon"):
+        open_budget(tmp_path / "b", shop="s", users=501, config=PrivacyConfig(target_epsilon=4.0, delta=delta), rounds=4, local_epochs=1, batch_size=32)

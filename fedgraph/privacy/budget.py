@@ -1,7 +1,7 @@
 """One shop's privacy budget across a run: plan the noise, refuse a round that would overspend.
 
 The plan is fixed when the shop first trains and written as the first ledger entry: sample
-rate ``q = min(1, batch_size / users)``, ``steps_per_round = local_epochs × round(1/q)``,
+rate ``q = min(1, batch_size / users)`` (users at that moment; kept as the shop grows), ``steps_per_round = local_epochs × round(1/q)``,
 δ (configured, or ``min(1e-5, 0.1/users)``), and the noise multiplier σ that keeps
 ``rounds × steps_per_round`` steps within the target ε under the configured accountant.
 Before every round the shop checks that the steps it is about to take keep its total ε
@@ -22,8 +22,11 @@ from fedgraph.privacy.accounting import BudgetError
 if TYPE_CHECKING:
     from fedgraph.config import PrivacyConfig
 
-#: Plan fields that must not change once a ledger exists.
-_FIXED = ("target_epsilon", "delta", "max_grad_norm", "accountant", "sample_rate", "noise_multiplier")
+#: Configured plan fields that must not change once a ledger exists. The sample rate and a derived
+#: δ are fixed by the plan itself: they are computed once, from the users the shop had when it
+#: first trained, and kept as it gains or loses customers (Poisson sampling at a fixed q is valid
+#: for any number of users; the expected batch grows with the shop).
+_FIXED = ("target_epsilon", "max_grad_norm", "accountant")
 
 
 def _steps_per_epoch(q: float) -> int:
@@ -96,12 +99,14 @@ def open_budget(
     """The shop's budget in ``directory``: verifies the ledger, writes the plan on first use."""
     ledger = PrivacyLedger(directory)
     entries = ledger.verify(repair=True)
-    wanted = plan_for(users, config, rounds=rounds, local_epochs=local_epochs, batch_size=batch_size, noise=False)
     if entries:
         plan = entries[0]
         if plan.get("kind") != "plan":
             raise BudgetError(f"{ledger.path}: the first entry is not a plan; the ledger is not a fedgraph privacy ledger")
+        wanted = plan_for(users, config, rounds=rounds, local_epochs=local_epochs, batch_size=batch_size, noise=False)
         changed = [f"{k}: ledger {plan.get(k)!r}, config {v!r}" for k, v in wanted.items() if k in _FIXED and plan.get(k) != v]
+        if config.delta and float(config.delta) != float(plan["delta"]):
+            changed.append(f"delta: ledger {plan['delta']!r}, config {config.delta!r}")
         if config.noise_multiplier and float(config.noise_multiplier) != float(plan["noise_multiplier"]):
             changed.append(f"noise_multiplier: ledger {plan['noise_multiplier']!r}, config {config.noise_multiplier!r}")
         if changed:
