@@ -9,12 +9,13 @@ from flwr.clientapp import ClientApp
 
 from fedgraph.federation.secure_aggregation import fitins_to_state, state_to_fitres
 from fedgraph.federation.shop_side import shared_names, shop_evaluate, shop_item_counts, shop_train
-from fedgraph.deploy.shop_app import shop_location  # run dir + partition id (simulation or shop daemon)
+from fedgraph.deploy.shop_app import local_errors, shop_location  # run dir + partition id (simulation or shop daemon)
 
 app = ClientApp()
 
 
 @app.train()
+@local_errors
 def train(msg: Message, context: Context) -> Message:
     config = msg.content["config"]
     state, metrics = shop_train(
@@ -27,6 +28,7 @@ def train(msg: Message, context: Context) -> Message:
 
 
 @app.evaluate()
+@local_errors
 def evaluate(msg: Message, context: Context) -> Message:
     metrics = shop_evaluate(
         *shop_location(context, msg),
@@ -36,6 +38,7 @@ def evaluate(msg: Message, context: Context) -> Message:
 
 
 @app.query()
+@local_errors
 def item_counts(msg: Message, context: Context) -> Message:
     """Federated EASE: the shop's item co-occurrence counts (fedgraph.federation.item_counts)."""
     run_dir, partition_id = shop_location(context, msg)
@@ -51,6 +54,7 @@ secagg_app = ClientApp(mods=[secaggplus_mod])
 
 
 @secagg_app.train()
+@local_errors
 def train_secure(msg: Message, context: Context) -> Message:
     run_dir, partition_id = shop_location(context, msg)
     state, config = fitins_to_state(msg.content, shared_names(run_dir))

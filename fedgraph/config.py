@@ -120,6 +120,18 @@ class FederationConfig:
     #: poll, so asking N shops at once costs O(N^2) server time; waves keep it O(N).
     #: Deployments always ask every shop at once.
     simulation_wave: int = 64
+    #: How the server weighs the shops' updates: "users" (FedAvg by number of users: each shop
+    #: sends its exact user count), "uniform" (every shop counts the same; a shop sends no
+    #: counts, timings or training loss), or "auto": uniform under privacy.enabled or
+    #: privacy.secure_aggregation (an exact count is outside the DP accounting, and SecAgg+ hides
+    #: only the weights), users otherwise. See PRIVACY.md, "What leaves a shop".
+    weighting: str = "auto"
+
+    def weights(self, privacy: "PrivacyConfig") -> str:
+        """``weighting`` with ``auto`` resolved against the privacy settings."""
+        if self.weighting != "auto":
+            return self.weighting
+        return "uniform" if privacy.enabled or privacy.secure_aggregation else "users"
 
 
 #: Every method a run reports, in report order: the federated system and the baselines.
@@ -171,8 +183,15 @@ class PrivacyConfig:
     accountant: str = "rdp"
     #: "ghost" (Opacus ghost clipping: no per-user gradient tensors) or "hooks".
     grad_sample_mode: str = "ghost"
-    #: Seed DP noise and Poisson sampling from train.seed (reproducible runs); false = OS entropy.
+    #: Seed DP noise and Poisson sampling from train.seed (reproducible simulations, predictable by
+    #: whoever knows the seed); false = a CSPRNG keyed from the OS (fedgraph.privacy.csprng).
+    #: Deployments default to false, and a shop daemon refuses DP training with true.
     deterministic_noise: bool = True
+    #: The server asks every shop to evaluate each global model on its held-out data and sees
+    #: the figures (not noised, not in the DP accounting). Simulations: true; deployments default
+    #: to false, a shop refuses evaluate messages unless its own config sets true, and a shop
+    #: under privacy.enabled refuses it altogether.
+    share_evaluation: bool = True
     #: Client-level DP at the server: "off", "fixed" or "adaptive" (Flower's server-side clipping wrappers).
     client_dp: str = "off"
     client_noise_multiplier: float = 1.0
@@ -267,6 +286,10 @@ class RunConfig:
             (0.0 < self.federation.fraction_train <= 1.0, "federation.fraction_train must be in (0, 1]"),
             (self.federation.min_train_shops >= 1, "federation.min_train_shops must be >= 1"),
             (self.federation.simulation_wave >= 0, "federation.simulation_wave must be >= 0 (0 = ask every shop at once)"),
+            (self.federation.weighting in ("auto", "users", "uniform"), "federation.weighting must be auto, users or uniform"),
+            (self.federation.weighting != "users" or not (self.privacy.enabled or self.privacy.secure_aggregation),
+             "federation.weighting=users sends each shop's exact number of users, which is outside the DP accounting "
+             "(privacy.enabled) and in the clear beside SecAgg+'s masked sum (privacy.secure_aggregation); use weighting=uniform or auto"),
             (self.model.temperature > 0, "model.temperature must be > 0"),
             (self.model.shop_private in ("auto", "federated_ease", "ease", "none"),
              "model.shop_private must be auto, federated_ease, ease (the shop's own EASE only) or none (the global model alone)"),

@@ -19,6 +19,7 @@ from fedgraph.privacy.client_level import UNIFORM_WEIGHT_KEY, sampled_shops_per_
 def build_strategy(config: RunConfig, num_shops: int) -> Strategy:
     """The configured Flower strategy; every shop is evaluated after every round.
 
+    With ``federation.weights(...) == "uniform"`` shops count the same (they send no user counts).
     With ``privacy.client_dp`` the strategy averages shops with equal weights (a shop's
     influence on the mean must be at most ``C / m`` for the noise to cover it) and is wrapped
     in Flower's server-side clipping + Gaussian noise.
@@ -31,7 +32,7 @@ def build_strategy(config: RunConfig, num_shops: int) -> Strategy:
         min_evaluate_nodes=num_shops,
         min_available_nodes=num_shops,
     )
-    if privacy.client_dp != "off":
+    if privacy.client_dp != "off" or fed.weights(privacy) == "uniform":
         common["weighted_by_key"] = UNIFORM_WEIGHT_KEY
     if fed.strategy == "fedavg":
         strategy: Strategy = FedAvg(**common)

@@ -406,3 +406,55 @@ def test_a_growing_shop_keeps_its_planned_sample_rate_and_delta(tmp_path, delta)
     assert shrunk.plan == first.plan
     with pytest.raises(BudgetError, match="target_epsilon"):
         open_budget(tmp_path / "b", shop="s", users=501, config=PrivacyConfig(target_epsilon=4.0, delta=delta), rounds=4, local_epochs=1, batch_size=32)
+
+
+# ---------------------------------------------------------------------- noise source
+@pytest.mark.parametrize("mode", ["ghost", "hooks"])
+def test_unseeded_dp_training_draws_noise_and_sampling_from_the_csprng(monkeypatch, mode):
+    """Without a seed, neither the noise nor the Poisson sample may come from torch's Mersenne
+    Twister (predictable from its seed): both come from fedgraph.privacy.csprng."""
+    import opacus.optimizers.optimizer as opacus_optimizer
+    import opacus.utils.uniform_sampler as opacus_sampler
+
+    from fedgraph.privacy import csprng
+
+    import opacus.optimizers.optimizer_fast_gradient_clipping as opacus_fast
+
+    def refuse(*_a, **_k):
+        raise AssertionError("seeded torch noise or sampling used without a seed")
+
+    def zero_only(std, reference, **kwargs):
+        if std != 0:
+            refuse()
+        return torch.zeros_like(reference)
+
+    monkeypatch.setattr(opacus_optimizer, "_generate_noise", zero_only)
+    monkeypatch.setattr(opacus_fast, "_generate_noise", zero_only)
+    monkeypatch.setattr(opacus_sampler.UniformWithReplacementSampler, "__iter__", refuse)
+    drawn = []
+    real = csprng.SecureRandom.normal
+    monkeypatch.setattr(csprng.SecureRandom, "normal", lambda self, n: drawn.append(n) or real(self, n))
+    data = _planted_shop()
+    dp = DPSettings(noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=0.1, delta=1e-5, noise_seed=None, grad_sample_mode=mode)
+    result, after = _trained(data, dp)
+    params = sum(p.numel() for p in InterestModel(3, dim=8, hidden=16, num_local_items=data.num_items).parameters() if p.requires_grad)
+    assert result.steps == 20 and sum(drawn) == 20 * 4 * params  # every step, every parameter, four draws (Opacus' secure mode)
+    _, again = _trained(data, dp)
+    assert any(not torch.equal(after[k], again[k]) for k in after)  # not reproducible: the key is fresh
+
+
+def test_secure_random_is_uniform_gaussian_and_unpredictable():
+    from scipy import stats
+
+    from fedgraph.privacy.csprng import SecurePoissonSampler, SecureRandom, secure_noise_like
+
+    a, b = SecureRandom(), SecureRandom()
+    u = a.uniform(200_000)
+    assert 0 < u.min() and u.max() < 1 and stats.kstest(u, "uniform").pvalue > 1e-4
+    z = a.normal(200_001)
+    assert len(z) == 200_001 and stats.kstest(z, "norm").pvalue > 1e-4
+    assert not np.array_equal(a.uniform(8), b.uniform(8))
+    noise = secure_noise_like(torch.zeros(100_000), 3.0, a)
+    assert noise.dtype == torch.float32 and abs(noise.std().item() - 3.0) < 0.05 and abs(noise.mean().item()) < 0.05
+    sizes = [len(i) for i in SecurePoissonSampler(num_samples=1000, sample_rate=0.05, steps=200, rng=a)]
+    assert len(sizes) == 200 and abs(np.mean(sizes) - 50) < 2

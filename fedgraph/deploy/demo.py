@@ -38,6 +38,9 @@ history = 16
 
 [privacy]
 secure_aggregation = {secure_aggregation}
+# The demo's shops send their validation figures to the server so that its log shows them; a real
+# shop keeps the deployment default (false): Recall/NDCG on its customers is not DP (PRIVACY.md).
+share_evaluation = true
 
 [features]
 cache_dir = "{cache_dir}"

@@ -47,6 +47,53 @@ def _sections(raw: dict[str, Any], allowed: dict[str, Any], source: Path) -> Non
         _fill(allowed[name], values, name, source)
 
 
+#: What a deployment assumes wherever its training configuration (or an override) is silent:
+#: secure aggregation on, DP noise from a CSPRNG, no evaluation figures sent to the server.
+DEPLOYMENT_DEFAULTS = {
+    "privacy.secure_aggregation": "true",
+    "privacy.deterministic_noise": "false",
+    "privacy.share_evaluation": "false",
+}
+
+
+def deployment_run_config(path: Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """The training configuration as a deployment reads it: :data:`DEPLOYMENT_DEFAULTS` for every
+    key the file and the overrides leave unset, then :func:`check_deployment`."""
+    explicit = {o.split("=", 1)[0].strip() for o in overrides or []}
+    if path is not None and path.exists():
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError:
+            raw = {}  # RunConfig.load says what is wrong with the file
+        explicit |= {f"{section}.{key}" for section, table in raw.items() if isinstance(table, dict) for key in table}
+    defaults = [f"{key}={value}" for key, value in DEPLOYMENT_DEFAULTS.items() if key not in explicit]
+    config = RunConfig.load(path, [*defaults, *(overrides or [])])
+    check_deployment(config, str(path) if path is not None else "the training configuration")
+    return config
+
+
+def check_deployment(config: RunConfig, source: str) -> None:
+    """Refuse what a deployment must not do; both the server and every shop daemon check it.
+
+    Raises:
+        ConfigError: DP training with seeded (predictable) noise, or evaluation figures sent to
+            the server from a shop under DP (they are not noised or accounted).
+    """
+    p = config.privacy
+    if p.enabled and p.deterministic_noise:
+        raise ConfigError(
+            f"{source}: privacy.deterministic_noise = true seeds the DP noise and sampling from train.seed, which the server "
+            "and every shop know, so anyone holding the configuration could regenerate the noise and the ε would be void. "
+            "A deployment draws DP noise from a CSPRNG: remove the key or set privacy.deterministic_noise = false"
+        )
+    if p.enabled and p.share_evaluation:
+        raise ConfigError(
+            f"{source}: privacy.share_evaluation = true would send each shop's Recall/NDCG on its private held-out "
+            "customers to the server every round, without noise and outside the DP accounting; set it to false "
+            "(evaluate at the shop instead: `fedgraph client status` and the shop's graph)"
+        )
+
+
 def _resolve(base: Path, value: str) -> Path:
     p = Path(value).expanduser()
     return p if p.is_absolute() else (base / p).resolve()
@@ -138,7 +185,9 @@ class ShopConfig:
         return self.resolve(self.shop.state_dir)
 
     def run_config(self) -> RunConfig:
-        return RunConfig.load(self.resolve(self.shop.run_config)) if self.shop.run_config else RunConfig()
+        """The federation's training configuration as this shop reads it (:func:`deployment_run_config`):
+        the shop, not the server, decides what it sends and under which protection."""
+        return deployment_run_config(self.resolve(self.shop.run_config) if self.shop.run_config else None)
 
     def validate(self) -> None:
         src = self.path
@@ -209,18 +258,9 @@ class ServerConfig:
         return self.resolve(self.server.certs)
 
     def run_config(self, overrides: list[str] | None = None) -> RunConfig:
-        """The training configuration. In a deployment secure aggregation (SecAgg+) is on unless
-        the configuration or an override turns it off explicitly (``privacy.secure_aggregation``)."""
-        import tomllib
-
-        path = self.resolve(self.server.run_config) if self.server.run_config else None
-        explicit = any(o.split("=", 1)[0].strip() == "privacy.secure_aggregation" for o in overrides or [])
-        if path is not None and path.exists() and not explicit:
-            try:
-                explicit = "secure_aggregation" in tomllib.loads(path.read_text(encoding="utf-8")).get("privacy", {})
-            except (tomllib.TOMLDecodeError, AttributeError):
-                pass  # RunConfig.load says what is wrong with the file
-        return RunConfig.load(path, overrides if explicit else ["privacy.secure_aggregation=true", *(overrides or [])])
+        """The training configuration (:func:`deployment_run_config`): SecAgg+ on, CSPRNG noise and
+        no shared evaluation unless the configuration or an override says otherwise."""
+        return deployment_run_config(self.resolve(self.server.run_config) if self.server.run_config else None, overrides)
 
     def validate(self) -> None:
         if not self.server.shops:

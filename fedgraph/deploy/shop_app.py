@@ -13,19 +13,47 @@ SuperNode with ``--node-config shop-config="/path/shop.toml"``: the ClientApp th
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import time
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from fedgraph.deploy.settings import ShopConfig
+from fedgraph.federation.shop_side import ShopRefusal
 
 NODE_CONFIG_KEY = "shop-config"
 
 
-class ShopMismatch(RuntimeError):
+class ShopMismatch(ShopRefusal):
     """The server's federation does not fit this shop (different model settings, shop not listed)."""
+
+
+def local_errors(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """A ClientApp handler whose errors, in a shop daemon, reach the server as one generic line.
+
+    A :class:`~fedgraph.federation.shop_side.ShopRefusal` is sent as it is (its text is meant for
+    the server). Any other exception's text may hold customer-derived figures (sizes, rates,
+    ids): it is logged in the shop (``fedgraph.shop`` logger: the daemon's log) with its traceback,
+    and the server is told only which kind of message failed. In simulation errors pass unchanged.
+    """
+
+    @functools.wraps(handler)
+    def wrapped(msg: Any, context: Any) -> Any:
+        try:
+            return handler(msg, context)
+        except ShopRefusal:
+            raise
+        except Exception as exc:
+            if NODE_CONFIG_KEY not in context.node_config:
+                raise
+            kind = str(msg.metadata.message_type)
+            logging.getLogger("fedgraph.shop").exception("the %s message of run %s failed in this shop", kind, msg.metadata.run_id)
+            raise RuntimeError(f"the shop could not handle a {kind} message ({type(exc).__name__}); the reason is in the shop's own log") from None
+
+    return wrapped
 
 
 @lru_cache(maxsize=8)
@@ -64,8 +92,10 @@ def prepare_deployed_shop(shop_config: str, run_config: dict[str, Any], msg: Any
             f"(digest {model_signature_digest(config)}, from {cfg.resolve(cfg.shop.run_config)}); "
             f"use the federation config file the server operator sent"
         )
-    write_run_dir(paths, config, shops, feature_dim=feature_size(hops=config.features.hops))
+    kind = str(msg.metadata.message_type)
     content = msg.content
+    check_protocol(config, kind, secure="config" not in content, source=cfg.resolve(cfg.shop.run_config))
+    write_run_dir(paths, config, shops, feature_dim=feature_size(hops=config.features.hops))
     if "config" in content:
         server_round = int(content["config"]["server-round"])
         global_state = content["arrays"].to_torch_state_dict()
@@ -75,7 +105,6 @@ def prepare_deployed_shop(shop_config: str, run_config: dict[str, Any], msg: Any
 
         global_state, fit_config = fitins_to_state(content, shared_names(str(paths.run)))
         server_round = int(fit_config["server-round"])
-    kind = str(msg.metadata.message_type)
     # A train message carries the global model of the previous round, evaluate the new one.
     model_round = server_round - 1 if kind.startswith("train") else server_round
     version, _ = save_global_model(paths, global_state, model_round)
@@ -87,6 +116,27 @@ def prepare_deployed_shop(shop_config: str, run_config: dict[str, Any], msg: Any
     record_message(paths, kind, server_round, version, event_offset=offset)
     _injected_delay(paths.root, kind)
     return str(Path(paths.run)), shops.index(cfg.shop.name)
+
+
+def check_protocol(config: Any, kind: str, *, secure: bool, source: Any) -> None:
+    """The shop, not the server, decides how it takes part (its own training configuration).
+
+    Raises:
+        ShopRefusal: a plain train message while the shop requires secure aggregation, or an
+            evaluate message while it does not share evaluation figures.
+    """
+    p = config.privacy
+    if kind.startswith("train") and not secure and p.secure_aggregation:
+        raise ShopRefusal(
+            "this shop requires secure aggregation (privacy.secure_aggregation in its configuration) and refuses a plain "
+            "train message: start the server with the same federation config (SecAgg+ on), or the shop's operator sets "
+            f"privacy.secure_aggregation = false in {source}"
+        )
+    if kind.startswith("evaluate") and not p.share_evaluation:
+        raise ShopRefusal(
+            "this shop does not send evaluation figures (privacy.share_evaluation = false, the deployment default); "
+            f"set privacy.share_evaluation = false on the server too, or the shop's operator opts in in {source}"
+        )
 
 
 def _injected_delay(state_dir: Path, kind: str) -> None:

@@ -77,11 +77,8 @@ def _secure_step(
     """The training step under SecAgg+: the server only sees the sum of the shops' updates."""
     from fedgraph.federation.secure_aggregation import SecureAggregationHalted, secure_train_round
 
-    max_users = max((s["users"] for s in run.index.get("summary", [])), default=1)
     try:
-        new_arrays, shop_metrics, failures = secure_train_round(
-            grid, run.config, server_round, arrays, dict(train_config), max_users=max_users
-        )
+        new_arrays, shop_metrics, failures = secure_train_round(grid, run.config, server_round, arrays, dict(train_config))
     except SecureAggregationHalted as exc:
         raise RoundFailed(str(exc)) from exc
     failures = list(dict.fromkeys(_short(f) for f in failures))  # SecAgg+ reports a drop-out once per stage
@@ -113,6 +110,13 @@ def _budget_note(exhausted: dict[str, dict[str, float]]) -> str:
 def _mean(values: list[float]) -> float:
     values = [v for v in values if v == v]
     return float(np.mean(values)) if values else float("nan")
+
+
+def _validation(evals: dict[str, dict[str, float]], k: int) -> str:
+    if not evals:
+        return "validation figures stay in the shops (privacy.share_evaluation = false)"
+    ndcg, recall = _mean([e[f"ndcg@{k}"] for e in evals.values()]), _mean([e[f"recall@{k}"] for e in evals.values()])
+    return f"validation NDCG@{k} {ndcg:.4f} | Recall@{k} {recall:.4f} (macro over {len(evals)} shops)"
 
 
 def _in_simulation(grid: Grid) -> bool:
@@ -154,6 +158,8 @@ def send_in_waves(grid: Grid, messages: Iterable[Message], *, timeout: float, wa
 def _evaluate(
     grid: Grid, strategy: Strategy, server_round: int, arrays: ArrayRecord, timeout: float, run: RunDir, wave: int
 ) -> tuple[dict, list[str]]:
+    if not run.config.privacy.share_evaluation:  # the shops keep their figures (deployments' default)
+        return {}, []
     messages = strategy.configure_evaluate(server_round, arrays, ConfigRecord(), grid)
     replies, failures = _split_replies(send_in_waves(grid, messages, timeout=timeout, wave=wave))
     return _per_shop(run, replies), failures
@@ -205,7 +211,7 @@ def run_rounds(grid: Grid, strategy: Strategy, run: RunDir, *, say: Callable[[st
         evals, failures = _evaluate(grid, strategy, 0, arrays, timeout, run, wave)
         history["rounds"].append({"round": 0, "eval": evals, "failures": failures, "model_version": state_digest(arrays.to_torch_state_dict())[:16]})
         run.write_history(history)
-        say(f"{PREFIX} round 0/{total} | initial model | validation NDCG@{k} {_mean([e[f'ndcg@{k}'] for e in evals.values()]):.4f} (macro over {len(evals)} shops)")
+        say(f"{PREFIX} round 0/{total} | initial model | {_validation(evals, k)}")
     else:
         start = int(checkpoint["round"])
         arrays = ArrayRecord(checkpoint["state_dict"])
@@ -252,13 +258,12 @@ def run_rounds(grid: Grid, strategy: Strategy, run: RunDir, *, say: Callable[[st
         # Checkpoint first, then history: a crash in between re-runs nothing and loses nothing.
         run.save_checkpoint(server_round, state, {"model_version": version})
         run.write_history(history)
-        loss = _mean([t["train_loss"] for t in train.values()])
+        loss = _mean([t.get("train_loss", float("nan")) for t in train.values()])
         say(
             f"{PREFIX} round {server_round}/{total} | shops {len(train)}/{len(train) + len(failures)} | "
             + ("secure aggregation (SecAgg+) | " if cfg.privacy.secure_aggregation else "")
-            + (f"loss {loss:.4f} | " if not cfg.privacy.enabled else "loss withheld (private under DP) | ")
-            + f"validation NDCG@{k} {_mean([e[f'ndcg@{k}'] for e in evals.values()]):.4f} | "
-            f"Recall@{k} {_mean([e[f'recall@{k}'] for e in evals.values()]):.4f} (macro) | {seconds:.1f} s"
+            + (f"loss {loss:.4f} | " if loss == loss else "loss stays in the shops | ")
+            + f"{_validation(evals, k)} | {seconds:.1f} s"
             + (f" | ε ≤ {max(t['epsilon'] for t in train.values()):.2f} (max over shops, δ per shop)" if any("epsilon" in t for t in train.values()) else "")
             + (f" | client-level ε {client_dp['epsilon']:.2f} (δ {client_dp['delta']:g}, unit: one shop)" if client_dp else "")
             + (f" | {len(failures)} shop(s) failed: {failures[0]}" if failures else "")

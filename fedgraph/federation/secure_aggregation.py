@@ -3,13 +3,17 @@
 With ``privacy.secure_aggregation`` the training step of each round runs Flower's
 :class:`~flwr.server.workflow.SecAggPlusWorkflow` instead of a plain send/receive: every
 shop quantises its weights (clipped to ``±secagg_clipping_range``, ``secagg_quantization_range``
-levels), scales them by its number of users, masks them with pairwise and private masks
+levels), scales them by its weight (1: SecAgg+ averages with uniform weights), masks them with pairwise and private masks
 agreed with ``secagg_num_shares - 1`` neighbours (Shamir shares of the mask seeds, any
 ``secagg_reconstruction_threshold`` of which recover them), and the server only ever holds
 masked vectors and their *sum*. Shops that drop out after sharing keys are unmasked from
 their neighbours' shares, so a round survives drop-outs while every shop keeps at least
-``threshold`` live neighbours. The result equals FedAvg (weighted by users) up to the
+``threshold`` live neighbours. The result equals FedAvg with uniform weights up to the
 quantisation error.
+
+A shop sends nothing else in the clear beside its masked vector but the metrics of
+:func:`fedgraph.federation.shop_side.shop_train` (with uniform weights: its ε and ledger length
+under DP, nothing about its size or data otherwise).
 
 In flwr 1.42 SecAgg+ exists only in the legacy API, so this module drives it with a
 :class:`~flwr.server.compat.LegacyContext` and a legacy FedAvg that records what it was
@@ -81,10 +85,17 @@ class _RecordingFedAvg(LegacyFedAvg):
         return aggregated, metrics
 
 
+#: Every shop's SecAgg+ weight, and the ``max_weight`` the workflow is told: SecAgg+ runs with
+#: uniform weights (``federation.weights`` is "uniform" under secure aggregation), so the weight
+#: factor is exactly 1 and no shop's user count is sent, masked or not.
+SHOP_WEIGHT = 1
+
+
 def secure_train_round(
-    grid: Grid, config: RunConfig, server_round: int, arrays: ArrayRecord, round_config: dict[str, Any], *, max_users: int
+    grid: Grid, config: RunConfig, server_round: int, arrays: ArrayRecord, round_config: dict[str, Any]
 ) -> tuple[ArrayRecord, list[dict[str, Any]], list[str]]:
-    """One SecAgg+ training step: the new global weights, the shops' metrics, the failures."""
+    """One SecAgg+ training step: the new global weights (the mean of the shops' updates), the
+    shops' metrics, the failures."""
     p, fed = config.privacy, config.federation
     num_nodes = len(list(grid.get_node_ids()))
     strategy = _RecordingFedAvg(
@@ -107,7 +118,7 @@ def secure_train_round(
         context.state[MAIN_CONFIGS_RECORD] = ConfigRecord({WorkflowKey.CURRENT_ROUND: server_round})
         workflow = SecAggPlusWorkflow(
             num_shares=p.secagg_num_shares, reconstruction_threshold=p.secagg_reconstruction_threshold,
-            max_weight=float(max(1, max_users)), clipping_range=p.secagg_clipping_range,
+            max_weight=float(SHOP_WEIGHT), clipping_range=p.secagg_clipping_range,
             quantization_range=p.secagg_quantization_range, timeout=fed.round_timeout_s,
         )  # fmt: skip
         workflow(grid, context)
@@ -140,7 +151,7 @@ def state_to_fitres(state: dict, metrics: dict[str, Any]) -> RecordDict:
     from flwr.common import Code, Status
 
     values = [v.detach().cpu().numpy() for v in state.values()]
-    fitres = FitRes(Status(Code.OK, "ok"), ndarrays_to_parameters(values), int(metrics.get("num-examples", 0)), dict(metrics))
+    fitres = FitRes(Status(Code.OK, "ok"), ndarrays_to_parameters(values), SHOP_WEIGHT, dict(metrics))
     return compat.fitres_to_recorddict(fitres, keep_input=False)
 
 

@@ -79,15 +79,22 @@ def shop_budget(run: RunDir, data: ShopData) -> ShopBudget:
 
 
 def _privacy_metrics(budget: ShopBudget, entry: dict[str, Any]) -> dict[str, float]:
+    """What a DP shop tells the server about its budget: ε so far (both accountants), δ, the target
+    and its ledger's length. Not the sample rate or σ (derived from the shop's size)."""
     return {
         "epsilon": float(entry["epsilon"]), "epsilon-rdp": float(entry["epsilon_rdp"]),
         "epsilon-prv": float(entry["epsilon_prv"]) if entry.get("epsilon_prv") is not None else -1.0,
         "delta": budget.delta, "target-epsilon": budget.target_epsilon, "ledger-seq": int(entry["seq"]),
-        "noise-multiplier": float(budget.plan["noise_multiplier"]), "sample-rate": float(budget.plan["sample_rate"]),
     }  # fmt: skip
 
 
-class PrivacyBudgetExhausted(RuntimeError):
+class ShopRefusal(RuntimeError):
+    """The shop declines a message under its own settings. The message is meant for the server
+    (it holds no customer data); any other error's text stays in the shop (see
+    :func:`fedgraph.deploy.shop_app.local_errors`)."""
+
+
+class PrivacyBudgetExhausted(ShopRefusal):
     """The shop refuses to train: one more round would exceed its privacy budget."""
 
 
@@ -116,9 +123,11 @@ def shop_train(
     seed = round_seed(run.config.train.seed, server_round, data.shop)
     settings = train_settings(run, seed=seed, proximal_mu=proximal_mu)
     device = resolve_device(run.config.train.device)
+    # With uniform weights the reply holds no count, timing or loss: nothing about the shop's size or data.
+    counts = run.config.federation.weights(run.config.privacy) == "users"
     if not run.config.privacy.enabled:
         result = train_local(model, data, settings, device=device)
-        metrics = {**result.as_metrics, UNIFORM_WEIGHT_KEY: 1.0, "partition-id": partition_id}
+        metrics = {**(result.as_metrics if counts else {}), UNIFORM_WEIGHT_KEY: 1.0, "partition-id": partition_id}
     else:
         budget = shop_budget(run, data)
         version = state_digest(state)[:16]
@@ -128,17 +137,15 @@ def shop_train(
                 raise PrivacyBudgetExhausted(
                     f"shop {data.shop}: one more round would exceed its privacy budget (ε {entry['epsilon']:.2f} of {budget.target_epsilon:g})"
                 )
-            metrics = {**_privacy_metrics(budget, entry), "budget-exhausted": 1, "num-examples": 0, "partition-id": partition_id}
+            metrics = {**_privacy_metrics(budget, entry), "budget-exhausted": 1, "partition-id": partition_id}
             return {k: v.detach().cpu() for k, v in state.items()}, metrics
         privacy = run.config.privacy
         dp = budget.settings(seed if privacy.deterministic_noise else None, privacy.grad_sample_mode)
         result = train_local(model, data, settings, device=device, dp=dp)
         entry = budget.record_round(server_round, version, result.dp_history)
-        # The training loss is computed on private data without noise: it stays in the shop.
-        metrics = {
-            **result.as_metrics, "train_loss": float("nan"), **_privacy_metrics(budget, entry), UNIFORM_WEIGHT_KEY: 1.0,
-            "partition-id": partition_id,
-        }  # fmt: skip
+        # Under DP the weights are uniform (config.FederationConfig.weights): the loss, user count,
+        # steps and seconds are computed on private data without noise and stay in the shop.
+        metrics = {**_privacy_metrics(budget, entry), UNIFORM_WEIGHT_KEY: 1.0, "partition-id": partition_id}
     local = model.local_state_dict()
     if local:  # the shop-private part stays in the shop's own directory
         latest = run.local_state_file(data.shop)
@@ -153,8 +160,14 @@ def shop_train(
 
 
 def shop_evaluate(run_dir: str, partition_id: int, state: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """Recall@K / NDCG@K of the global ``state`` on one shop's held-out items."""
+    """Recall@K / NDCG@K of the global ``state`` on one shop's held-out items.
+
+    Raises:
+        ShopRefusal: the shop's own config has ``privacy.share_evaluation = false``.
+    """
     run = RunDir.at(run_dir)
+    if not run.config.privacy.share_evaluation:
+        raise ShopRefusal("this shop does not send evaluation figures (privacy.share_evaluation = false in its configuration)")
     _limit_threads(run)
     data = shop_data(run, partition_id)
     model = model_for_shop(run, data, state)
@@ -163,7 +176,7 @@ def shop_evaluate(run_dir: str, partition_id: int, state: dict[str, torch.Tensor
     return {**result, "num-examples": int(result["users"]), "partition-id": partition_id}
 
 
-class CountsRefused(RuntimeError):
+class CountsRefused(ShopRefusal):
     """The shop does not send item co-occurrence counts under its own privacy settings."""
 
 

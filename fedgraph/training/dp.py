@@ -17,6 +17,10 @@ weight gradients are thrown away.
 ``grad_sample_mode="hooks"`` uses Opacus' classic per-sample gradients instead (for
 comparison and tests).
 
+Without ``noise_seed`` the noise and the Poisson sampling come from a CSPRNG
+(:mod:`fedgraph.privacy.csprng`, what Opacus' ``secure_mode`` would give); with a seed, from
+seeded torch generators (reproducible simulations, predictable by whoever knows the seed).
+
 Steps are counted by an Opacus accountant attached to the optimizer's step hook, so the
 history returned is exactly what ran, including steps whose Poisson sample was empty (those
 still add noise: skipping them would leak that the sample was empty).
@@ -40,6 +44,7 @@ from torch import nn
 
 from fedgraph.models.interest_model import InterestModel
 from fedgraph.privacy import DPSettings
+from fedgraph.privacy.csprng import SecurePoissonSampler, SecureRandom, secure_noise_like
 from fedgraph.shop import ShopData
 from fedgraph.training.rows import RowSampler
 
@@ -184,6 +189,37 @@ class NormPass:
         self.outputs = []
 
 
+class _SecureNoise:
+    """Mixin for Opacus' DP optimizers: the Gaussian noise comes from :mod:`fedgraph.privacy.csprng`.
+
+    Opacus' own ``add_noise`` runs with a zero multiplier (it then only moves the clipped sum into
+    ``.grad`` and marks it processed), and the noise of the configured multiplier is added here;
+    the accountant's step hook, which runs afterwards, sees the configured multiplier.
+    """
+
+    _csprng: SecureRandom
+
+    @classmethod
+    def over(cls, optimizer_class: type, rng: SecureRandom) -> type:
+        return type(f"Secure{optimizer_class.__name__}", (cls, optimizer_class), {"_csprng": rng})
+
+    def add_noise(self) -> None:
+        multiplier = getattr(self, "_adjusted_noise_multiplier", self.noise_multiplier)
+        saved = self.noise_multiplier, self.__dict__.get("_adjusted_noise_multiplier")
+        self.noise_multiplier = 0.0
+        if saved[1] is not None:
+            self._adjusted_noise_multiplier = 0.0
+        try:
+            super().add_noise()  # type: ignore[misc]
+        finally:
+            self.noise_multiplier = saved[0]
+            if saved[1] is not None:
+                self._adjusted_noise_multiplier = saved[1]
+        std = multiplier * self.max_grad_norm
+        for p in self.params:  # type: ignore[attr-defined]
+            p.grad.add_(secure_noise_like(p.grad, std, self._csprng))
+
+
 def steps_per_epoch(sample_rate: float) -> int:
     """Steps in one expected pass over the users: ``round(1/q)`` (at least 1)."""
     return max(1, int(round(1.0 / sample_rate)))
@@ -209,10 +245,15 @@ def train_dp(
     sampler_rows = RowSampler(
         data, history=settings.history, positives=settings.positives, negatives=settings.negatives, negative_range=negative_range
     )
-    seed = dp.noise_seed if dp.noise_seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
-    sample_gen = torch.Generator().manual_seed(seed)
-    noise_gen = torch.Generator(device=device).manual_seed(seed + 1)
-    row_rng = np.random.default_rng(seed + 2)
+    secure = dp.noise_seed is None
+    if secure:  # noise and Poisson sampling from the CSPRNG; the rows' own shuffling needs no secrecy
+        rng = SecureRandom()
+        sample_gen = noise_gen = None
+        row_rng = np.random.default_rng(int.from_bytes(os.urandom(8), "little"))
+    else:
+        sample_gen = torch.Generator().manual_seed(dp.noise_seed)
+        noise_gen = torch.Generator(device=device).manual_seed(dp.noise_seed + 1)
+        row_rng = np.random.default_rng(dp.noise_seed + 2)
 
     shared = [p for name, p in model.named_parameters() if not name.startswith("local.")]
     anchor = [p.detach().clone() for p in shared] if settings.proximal_mu > 0 else None
@@ -223,14 +264,14 @@ def train_dp(
         wrapped = UserGradNormModule(
             model, batch_first=True, loss_reduction="mean", max_grad_norm=dp.max_grad_norm, use_ghost_clipping=True
         )
-        optimizer = DPOptimizerFastGradientClipping(
+        optimizer = (_SecureNoise.over(DPOptimizerFastGradientClipping, rng) if secure else DPOptimizerFastGradientClipping)(
             base, noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
             expected_batch_size=expected, loss_reduction="mean", generator=noise_gen,
         )  # fmt: skip
         norm_pass = NormPass(wrapped)
     else:
         wrapped = GradSampleModule(model, batch_first=True, loss_reduction="mean")
-        optimizer = DPOptimizer(
+        optimizer = (_SecureNoise.over(DPOptimizer, rng) if secure else DPOptimizer)(
             base, noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
             expected_batch_size=expected, loss_reduction="mean", generator=noise_gen,
         )  # fmt: skip
@@ -240,9 +281,12 @@ def train_dp(
     accountant = RDPAccountant()
     optimizer.attach_step_hook(accountant.get_optimizer_hook_fn(sample_rate=dp.sample_rate))
     per_epoch = steps_per_epoch(dp.sample_rate)
-    poisson = UniformWithReplacementSampler(
-        num_samples=len(users), sample_rate=dp.sample_rate, generator=sample_gen, steps=per_epoch * settings.epochs
-    )
+    if secure:
+        poisson = SecurePoissonSampler(num_samples=len(users), sample_rate=dp.sample_rate, steps=per_epoch * settings.epochs, rng=rng)
+    else:
+        poisson = UniformWithReplacementSampler(
+            num_samples=len(users), sample_rate=dp.sample_rate, generator=sample_gen, steps=per_epoch * settings.epochs
+        )
     losses: list[float] = []
     quiet = warnings.catch_warnings()
     quiet.__enter__()

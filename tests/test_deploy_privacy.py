@@ -1,0 +1,130 @@
+"""Privacy in the deployment path (no network): what a shop daemon accepts, refuses and sends.
+
+Each test here reproduces one finding of the deployment-privacy review (issue 12); the numbers
+in the names refer to its items.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, Metadata, RecordDict
+
+from fedgraph.config import ConfigError, RunConfig
+from fedgraph.deploy.demo import make_demo
+from fedgraph.deploy.settings import ServerConfig, ShopConfig
+from fedgraph.federation.shop_side import ShopRefusal
+
+
+@pytest.fixture()
+def demo(tmp_path, text_cache):
+    return make_demo(tmp_path, shops=2, port=9443, rounds=2, cache_dir=text_cache)
+
+
+def _privacy_table(demo, lines: str) -> None:
+    """Set keys of the demo federation's [privacy] table (replacing the demo's own values)."""
+    path = demo.root / "federation.toml"
+    keys = {line.split("=")[0].strip() for line in lines.splitlines()}
+    kept = [line for line in path.read_text().splitlines(keepends=True) if line.split("=")[0].strip() not in keys]
+    path.write_text("".join(kept).replace("[privacy]\n", "[privacy]\n" + lines))
+
+
+def test_12_1_deployments_draw_dp_noise_from_a_csprng_and_refuse_seeded_noise(demo):
+    _privacy_table(demo, "enabled = true\nshare_evaluation = false\n")
+    shop = ShopConfig.load(demo.shop_config(demo.shops[0]))
+    assert shop.run_config().privacy.deterministic_noise is False  # the simulation default (true) does not carry over
+    assert ServerConfig.load(demo.server_config).run_config().privacy.deterministic_noise is False
+    assert RunConfig.load(demo.root / "federation.toml").privacy.deterministic_noise is True  # simulations: reproducible
+    _privacy_table(demo, "deterministic_noise = true\n")
+    with pytest.raises(ConfigError, match="deterministic_noise = true seeds the DP noise"):
+        ShopConfig.load(demo.shop_config(demo.shops[0])).run_config()
+    with pytest.raises(ConfigError, match="deterministic_noise"):
+        ServerConfig.load(demo.server_config).run_config()
+
+
+def _message(kind: str, content: RecordDict) -> Message:
+    meta = Metadata(run_id=1, message_id="m1", src_node_id=0, dst_node_id=7, reply_to_message_id="", group_id="1",
+                    created_at=0.0, ttl=60.0, message_type=kind)  # fmt: skip
+    return Message(content=content, metadata=meta)
+
+
+def _context(demo, shop: str) -> SimpleNamespace:
+    from fedgraph.deploy.shop_state import model_signature_digest
+
+    config = ShopConfig.load(demo.shop_config(shop)).run_config()
+    run_config = {"shops": ",".join(demo.shops), "fedgraph-model": model_signature_digest(config), "run-dir": ""}
+    return SimpleNamespace(node_config={"shop-config": str(demo.shop_config(shop))}, run_config=run_config, state=RecordDict())
+
+
+def _plain(kind: str) -> Message:
+    from fedgraph.features import feature_size
+    from fedgraph.models import InterestModel
+
+    torch.manual_seed(0)
+    state = InterestModel(feature_size(hops=1), dim=16, hidden=16).state_dict()
+    return _message(kind, RecordDict({"arrays": ArrayRecord(state), "config": ConfigRecord({"server-round": 1})}))
+
+
+def test_12_4_a_shop_that_requires_secure_aggregation_refuses_plain_train_messages(demo):
+    from clients.client_app import train
+    from fedgraph.deploy.paths import ShopPaths
+
+    shop = demo.shops[0]
+    assert ShopConfig.load(demo.shop_config(shop)).run_config().privacy.secure_aggregation  # the demo's federation: SecAgg+ on
+    with pytest.raises(ShopRefusal, match="requires secure aggregation"):
+        train(_plain("train"), _context(demo, shop))
+    state = ShopPaths(ShopConfig.load(demo.shop_config(shop)).state_dir)
+    assert not state.model.exists()  # refused before anything was stored or trained
+
+
+def test_12_6_a_shop_refuses_evaluate_messages_unless_its_config_opts_in(demo):
+    from clients.client_app import evaluate
+
+    path = demo.root / "federation.toml"
+    path.write_text(path.read_text().replace("share_evaluation = true\n", ""))  # the deployment default
+    shop = demo.shops[0]
+    assert ShopConfig.load(demo.shop_config(shop)).run_config().privacy.share_evaluation is False
+    with pytest.raises(ShopRefusal, match="does not send evaluation figures"):
+        evaluate(_plain("evaluate"), _context(demo, shop))
+    _privacy_table(demo, "enabled = true\nshare_evaluation = true\n")
+    with pytest.raises(ConfigError, match="share_evaluation = true would send"):
+        ShopConfig.load(demo.shop_config(shop)).run_config()
+
+
+def test_12_7_error_text_stays_in_the_shop_and_refusals_reach_the_server(demo, caplog):
+    from fedgraph.deploy.shop_app import local_errors
+
+    @local_errors
+    def failing(msg, context):
+        raise ValueError("sample rate 0.0625 for 512 users")
+
+    @local_errors
+    def refusing(msg, context):
+        raise ShopRefusal("one more round would exceed its privacy budget")
+
+    deployed = _context(demo, demo.shops[0])
+    with pytest.raises(RuntimeError) as err:
+        failing(_plain("train"), deployed)
+    assert "512" not in str(err.value) and "0.0625" not in str(err.value) and "shop's own log" in str(err.value)
+    assert "512 users" in caplog.text  # kept in the shop's log
+    with pytest.raises(ShopRefusal, match="privacy budget"):
+        refusing(_plain("train"), deployed)
+    with pytest.raises(ValueError, match="512 users"):  # simulation: the operator is the reader
+        failing(_plain("train"), SimpleNamespace(node_config={"partition-id": 0}))
+
+
+def test_12_2_secure_aggregation_runs_with_weight_one_and_sends_no_counts():
+    from fedgraph.federation.secure_aggregation import SHOP_WEIGHT, state_to_fitres
+
+    import flwr.compat.common.recorddict_compat as compat
+
+    fitres = compat.recorddict_to_fitres(state_to_fitres({"w": torch.ones(3)}, {"partition-id": 1, "shop-weight": 1.0}), keep_input=True)
+    assert fitres.num_examples == SHOP_WEIGHT == 1
+    config = RunConfig.load(overrides=["privacy.secure_aggregation=true"])
+    assert config.federation.weights(config.privacy) == "uniform"
+    with pytest.raises(ConfigError, match="weighting=users sends each shop's exact number of users"):
+        RunConfig.load(overrides=["privacy.secure_aggregation=true", "federation.weighting=users"])
+    with pytest.raises(ConfigError, match="weighting=users"):
+        RunConfig.load(overrides=["privacy.enabled=true", "federation.weighting=users"])
