@@ -24,7 +24,8 @@ examples:
   fedgraph audit runs/smoke --out audits/smoke --models 8 --canaries 200
   fedgraph audit runs/smoke --no-attacks        # records and promise only (seconds)
 
-exit status: 0 consistent (or no DP claim), 3 inconsistent, 4 tampered.
+exit status: 0 consistent, no DP claim or not refutable at this audit size, 3 inconsistent, 4 tampered, 5 not private
+(DP noise seeded from the configuration).
 """
 
 
@@ -57,4 +58,4 @@ def run_audit_command(args: argparse.Namespace) -> int:
         seed=args.seed, attacks=not args.no_attacks,
     )  # fmt: skip
     doc = run_audit(args.run, args.out, options, say=lambda line: print(line, flush=True))
-    return {"TAMPERED": 4, "INCONSISTENT": 3}.get(doc["status"], 0)
+    return {"TAMPERED": 4, "INCONSISTENT": 3, "NOT PRIVATE": 5}.get(doc["status"], 0)

@@ -80,7 +80,8 @@ def _promise(run: RunDir, ledgers: dict[str, dict[str, Any]]) -> dict[str, Any]:
         notes.append(
             "privacy.deterministic_noise = true: the DP noise and Poisson sampling are seeded from train.seed, which is "
             "in config.toml. Whoever holds the configuration can regenerate the noise, and the (ε, δ) guarantee "
-            "assumes the noise is secret. Use deterministic_noise = false for a production run."
+            "assumes the noise is secret: the run is NOT PRIVATE against them. Use deterministic_noise = false "
+            "(a CSPRNG; the deployment default) for a run whose ε is meant to protect anyone."
         )
     if not p.secure_aggregation:
         notes.append("Secure aggregation is off: the server sees every shop's model update on its own (see the update leakage attack).")
@@ -124,10 +125,49 @@ def _near_chance(figures: dict[str, Any]) -> bool:
     return abs(figures["auc"] - 0.5) <= NEAR_CHANCE or low <= 0.5 <= high
 
 
+#: A membership attack can refute a claim only while the most AUC the claim allows is below this:
+#: above it no audit of practical size separates the attack's confidence interval from it.
+REFUTABLE_AUC = 0.999
+#: Canary counts tried when saying how large a one-run audit would need to be.
+CANARY_SIZES = (100, 200, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000, 100_000)
+
+
+def canaries_needed(claimed: float, delta: float) -> tuple[int | None, float]:
+    """The fewest canaries (of :data:`CANARY_SIZES`) whose one-run audit could refute ``claimed``
+    (None if none could), and the largest ε any of those sizes can prove."""
+    from fedgraph.audit.stats import max_epsilon_lower_bound
+
+    best = 0.0
+    for m in CANARY_SIZES:
+        bound = max_epsilon_lower_bound(m, delta)
+        best = max(best, bound)
+        if bound > claimed:
+            return m, bound
+    return None, best
+
+
+def _refutable(claimed: float, mia: dict[str, Any], can: dict[str, Any]) -> tuple[bool, str]:
+    """Whether this audit's attacks could have found the claim false at all, and why not."""
+    by_canary = bool(can) and float(can.get("max_possible_lower_bound", 0.0)) > claimed
+    by_membership = bool(mia) and "skipped" not in mia and float(mia.get("dp_max_auc", 1.0)) < REFUTABLE_AUC
+    if by_canary or by_membership:
+        return True, ""
+    delta = float(can.get("delta") or mia.get("delta") or 1e-5)
+    needed, most = canaries_needed(claimed, delta)
+    size = (f"a one-run audit needs at least {needed:,} canaries to refute ε = {claimed:.2f}" if needed
+            else f"no one-run canary audit at δ = {delta:g} can refute ε = {claimed:.2f} (the most any size up to "
+                 f"{CANARY_SIZES[-1]:,} canaries proves is ε ≈ {most:.2f})")  # fmt: skip
+    canaries = (f"{can.get('canaries')} canaries can prove at most ε ≈ {float(can['max_possible_lower_bound']):.2f}" if can
+                else "no canary audit ran")  # fmt: skip
+    auc = f"a membership attack would need AUC above {float(mia['dp_max_auc']):.4f}" if mia and "dp_max_auc" in mia else "no membership attack ran"
+    return False, f"{canaries} and {auc}; {size}"
+
+
 def _verdict(shop: str, promise: dict[str, Any], attacks: dict[str, Any], tampered: bool, private: bool) -> dict[str, Any]:
     checks: list[dict[str, Any]] = []
     claimed = promise["shops"].get(shop, {}).get("epsilon")
     mia, can = attacks.get("membership", {}), attacks.get("canary", {})
+    seeded = private and bool(promise.get("configured", {}).get("deterministic_noise"))
 
     def add(name: str, status: str, detail: str) -> None:
         checks.append({"check": name, "status": status, "detail": detail})
@@ -154,8 +194,18 @@ def _verdict(shop: str, promise: dict[str, Any], attacks: dict[str, Any], tamper
                 add(f"membership ({label})", "warn",
                     f"AUC {fig['auc']:.3f} is measurably above chance; still within what ε = {mia['audited_epsilon']:.2f} "
                     f"allows (at most {mia['dp_max_auc']:.3f}), but customers' membership is partly inferable")  # fmt: skip
+    # The attacks audit one training run of the run's settings: its ε (≤ the ledger's) is what they could refute.
+    attacked = float(can.get("audited_epsilon") or mia.get("audited_epsilon") or claimed or 0.0)
+    refutable, why = _refutable(attacked, mia, can) if private and (mia or can) else (True, "")
+    if private and not refutable:
+        add("audit size", "warn", f"the attacks could not have refuted the claim: {why}")
     if tampered:
         status, words = "not auditable", "The run's records were altered after the fact; no privacy claim can be certified."
+    elif seeded:
+        status = "not private"
+        words = ("The DP noise and Poisson sampling were seeded from train.seed (privacy.deterministic_noise = true), which is "
+                 "in the run's configuration: whoever holds it can regenerate the noise and remove it, so the ledger's "
+                 f"ε = {float(claimed or 0):.2f} protects no one against them. Rerun with privacy.deterministic_noise = false.")  # fmt: skip
     elif not private:
         best = summarise_mia(mia) if mia else math.nan
         lb = can.get("epsilon_lower_bound") if can else None
@@ -166,6 +216,9 @@ def _verdict(shop: str, promise: dict[str, Any], attacks: dict[str, Any], tamper
     elif any(c["status"] == "fail" for c in checks):
         status, words = "inconsistent", "The empirical findings contradict the claimed privacy budget: " + "; ".join(
             c["detail"] for c in checks if c["status"] == "fail")  # fmt: skip
+    elif not refutable:
+        status = "not refutable at this audit size"
+        words = f"No attack of this audit could have contradicted the claim ε = {float(claimed or 0):.2f}: {why}."
     else:
         status = "consistent"
         words = (f"The findings are consistent with the claim ε = {float(claimed or 0):.2f}: no attack exceeded what the "
@@ -267,15 +320,21 @@ def run_audit(run_dir: str | Path, out_dir: str | Path | None = None, options: A
     for shop, v in verdicts.items():
         flags += [f"[inconsistent] {shop}: {c['detail']}" for c in v["checks"] if c["status"] == "fail" and c["check"] != "integrity"]
         flags += [f"[attention] {shop}: {c['detail']}" for c in v["checks"] if c["status"] == "warn"]
-    flags += [f"[attention] {n}" for n in promise["notes"] if "deterministic_noise" in n]
+    flags += [f"[not private] {n}" for n in promise["notes"] if "deterministic_noise" in n]
     if tampered:
         overall = "TAMPERED"
+    elif private and cfg.privacy.deterministic_noise:
+        overall = "NOT PRIVATE"
     elif any(v["status"] == "inconsistent" for v in verdicts.values()):
         overall = "INCONSISTENT"
     elif not private:
         overall = "NO PRIVACY CLAIM"
+    elif not attacks:
+        overall = "NOT ATTACKED"
+    elif any(v["status"] == "not refutable at this audit size" for v in verdicts.values()):
+        overall = "NOT REFUTABLE AT THIS AUDIT SIZE"
     else:
-        overall = "CONSISTENT" if attacks else "NOT ATTACKED"
+        overall = "CONSISTENT"
     rounds = [r for r in history.get("rounds", []) if r.get("round", 0) > 0]
     doc = {
         "schema_version": SCHEMA_VERSION,

@@ -28,9 +28,9 @@ h1 { font-size: 24px; margin: 0 0 4px; } h2 { font-size: 19px; border-bottom: 1p
 h3 { font-size: 15px; margin: 18px 0 6px; }
 .muted { color: var(--muted); }
 .banner { border-radius: 6px; padding: 14px 18px; margin: 16px 0; color: #fff; font-size: 16px; }
-.banner.TAMPERED, .banner.INCONSISTENT { background: var(--bad); }
+.banner.TAMPERED, .banner.INCONSISTENT, .banner.NOT-PRIVATE { background: var(--bad); }
 .banner.CONSISTENT { background: var(--ok); }
-.banner.NO-PRIVACY-CLAIM, .banner.NOT-ATTACKED { background: var(--warn); }
+.banner.NO-PRIVACY-CLAIM, .banner.NOT-ATTACKED, .banner.NOT-REFUTABLE-AT-THIS-AUDIT-SIZE { background: var(--warn); }
 .banner ul { margin: 8px 0 0 18px; padding: 0; font-size: 13px; }
 table { border-collapse: collapse; width: 100%; margin: 8px 0 12px; font-size: 13px; }
 th, td { border: 1px solid var(--line); padding: 4px 8px; text-align: left; vertical-align: top; }
@@ -174,6 +174,8 @@ def _banner(doc: dict[str, Any]) -> str:
         "TAMPERED": "TAMPERED RUN: the run's records were altered after the fact. This is not a clean report; do not sign it.",
         "INCONSISTENT": "INCONSISTENT: the attacks found more privacy loss than the run claims.",
         "CONSISTENT": "CONSISTENT: every finding is within the claimed privacy budget.",
+        "NOT PRIVATE": "NOT PRIVATE: the DP noise was seeded from the run's configuration; whoever holds it can remove the noise.",
+        "NOT REFUTABLE AT THIS AUDIT SIZE": "NOT REFUTABLE AT THIS AUDIT SIZE: no attack of this audit could have contradicted the claim.",
         "NO PRIVACY CLAIM": "NO PRIVACY CLAIM: the run was trained without differential privacy.",
         "NOT ATTACKED": "Records checked; attacks not run.",
     }[status]
@@ -285,7 +287,7 @@ def _attack_section(doc: dict[str, Any]) -> str:
 def _verdict_section(doc: dict[str, Any]) -> str:
     parts = ["<h2>Verdict per shop</h2>"]
     for shop, v in doc["verdict"].items():
-        cls = {"consistent": "pass", "inconsistent": "fail", "not auditable": "fail"}.get(v["status"], "warn")
+        cls = {"consistent": "pass", "inconsistent": "fail", "not auditable": "fail", "not private": "fail"}.get(v["status"], "warn")
         rows = [[c["check"], c["status"], c["detail"]] for c in v["checks"]]
         table = _table(["check", "result", "detail"], rows).replace("<td>pass</td>", '<td class="pass">pass</td>')
         table = table.replace("<td>fail</td>", '<td class="fail">fail</td>').replace("<td>warn</td>", '<td class="warn">warn</td>')
