@@ -70,3 +70,26 @@ def test_settings_that_would_halt_secagg_are_refused_up_front():
     with pytest.raises(ConfigError, match="neighbours"):
         check_settings(_config(secure_aggregation=True, secagg_num_shares=7, secagg_reconstruction_threshold=5), num_shops=3)
     check_settings(_config(secure_aggregation=True), num_shops=3)
+
+
+def test_masks_use_the_whole_seed_in_the_shops_and_the_server():
+    """Flower 1.42 folds each 32-byte mask seed to 32 bits (issue #7522): two seeds with the same
+    fold gave the same mask. fedgraph installs a generator that uses the whole seed, where Flower's
+    shops (secaggplus_mod) and server (SecAggPlusWorkflow) look it up."""
+    import importlib
+    import types
+
+    import numpy as np
+
+    from fedgraph.federation import secagg_masks
+
+    assert secagg_masks.install() == secagg_masks.FULL_SEED  # flwr 1.42 has the flaw, so the guard replaced it
+    for name in secagg_masks.MODULES:
+        module = importlib.import_module(name)
+        assert isinstance(module, types.ModuleType) and module.pseudo_rand_gen is secagg_masks.full_seed_masks, name
+    a, b = bytes(32), (1).to_bytes(4, "little") * 2 + bytes(24)
+    ma, mb = (secagg_masks.full_seed_masks(s, 1 << 30, [(1000,), ()]) for s in (a, b))
+    assert not np.array_equal(ma[0], mb[0]) and ma[1].shape == () and ma[0].dtype == np.int64
+    assert all(np.array_equal(x, y) for x, y in zip(ma, secagg_masks.full_seed_masks(a, 1 << 30, [(1000,), ()])))  # same seed, same mask
+    assert 0 <= ma[0].min() and ma[0].max() < 1 << 30 and abs(ma[0].mean() / (1 << 30) - 0.5) < 0.05
+    assert not secagg_masks.folds_seeds(secagg_masks.full_seed_masks)

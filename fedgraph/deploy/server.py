@@ -62,6 +62,7 @@ clientapp = "clients.client_app:{clientapp}"
 run-dir = ""
 shops = ""
 fedgraph-model = ""
+secagg-masks = ""
 """
 
 
@@ -278,7 +279,10 @@ def start_server(cfg, overrides: list[str], log: EventLogger, *, say: Callable[[
                  pid=superlink.pid, host=cfg.server.host, port=cfg.server.port, tls=not cfg.server.insecure)  # fmt: skip
         for shop in shops:
             enrol(cfg, paths, shop, env, log)
-        run_config = f"run-dir='{paths.run}' shops='{','.join(shops)}' fedgraph-model='{signature_digest(config)}'"
+        from fedgraph.federation.secagg_masks import RUN_CONFIG_KEY, install
+
+        run_config = (f"run-dir='{paths.run}' shops='{','.join(shops)}' fedgraph-model='{signature_digest(config)}' "
+                      f"{RUN_CONFIG_KEY}='{install()}'")  # fmt: skip
         command = [processes.flower_bin("flwr"), "run", str(paths.app), "fedgraph", "--stream", "--run-config", run_config]
         log.info("run_submitted", f"training run submitted: {config.train.rounds} rounds, {len(shops)} shops, "
                  f"at least {config.federation.min_train_shops} per round", rounds=config.train.rounds, shops=shops)  # fmt: skip

@@ -94,6 +94,10 @@ def prepare_deployed_shop(shop_config: str, run_config: dict[str, Any], msg: Any
         )
     kind = str(msg.metadata.message_type)
     content = msg.content
+    if kind.startswith("train") and "config" not in content:  # SecAgg+: the masks must cancel with the server's
+        from fedgraph.federation.secagg_masks import RUN_CONFIG_KEY, check_same
+
+        check_same(str(run_config.get(RUN_CONFIG_KEY, "")))
     check_protocol(config, kind, secure="config" not in content, source=cfg.resolve(cfg.shop.run_config))
     write_run_dir(paths, config, shops, feature_dim=feature_size(hops=config.features.hops))
     if "config" in content:

@@ -42,6 +42,10 @@ from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.serverapp import Grid
 
 from fedgraph.config import ConfigError, RunConfig
+from fedgraph.federation import secagg_masks
+
+#: Flower's SecAgg+ masks are made from the whole seed in every process that imports this module.
+MASKS = secagg_masks.install()
 
 
 class SecureAggregationHalted(RuntimeError):
