@@ -100,6 +100,35 @@ class ShopData:
         return data
 
 
+def edge_attributes(
+    users: np.ndarray, last_seconds: np.ndarray, weight: np.ndarray, kind_rank: np.ndarray, *, recency_halflife_days: float
+) -> np.ndarray:
+    """The features of user-item edges, ``[n, EDGE_FEATURES]``: recency, ``log1p`` weight, one-hot kind.
+
+    The one definition both training (:func:`build_shop_data`) and a shop daemon's serving graph
+    (:class:`fedgraph.deploy.shop_state.GraphUpdater`) use. Recency is
+    ``exp(-ln 2 · age / halflife)`` with the age measured from the *user's own* latest event
+    (``users`` gives each edge's user; any hashable codes), so a user's features depend only on
+    that user's events: not on other customers' activity, and not on when they are computed.
+
+    Args:
+        users: each edge's user.
+        last_seconds: each edge's latest event time, in seconds (any epoch).
+        weight: each edge's summed weight.
+        kind_rank: each edge's strongest kind, as a position in :data:`KIND_ORDER`.
+    """
+    from fedgraph.models.interest_model import EDGE_FEATURES
+
+    last = np.asarray(last_seconds, dtype=np.float64)
+    own_latest = pd.Series(last).groupby(np.asarray(users)).transform("max").to_numpy()
+    age_days = np.clip(own_latest - last, 0, None) / 86400.0
+    attr = np.zeros((len(last), EDGE_FEATURES), dtype=np.float32)
+    attr[:, 0] = np.exp(-np.log(2.0) * age_days / recency_halflife_days)
+    attr[:, 1] = np.log1p(np.asarray(weight, dtype=np.float64))
+    attr[np.arange(len(last)), 2 + np.asarray(kind_rank, dtype=np.int64)] = 1.0
+    return attr
+
+
 def build_shop_data(
     shop: str,
     train_events: pd.DataFrame,
@@ -136,14 +165,10 @@ def build_shop_data(
         missing = grouped.loc[grouped["i"] < 0, "item"].iloc[0]
         raise ShopDataError(f"shop {shop!r}: item {missing!r} has events but is not in the catalog")
     grouped = grouped.sort_values(["u", "last", "i"], kind="stable")
-    # Recency is measured from the user's *own* latest event, never from the shop's: a
-    # user's features must not depend on other users' data (user-level DP, see PRIVACY.md).
-    own_latest = grouped.groupby("u")["last"].transform("max")
-    age_days = (own_latest - grouped["last"]).dt.total_seconds().to_numpy() / 86400.0
-    attr = np.zeros((len(grouped), 5), dtype=np.float32)
-    attr[:, 0] = np.exp(-np.log(2.0) * np.clip(age_days, 0, None) / recency_halflife_days)
-    attr[:, 1] = np.log1p(grouped["weight"].to_numpy())
-    attr[np.arange(len(grouped)), 2 + grouped["kind_rank"].to_numpy()] = 1.0
+    # Recency from the user's *own* latest event, never the shop's (user-level DP, see PRIVACY.md).
+    seconds = (grouped["last"] - pd.Timestamp("1970-01-01", tz=grouped["last"].dt.tz)).dt.total_seconds().to_numpy()
+    attr = edge_attributes(grouped["u"].to_numpy(), seconds, grouped["weight"].to_numpy(), grouped["kind_rank"].to_numpy(),
+                           recency_halflife_days=recency_halflife_days)  # fmt: skip
     counts = np.bincount(grouped["u"].to_numpy(), minlength=len(users))
 
     test_pairs = test[["user", "item"]].drop_duplicates()

@@ -515,3 +515,40 @@ time.sleep(120)
     processes.stop_tree(proc, grace_s=5)
     assert proc.poll() is not None
     assert not processes._signal(grandchild, 0), "the grandchild in its own session is still running"
+
+
+def test_serving_features_depend_only_on_the_users_own_events_as_in_training(tmp_path):
+    """Issue 12.8: the daemon's graph measured recency from the shop's newest event, so one customer's
+    recommendations moved when another customer bought something; training measured it from the
+    user's own latest event. Both now use fedgraph.shop.edge_attributes."""
+    from fedgraph.deploy.shop_state import Catalog, GraphUpdater, ShopPaths, write_run_dir
+    from fedgraph.features import feature_size
+    from fedgraph.graph import GraphStore
+    from fedgraph.shop import edge_attributes
+
+    attr = edge_attributes(np.array(["a", "a", "b"]), np.array([0.0, 86400.0 * 60, 10.0]), np.ones(3), np.array([0, 2, 1]),
+                           recency_halflife_days=60.0)  # fmt: skip
+    assert attr[:, 0] == pytest.approx([0.5, 1.0, 1.0])  # each user's own latest event is fresh, whatever the others did
+    assert attr[:, 1] == pytest.approx(np.log1p(1.0)) and attr[[0, 1, 2], [2, 4, 3]].tolist() == [1.0, 1.0, 1.0]
+    config = RunConfig.from_dict({"model": {"dim": 8, "hidden": 8}, "train": {"device": "cpu"}, "evaluation": {"history": 8}})
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"shop": SHOP, "item": ITEMS, "title": [f"t{i}" for i in ITEMS], "description": "",
+                          "category": [["a", "b", "c"][k % 3] for k in range(len(ITEMS))], "price": 1.0})  # fmt: skip
+    catalog = Catalog(SHOP, frame, rng.normal(size=(len(ITEMS), feature_size(hops=1))).astype(np.float32))
+    base = _events(0, 40, users=4)
+    later = _events(40, 3, users=1, t0="2025-06-01").assign(user="u9")  # another customer, a year later
+    recs = {}
+    for name, frames in (("alone", [base]), ("with_later", [base, later])):
+        paths = ShopPaths(tmp_path / name)
+        write_run_dir(paths, config, [SHOP], feature_dim=feature_size(hops=config.features.hops))
+        events = EventLog(paths.events)
+        for i, f in enumerate(frames):
+            events.ingest(f.assign(shop=SHOP).pipe(_canonical), source=f"s{i}", name=f"s{i}")
+        updater = GraphUpdater(paths, catalog, config, events)
+        updater.step()
+        store = GraphStore(paths.graph)
+        recs[name] = {u: store.user_recommendations(SHOP, u, k=5) for u in ("u1", "u2")}
+        store.close()
+        updater.close()
+        events.close()
+    assert recs["alone"]["u1"] and recs["alone"] == recs["with_later"]

@@ -15,9 +15,10 @@ Layout of ``STATE_DIR`` (``[shop] state_dir`` of ``shop.toml``)::
 Graph maintenance: when a new global model arrives every user is re-embedded and the whole graph
 rewritten (:meth:`GraphUpdater.rebuild`); between models, new events only re-embed the users they
 touch (:meth:`GraphUpdater.update`), with the current model and no training. A user's history is
-merged per item (summed weight, latest time, strongest kind) and each item's *recency* is
-``exp(-ln 2 * age / model.recency_halflife_days)``, with age measured from the shop's newest event
-at the time of the update: old interests fade as new events arrive. Each user's node row records
+merged per item (summed weight, latest time, strongest kind) and its edge features are
+:func:`fedgraph.shop.edge_attributes`, the same as in training: recency
+``exp(-ln 2 * age / model.recency_halflife_days)`` with the age measured from the *user's own*
+latest event, so one customer's graph never depends on other customers' activity. Each user's node row records
 the model version, round and event offset its edges reflect (all of a user's edges are replaced
 together, in one transaction).
 """
@@ -43,7 +44,8 @@ from fedgraph.deploy.ingest import EventLog
 from fedgraph.deploy.paths import ShopPaths
 from fedgraph.features import feature_size
 from fedgraph.federation.run_dir import RunDir, state_digest
-from fedgraph.shop import KIND_ORDER
+from fedgraph.models.interest_model import EDGE_FEATURES
+from fedgraph.shop import KIND_ORDER, edge_attributes
 
 GRAPH_OFFSET_KEY = "graph_offset"
 DATA_OFFSET_KEY = "training_data_offset"
@@ -235,10 +237,11 @@ class GraphUpdater:
         return True
 
     # -------------------------------------------------------------- users
-    def _embed(self, users: list[str], hist: pd.DataFrame, now: int) -> tuple[np.ndarray, list[np.ndarray]]:
-        """User vectors (scaled by 1/temperature) and each user's seen item indices."""
+    def _embed(self, users: list[str], hist: pd.DataFrame) -> tuple[np.ndarray, list[np.ndarray]]:
+        """User vectors (scaled by 1/temperature) and each user's seen item indices. Edge features
+        are :func:`fedgraph.shop.edge_attributes`, as in training (recency from the user's own
+        latest event)."""
         h = self.config.evaluation.history
-        halflife = self.config.model.recency_halflife_days
         kind_rank = {k: i for i, k in enumerate(KIND_ORDER)}
         hist = hist.assign(i=self.item_index.get_indexer(hist["item"]), k=hist["kind"].map(kind_rank).fillna(0).astype(int))
         g = hist[hist["i"] >= 0].groupby(["user", "i"], sort=False).agg(weight=("weight", "sum"), last=("ts", "max"), k=("k", "max")).reset_index()
@@ -246,20 +249,18 @@ class GraphUpdater:
         pos = {u: n for n, u in enumerate(users)}
         B = len(users)
         idx = np.zeros((B, h), dtype=np.int64)
-        attr = np.zeros((B, h, 5), dtype=np.float32)
+        attr = np.zeros((B, h, EDGE_FEATURES), dtype=np.float32)
         mask = np.zeros((B, h), dtype=bool)
         seen: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * B
         for user, rows in g.groupby("user", sort=False):
             r = pos[user]
             items = rows["i"].to_numpy()
             seen[r] = items
-            rows = rows.iloc[-h:]
+            rows = rows.iloc[-h:]  # the user's latest event is among them (sorted by time)
             n = len(rows)
-            age = np.clip((now - rows["last"].to_numpy(dtype=np.float64)) / 86400.0, 0, None)
             idx[r, :n] = rows["i"].to_numpy()
-            attr[r, :n, 0] = np.exp(-np.log(2.0) * age / halflife)
-            attr[r, :n, 1] = np.log1p(rows["weight"].to_numpy())
-            attr[r, np.arange(n), 2 + rows["k"].to_numpy()] = 1.0
+            attr[r, :n] = edge_attributes(np.zeros(n), rows["last"].to_numpy(), rows["weight"].to_numpy(), rows["k"].to_numpy(),
+                                          recency_halflife_days=self.config.model.recency_halflife_days)  # fmt: skip
             mask[r, :n] = True
         with torch.no_grad():
             z = self._model.user_embeddings_from(self._items[torch.from_numpy(idx)], torch.from_numpy(attr), torch.from_numpy(mask))
@@ -269,7 +270,7 @@ class GraphUpdater:
         from fedgraph.graph import build_interest_graph
 
         hist = self.events.histories(users)
-        user_vecs, seen = self._embed(users, hist, self.events.latest_ts())
+        user_vecs, seen = self._embed(users, hist)
         cfg = self.config.graph
         graph = build_interest_graph(
             self.catalog.shop, users, user_vecs, self.catalog.items, self._items[:, :-1].numpy(),
