@@ -44,12 +44,42 @@ def build_strategy(config: RunConfig, num_shops: int) -> Strategy:
         raise ValueError(f"unknown federation.strategy {fed.strategy!r}")
     sampled = sampled_shops_per_round(config, num_shops)
     if privacy.client_dp == "fixed":
-        return DifferentialPrivacyServerSideFixedClipping(
+        dp: Strategy = DifferentialPrivacyServerSideFixedClipping(
             strategy, noise_multiplier=privacy.client_noise_multiplier, clipping_norm=privacy.client_clipping_norm, num_sampled_clients=sampled
         )
-    if privacy.client_dp == "adaptive":
-        return DifferentialPrivacyServerSideAdaptiveClipping(
+    elif privacy.client_dp == "adaptive":
+        dp = DifferentialPrivacyServerSideAdaptiveClipping(
             strategy, noise_multiplier=privacy.client_noise_multiplier, num_sampled_clients=sampled,
             initial_clipping_norm=privacy.client_clipping_norm,
         )  # fmt: skip
-    return strategy
+    else:
+        return strategy
+    divide_by_sampled(strategy, sampled, current=lambda: dp.current_arrays)
+    return dp
+
+
+def divide_by_sampled(strategy: Strategy, sampled: int, *, current) -> None:
+    """Make ``strategy``'s mean of the (clipped) updates their sum over the ``sampled`` shops.
+
+    Flower's DP wrappers clip each reply, let the inner strategy average the ``r`` replies, then
+    add noise of standard deviation ``σC/m`` (``m`` = shops sampled). The accounting
+    (:mod:`fedgraph.privacy.client_level`) holds for a sensitivity of ``C/m``: one shop added or
+    removed moves the aggregate by at most ``C/m``. That is true of ``Σ clipped updates / m``
+    (a shop that did not reply counts as a zero update) but not of the mean over ``r < m``
+    replies (up to ``2C/r``). This replaces the inner strategy's aggregation with the former;
+    when all ``m`` reply the two are equal. ``current`` returns the global model the round started from.
+    """
+    from flwr.app import Array, ArrayRecord
+
+    average = strategy.aggregate_train
+
+    def aggregate_train(server_round, replies):
+        replies = list(replies)
+        arrays, metrics = average(server_round, replies)
+        if arrays is None or len(replies) >= sampled:
+            return arrays, metrics
+        scale = len(replies) / sampled
+        base = dict(zip(arrays.keys(), current().to_numpy_ndarrays()))
+        return ArrayRecord({k: Array((base[k] + scale * (v - base[k])).astype(v.dtype)) for k, v in zip(arrays.keys(), arrays.to_numpy_ndarrays())}), metrics
+
+    strategy.aggregate_train = aggregate_train  # type: ignore[method-assign]

@@ -63,3 +63,15 @@ def test_server_ledger_accounts_each_round(tmp_path):
     assert ledger.ledger.verify()[0]["planned_epsilon"] == pytest.approx(epsilon([(1.2, 1.0, cfg.train.rounds)], 1e-4, "rdp"))
     with pytest.raises(ValueError, match="changed"):
         ServerPrivacyLedger(tmp_path, _config(client_dp="fixed", client_noise_multiplier=0.5, client_delta=1e-4), num_shops=4)
+
+
+@pytest.mark.parametrize("mode", ["fixed", "adaptive"])
+def test_missing_shops_count_as_zero_so_the_sensitivity_is_c_over_m(mode):
+    """Issue 12.9: Flower's wrappers average the replies (denominator r), while the noise σC/m and
+    the ledger assume the fixed denominator m; with r < m one shop moved the mean by up to 2C/r.
+    The sum of the clipped updates is divided by the m sampled shops, a missing one counting as zero."""
+    strategy = build_strategy(_config(client_dp=mode, client_noise_multiplier=0.0, client_clipping_norm=10.0), num_shops=3)
+    out = _aggregate(strategy, [[3.0, 0.0], [0.0, 6.0]], [5, 5])  # 2 of the 3 sampled shops replied
+    assert out == pytest.approx([1.0, 2.0], abs=1e-6)
+    full = build_strategy(_config(client_dp=mode, client_noise_multiplier=0.0, client_clipping_norm=10.0), num_shops=2)
+    assert _aggregate(full, [[3.0, 0.0], [0.0, 6.0]], [5, 5]) == pytest.approx([1.5, 3.0], abs=1e-6)
