@@ -128,3 +128,18 @@ def test_12_2_secure_aggregation_runs_with_weight_one_and_sends_no_counts():
         RunConfig.load(overrides=["privacy.secure_aggregation=true", "federation.weighting=users"])
     with pytest.raises(ConfigError, match="weighting=users"):
         RunConfig.load(overrides=["privacy.enabled=true", "federation.weighting=users"])
+
+
+def test_12_11_the_server_refuses_a_shop_whose_ledger_went_backwards():
+    """A shop's operator who rewrites its ledger consistently (the HMAC key sits beside it) or deletes
+    it passes the shop's own check; the server remembers each shop's ε and ledger length."""
+    from fedgraph.federation.rounds import _ledger_regressions
+
+    history = {"rounds": [
+        {"round": 1, "train": {"a": {"ledger-seq": 1, "epsilon": 2.0}, "b": {"ledger-seq": 1, "epsilon": 2.0}}},
+        {"round": 2, "train": {"a": {"ledger-seq": 2, "epsilon": 3.0}}, "budget_exhausted": {"b": {"ledger-seq": 2, "epsilon": 2.0}}},
+    ]}  # fmt: skip
+    flagged = _ledger_regressions(history, {"a": {"ledger-seq": 1, "epsilon": 0.5}, "b": {"ledger-seq": 3, "epsilon": 2.5},
+                                            "c": {"ledger-seq": 1, "epsilon": 1.0}})  # fmt: skip
+    assert list(flagged) == ["a"] and "went backwards" in flagged["a"] and "entry 2, ε 3.00 by round 2" in flagged["a"]
+    assert _ledger_regressions(history, {"b": {"ledger-seq": 2, "epsilon": 2.0}})  # a replayed entry is not new either

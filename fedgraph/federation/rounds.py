@@ -103,6 +103,28 @@ def _split_exhausted(run: RunDir, replies: list[Message]) -> tuple[list[Message]
     return trained, exhausted
 
 
+def _ledger_regressions(history: dict[str, Any], reported: dict[str, dict[str, float]]) -> dict[str, str]:
+    """Shops whose reported privacy ledger went backwards (shorter, or a smaller ε) against what the
+    server recorded in earlier rounds: their ledger was rewritten, restored or deleted."""
+    seen: dict[str, tuple[int, float, int]] = {}
+    for r in history.get("rounds", []):
+        for part in ("train", "budget_exhausted"):
+            for shop, m in (r.get(part) or {}).items():
+                if "ledger-seq" in m:
+                    seq, eps = int(m["ledger-seq"]), float(m.get("epsilon", 0.0))
+                    old = seen.get(shop, (-1, 0.0, 0))
+                    seen[shop] = (max(old[0], seq), max(old[1], eps), int(r["round"]))
+    out = {}
+    for shop, m in reported.items():
+        if shop in seen and "ledger-seq" in m:
+            seq, eps, at = seen[shop]
+            if int(m["ledger-seq"]) <= seq or float(m.get("epsilon", 0.0)) < eps - 1e-9:
+                out[shop] = (f"shop {shop}: its privacy ledger went backwards (now entry {int(m['ledger-seq'])}, ε {float(m.get('epsilon', 0)):.2f}; "
+                             f"the server recorded entry {seq}, ε {eps:.2f} by round {at}): its update is refused until its operator "
+                             "restores the ledger")  # fmt: skip
+    return out
+
+
 def _budget_note(exhausted: dict[str, dict[str, float]]) -> str:
     return ", ".join(f"{shop} (ε {m.get('epsilon', float('nan')):.2f} of {m.get('target-epsilon', float('nan')):g})" for shop, m in exhausted.items())
 
@@ -225,12 +247,21 @@ def run_rounds(grid: Grid, strategy: Strategy, run: RunDir, *, say: Callable[[st
     for server_round in range(start + 1, total + 1):
         began = time.perf_counter()
         if cfg.privacy.secure_aggregation:
-            arrays, train, failures = _secure_step(grid, run, server_round, arrays, train_config)
+            new_arrays, train, failures = _secure_step(grid, run, server_round, arrays, train_config)
+            regressed = _ledger_regressions(history, train) if cfg.privacy.enabled else {}
+            if regressed:  # its masked update is already in the sum: the round cannot use it
+                raise RoundFailed(f"round {server_round}: " + "; ".join(regressed.values()) + "; the global model was not updated")
+            arrays = new_arrays
             exhausted: dict[str, dict[str, float]] = {}
         else:
             messages = strategy.configure_train(server_round, arrays, train_config, grid)
             replies, failures = _split_replies(send_in_waves(grid, messages, timeout=timeout, wave=wave))
             replies, exhausted = _split_exhausted(run, replies)
+            regressed = _ledger_regressions(history, _per_shop(run, replies)) if cfg.privacy.enabled else {}
+            if regressed:
+                names = run.shop_names
+                replies = [m for m in replies if names[int(m.content["metrics"]["partition-id"])] not in regressed]
+                failures = failures + list(regressed.values())
             if exhausted and not replies and not failures:
                 say(f"{PREFIX} round {server_round}/{total} | every shop has spent its privacy budget "
                     f"({_budget_note(exhausted)}); training stops after round {server_round - 1}")
