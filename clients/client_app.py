@@ -9,7 +9,7 @@ from flwr.clientapp import ClientApp
 
 from fedgraph.federation.secure_aggregation import fitins_to_state, state_to_fitres
 from fedgraph.federation.shop_side import shared_names, shop_evaluate, shop_item_counts, shop_train
-from fedgraph.deploy.shop_app import local_errors, shop_location  # run dir + partition id (simulation or shop daemon)
+from fedgraph.deploy.shop_app import keep_sent_update, local_errors, shop_location  # run dir + partition id (simulation or shop daemon)
 
 app = ClientApp()
 
@@ -62,6 +62,7 @@ def train_secure(msg: Message, context: Context) -> Message:
         run_dir, partition_id, state, server_round=int(config["server-round"]), proximal_mu=float(config.get("proximal-mu", 0.0)),
         refuse_when_exhausted=True,
     )  # fmt: skip
+    keep_sent_update(run_dir, int(config["server-round"]), state)  # deployment tests only
     return Message(state_to_fitres(state, metrics), reply_to=msg)
 
 

@@ -143,6 +143,21 @@ def check_protocol(config: Any, kind: str, *, secure: bool, source: Any) -> None
         )
 
 
+def keep_sent_update(run_dir: str, server_round: int, state: dict[str, Any]) -> None:
+    """Deployment tests only (``FEDGRAPH_FAULT_INJECTION=1``): keep the update this shop sends in
+    ``STATE_DIR/sent/round-NNNN.pt`` so a test can compare the server's secure sum with FedAvg."""
+    if os.environ.get("FEDGRAPH_FAULT_INJECTION") != "1":
+        return
+    import torch
+
+    from fedgraph.atomic import atomic_path
+
+    target = Path(run_dir).parent / "sent" / f"round-{server_round:04d}.pt"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp:
+        torch.save({k: v.detach().cpu() for k, v in state.items()}, tmp)
+
+
 def _injected_delay(state_dir: Path, kind: str) -> None:
     """Fault injection for the deployment tests only (``FEDGRAPH_FAULT_INJECTION=1``): a train
     message waits the seconds written in ``STATE_DIR/fault-train-delay-s``, so a test can kill the
