@@ -290,7 +290,8 @@ def test_status_command_reads_state_without_importing_torch(tmp_path):
     certs.init_federation(tmp_path / "certs", shops=[SHOP])
     p = tmp_path / "shop.toml"
     p.write_text(f'[shop]\nname = "{SHOP}"\n[source]\ncatalog = "c.csv"\n[server]\nca_cert = "certs/ca.pem"\nauth_key = "certs/shops/{SHOP}/auth.key"\n')
-    ledger = PrivacyLedger(ShopConfig.load(p).state_dir / "run" / "privacy" / SHOP)
+    cfg = ShopConfig.load(p)
+    ledger = PrivacyLedger(cfg.state_dir / "run" / "privacy" / SHOP, key_path=cfg.ledger_key_path)
     ledger.append("plan", shop=SHOP, target_epsilon=8.0)
     ledger.append("round", shop=SHOP, round=3, epsilon=2.5, target_epsilon=8.0, delta=1e-5)
     probe = (
@@ -552,3 +553,51 @@ def test_serving_features_depend_only_on_the_users_own_events_as_in_training(tmp
         updater.close()
         events.close()
     assert recs["alone"]["u1"] and recs["alone"] == recs["with_later"]
+
+
+def _shop_config(tmp_path, extra: str = "") -> ShopConfig:
+    certs.init_federation(tmp_path / "certs", shops=[SHOP])
+    p = tmp_path / "shop.toml"
+    p.write_text(f'[shop]\nname = "{SHOP}"\n{extra}[source]\ncatalog = "c.csv"\n[server]\nca_cert = "certs/ca.pem"\n'
+                 f'auth_key = "certs/shops/{SHOP}/auth.key"\n')  # fmt: skip
+    return ShopConfig.load(p)
+
+
+def test_a_deployed_shops_ledger_key_lives_outside_its_state_dir_so_deleting_the_ledger_is_detected(tmp_path):
+    """Issue 12.11: with the HMAC key beside the ledger, anyone who can write the state directory
+    could rewrite a consistent chain or delete all three files (ε back to 0). In a deployment the
+    key lives outside the state directory (default: beside the shop's auth key); a deleted ledger
+    whose key remains stops the shop."""
+    from fedgraph.deploy.shop_app import bind_ledger_key
+    from fedgraph.privacy import PrivacyLedger
+    from fedgraph.privacy.ledger import LedgerTamperedError
+
+    cfg = _shop_config(tmp_path)
+    assert cfg.ledger_key_path == (tmp_path / "certs" / "shops" / SHOP / "ledger.key")
+    ledger_dir = cfg.state_dir / "run" / "privacy" / SHOP
+    bind_ledger_key(cfg)
+    ledger = PrivacyLedger(ledger_dir)
+    ledger.append("plan", shop=SHOP, target_epsilon=8.0)
+    ledger.append("round", shop=SHOP, round=1, epsilon=2.5, target_epsilon=8.0, delta=1e-5)
+    assert not list(cfg.state_dir.rglob("ledger.key"))
+    assert stat.S_IMODE(cfg.ledger_key_path.stat().st_mode) == 0o600
+    for name in ("ledger.jsonl", "ledger.head.json"):
+        (ledger_dir / name).unlink()
+    with pytest.raises(LedgerTamperedError, match="vanished|missing"):
+        PrivacyLedger(ledger_dir).verify()
+
+
+def test_an_old_ledger_key_in_the_state_dir_is_moved_out_and_a_key_inside_it_is_refused(tmp_path):
+    from fedgraph.deploy.shop_app import bind_ledger_key
+    from fedgraph.privacy import PrivacyLedger
+
+    cfg = _shop_config(tmp_path)
+    ledger_dir = cfg.state_dir / "run" / "privacy" / SHOP
+    old = PrivacyLedger(ledger_dir)  # written before the key moved out (no binding)
+    old.append("plan", shop=SHOP, target_epsilon=8.0)
+    key = (ledger_dir / "ledger.key").read_bytes()
+    bind_ledger_key(cfg)
+    assert not (ledger_dir / "ledger.key").exists() and cfg.ledger_key_path.read_bytes() == key
+    assert [e["kind"] for e in PrivacyLedger(ledger_dir).verify()] == ["plan"]
+    with pytest.raises(ConfigError, match="outside shop.state_dir"):
+        _shop_config(tmp_path / "b", extra='ledger_key = "state/ledger.key"\n')

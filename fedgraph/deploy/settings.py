@@ -110,6 +110,8 @@ class ShopSection:
     state_dir: str = "state"
     #: The federation's training configuration (the same file the server uses).
     run_config: str = ""
+    #: The privacy ledger's HMAC key, outside state_dir (default: ledger.key beside server.auth_key).
+    ledger_key: str = ""
 
 
 @dataclass
@@ -184,6 +186,16 @@ class ShopConfig:
     def state_dir(self) -> Path:
         return self.resolve(self.shop.state_dir)
 
+    @property
+    def ledger_key_path(self) -> Path:
+        """Where the privacy ledger's HMAC key lives: ``shop.ledger_key``, else beside ``server.auth_key``,
+        else ``<name>.ledger.key`` beside this file (test setups without authentication)."""
+        if self.shop.ledger_key:
+            return self.resolve(self.shop.ledger_key)
+        if self.server.auth_key:
+            return self.resolve(self.server.auth_key).parent / "ledger.key"
+        return self.base / f"{self.shop.name}.ledger.key"
+
     def run_config(self) -> RunConfig:
         """The federation's training configuration as this shop reads it (:func:`deployment_run_config`):
         the shop, not the server, decides what it sends and under which protection."""
@@ -199,6 +211,13 @@ class ShopConfig:
             raise ConfigError(f"{src}: source.kind must be 'folder' or 'sqlite', got {self.source.kind!r}")
         if not self.source.catalog:
             raise ConfigError(f"{src}: source.catalog is required: the shop's item catalog (CSV or Parquet)")
+        key, state = self.ledger_key_path.resolve(), self.state_dir.resolve()
+        if key == state or state in key.parents:
+            raise ConfigError(
+                f"{src}: shop.ledger_key {key} lies inside shop.state_dir {state}: the privacy ledger's key must be kept outside "
+                "shop.state_dir (anyone who can write the state could otherwise rewrite or delete the ledger undetected); "
+                "set shop.ledger_key to a path outside it, e.g. beside the shop's auth key"
+            )
         if self.daemon.isolation not in ("warm", "subprocess"):
             raise ConfigError(f"{src}: daemon.isolation must be 'warm' or 'subprocess', got {self.daemon.isolation!r}")
         if ":" not in self.server.address:

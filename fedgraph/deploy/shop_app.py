@@ -56,11 +56,20 @@ def local_errors(handler: Callable[..., Any]) -> Callable[..., Any]:
     return wrapped
 
 
+def bind_ledger_key(cfg: ShopConfig) -> None:
+    """Keep this shop's privacy-ledger key at ``cfg.ledger_key_path``, outside its state directory
+    (a key left beside the ledger by an older version is moved there): :func:`fedgraph.privacy.ledger.bind_key`."""
+    from fedgraph.privacy.ledger import bind_key
+
+    bind_key(cfg.state_dir / "run" / "privacy" / cfg.shop.name, cfg.ledger_key_path)
+
+
 @lru_cache(maxsize=8)
 def _shop(path: str) -> tuple[ShopConfig, Any, Any]:
     from fedgraph.deploy.shop_state import ShopPaths, load_catalog_features
 
     cfg = ShopConfig.load(path)
+    bind_ledger_key(cfg)
     paths = ShopPaths(cfg.state_dir)
     config = cfg.run_config()
     catalog = load_catalog_features(cfg.resolve(cfg.source.catalog), cfg.shop.name, config, paths.items)

@@ -32,7 +32,7 @@ def privacy_left(cfg: ShopConfig) -> str:
         from fedgraph.privacy.ledger import PrivacyLedger
     except ImportError:
         return "n/a (no DP ledger)"
-    ledger = PrivacyLedger(ledger_dir)
+    ledger = PrivacyLedger(ledger_dir, key_path=cfg.ledger_key_path)
     if not ledger.exists():
         return "n/a (no DP ledger)"
     try:

@@ -9,7 +9,10 @@ One ledger per shop, in its own directory:
   entry per round it refused because the budget would have been exceeded.
 - ``ledger.head.json``: the number of entries and the MAC of the last one (written
   atomically after each append).
-- ``ledger.key``: a random 32-byte key (mode 0600) created with the ledger.
+- ``ledger.key``: a random 32-byte key (mode 0600) created with the ledger, beside it in a
+  simulation; a deployed shop keeps it outside its state directory (:func:`bind_key`), so that
+  a ledger deleted, truncated or rewritten by someone who can write the state directory but
+  not the key is detected.
 
 Each entry carries ``prev`` (the MAC of the entry before it) and ``mac``, an HMAC-SHA256
 (``cryptography``) over its canonical JSON. :meth:`PrivacyLedger.verify` walks the chain
@@ -19,9 +22,10 @@ refuses to continue. A crash between writing an entry and its head is recognised
 extra, correctly chained entry) and repaired; a torn last line is dropped only when the
 head proves it was never committed.
 
-What this does not stop: someone holding the key who rewrites all three files
-consistently, or restores all three from an older backup. The server's round history
-records each shop's ledger length and ε per round, and ``fedgraph audit`` compares the two.
+What this does not stop: someone holding the key who rewrites the chain consistently, or
+restores ledger and key from an older backup. The server's round history records each shop's
+ledger length and ε per round and refuses a shop whose figures go backwards; ``fedgraph audit``
+compares the two.
 """
 
 from __future__ import annotations
@@ -57,14 +61,53 @@ def _mac(key: bytes, entry: dict[str, Any]) -> str:
     return h.finalize().hex()
 
 
-class PrivacyLedger:
-    """The privacy ledger in ``directory`` (see module docs). Creating one writes nothing until :meth:`append`."""
+_BOUND_KEYS: dict[Path, Path] = {}
 
-    def __init__(self, directory: str | Path) -> None:
+
+def bind_key(directory: str | Path, key_path: str | Path) -> None:
+    """Keep the HMAC key of the ledger in ``directory`` at ``key_path`` (for this process).
+
+    Every :class:`PrivacyLedger` opened on ``directory`` afterwards uses that key. A key still
+    beside the ledger (written before the key moved out) is moved to ``key_path`` (0600) when
+    nothing is there yet. Raises :class:`LedgerTamperedError` when both exist and differ.
+    """
+    directory, key_path = Path(directory).resolve(), Path(key_path).resolve()
+    old = directory / KEY_FILE
+    if old.exists() and old != key_path:
+        key = old.read_bytes()
+        if key_path.exists():
+            if key_path.read_bytes() != key:
+                raise LedgerTamperedError(f"{old}: a second ledger key differs from the shop's key {key_path}; remove the one that is not the shop's")
+        else:
+            _write_key(key_path, key)
+        old.unlink()
+    _BOUND_KEYS[directory] = key_path
+
+
+def _write_key(path: Path, key: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class PrivacyLedger:
+    """The privacy ledger in ``directory`` (see module docs). Creating one writes nothing until :meth:`append`.
+
+    Args:
+        directory: where ``ledger.jsonl`` and ``ledger.head.json`` live.
+        key_path: the HMAC key; default the one bound with :func:`bind_key`, else
+            ``directory/ledger.key``.
+    """
+
+    def __init__(self, directory: str | Path, key_path: str | Path | None = None) -> None:
         self.directory = Path(directory)
         self.path = self.directory / LEDGER_FILE
         self.head_path = self.directory / HEAD_FILE
-        self.key_path = self.directory / KEY_FILE
+        bound = _BOUND_KEYS.get(self.directory.resolve())
+        self.key_path = Path(key_path) if key_path is not None else bound or self.directory / KEY_FILE
 
     # ------------------------------------------------------------------ reading
     def exists(self) -> bool:
@@ -80,11 +123,7 @@ class PrivacyLedger:
             raise LedgerTamperedError(f"{self.key_path}: the ledger key is missing")
         self.directory.mkdir(parents=True, exist_ok=True)
         key = secrets.token_bytes(32)
-        fd = os.open(self.key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key)
-            f.flush()
-            os.fsync(f.fileno())
+        _write_key(self.key_path, key)
         return key
 
     def _read_lines(self) -> tuple[list[dict[str, Any]], bool]:
