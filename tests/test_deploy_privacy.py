@@ -143,3 +143,46 @@ def test_12_11_the_server_refuses_a_shop_whose_ledger_went_backwards():
                                             "c": {"ledger-seq": 1, "epsilon": 1.0}})  # fmt: skip
     assert list(flagged) == ["a"] and "went backwards" in flagged["a"] and "entry 2, ε 3.00 by round 2" in flagged["a"]
     assert _ledger_regressions(history, {"b": {"ledger-seq": 2, "epsilon": 2.0}})  # a replayed entry is not new either
+
+
+def _global_model(demo, shop: str, server_round: int) -> Message:
+    """A plain train message with the federation's initial global model, as the server sends it."""
+    from fedgraph.deploy.paths import ShopPaths
+    from fedgraph.deploy.shop_state import write_run_dir
+    from fedgraph.features import feature_size
+
+    config = ShopConfig.load(demo.shop_config(shop)).run_config()
+    server = write_run_dir(ShopPaths(demo.root / "server-view"), config, demo.shops, feature_dim=feature_size(hops=config.features.hops))
+    content = RecordDict({"arrays": ArrayRecord(server.new_model().state_dict()), "config": ConfigRecord({"server-round": server_round})})
+    return _message("train", content)
+
+
+def test_12_3_a_deployed_dp_shop_that_gains_customers_between_rounds_keeps_training(demo):
+    """The budget plan fixed q and δ from the customer count of round 1, then recomputed both from
+    the current count and refused (BudgetError) every round after the shop's first new customer.
+    Here the shop's ClientApp trains round 1 on 60 % of its customers, ingests the rest, and
+    trains round 2 at the planned q and δ."""
+    from clients.client_app import train
+    from fedgraph.deploy.ingest import EventLog, check_events
+    from fedgraph.privacy import PrivacyLedger
+
+    _privacy_table(demo, "enabled = true\nsecure_aggregation = false\nshare_evaluation = false\n")
+    shop = demo.shops[0]
+    cfg = ShopConfig.load(demo.shop_config(shop))
+    frame = demo.events[shop]
+    users = sorted(frame["user"].unique())
+    first = frame[frame["user"].isin(users[: int(0.6 * len(users))])]
+    log = EventLog(cfg.state_dir / "events.sqlite")
+    items = set(frame["item"])
+    try:
+        log.ingest(check_events(first.astype(str), shop=shop, items=items, source="a.csv"), source="a", name="a.csv")
+        reply = train(_global_model(demo, shop, server_round=1), _context(demo, shop))
+        log.ingest(check_events(frame.astype(str), shop=shop, items=items, source="b.csv"), source="b", name="b.csv")
+        reply2 = train(_global_model(demo, shop, server_round=2), _context(demo, shop))
+    finally:
+        log.close()
+    assert not reply.has_error() and not reply2.has_error()
+    entries = PrivacyLedger(cfg.state_dir / "run" / "privacy" / shop, key_path=cfg.ledger_key_path).verify()
+    plan, rounds = entries[0], [e for e in entries if e["kind"] == "round"]
+    assert [e["round"] for e in rounds] == [1, 2]
+    assert {e["sample_rate"] for e in rounds} == {plan["sample_rate"]} and {e["delta"] for e in rounds} == {plan["delta"]}
