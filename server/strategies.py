@@ -16,6 +16,47 @@ from fedgraph.config import RunConfig
 from fedgraph.privacy.client_level import UNIFORM_WEIGHT_KEY, sampled_shops_per_round
 
 
+class _SecureNoise:
+    """Flower's server-side DP wrappers with their Gaussian noise (and adaptive clipping's noisy
+    count) drawn from :class:`fedgraph.privacy.csprng.SecureRandom` instead of ``np.random``
+    (Mersenne Twister: predictable from its state). Same standard deviations as Flower's."""
+
+    _rng = None
+
+    def _secure(self):
+        from fedgraph.privacy.csprng import SecureRandom
+
+        if self._rng is None:
+            self._rng = SecureRandom()
+        return self._rng
+
+    def _add_noise_to_aggregated_arrays(self, aggregated):
+        import numpy as np
+        import torch
+        from flwr.app import Array, ArrayRecord
+        from flwr.supercore.differential_privacy import compute_stdv
+
+        from fedgraph.privacy.csprng import secure_noise_like
+
+        std = compute_stdv(self.noise_multiplier, self.clipping_norm, self.num_sampled_clients)
+        noisy = {}
+        for k, v in zip(aggregated.keys(), aggregated.to_numpy_ndarrays(), strict=True):
+            noise = secure_noise_like(torch.zeros(v.shape, dtype=torch.float64), std, self._secure()).numpy()
+            noisy[k] = Array(np.asarray(v + noise.astype(v.dtype)))
+        return ArrayRecord(noisy)
+
+    def _noisy_fraction(self, count: int, total: int) -> float:
+        return float(count + self.clipped_count_stddev * self._secure().normal(1)[0]) / float(total)
+
+
+class SecureFixedClipping(_SecureNoise, DifferentialPrivacyServerSideFixedClipping):
+    """:class:`DifferentialPrivacyServerSideFixedClipping` with CSPRNG noise."""
+
+
+class SecureAdaptiveClipping(_SecureNoise, DifferentialPrivacyServerSideAdaptiveClipping):
+    """:class:`DifferentialPrivacyServerSideAdaptiveClipping` with CSPRNG noise and noisy count."""
+
+
 def build_strategy(config: RunConfig, num_shops: int) -> Strategy:
     """The configured Flower strategy; every shop is evaluated after every round.
 
@@ -44,11 +85,11 @@ def build_strategy(config: RunConfig, num_shops: int) -> Strategy:
         raise ValueError(f"unknown federation.strategy {fed.strategy!r}")
     sampled = sampled_shops_per_round(config, num_shops)
     if privacy.client_dp == "fixed":
-        dp: Strategy = DifferentialPrivacyServerSideFixedClipping(
+        dp: Strategy = SecureFixedClipping(
             strategy, noise_multiplier=privacy.client_noise_multiplier, clipping_norm=privacy.client_clipping_norm, num_sampled_clients=sampled
         )
     elif privacy.client_dp == "adaptive":
-        dp = DifferentialPrivacyServerSideAdaptiveClipping(
+        dp = SecureAdaptiveClipping(
             strategy, noise_multiplier=privacy.client_noise_multiplier, num_sampled_clients=sampled,
             initial_clipping_norm=privacy.client_clipping_norm,
         )  # fmt: skip

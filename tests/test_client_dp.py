@@ -75,3 +75,36 @@ def test_missing_shops_count_as_zero_so_the_sensitivity_is_c_over_m(mode):
     assert out == pytest.approx([1.0, 2.0], abs=1e-6)
     full = build_strategy(_config(client_dp=mode, client_noise_multiplier=0.0, client_clipping_norm=10.0), num_shops=2)
     assert _aggregate(full, [[3.0, 0.0], [0.0, 6.0]], [5, 5]) == pytest.approx([1.5, 3.0], abs=1e-6)
+
+
+def test_adaptive_clipping_accounts_the_clipped_count_at_its_true_sensitivity(tmp_path):
+    """Issue 12.9: Flower's adaptive clipping splits σ between the update and a noisy count of the
+    clipped updates as if the count had sensitivity 1/2 (centred bits, Andrew et al.), but it noises
+    the plain count of 0/1 bits, sensitivity 1. The two releases compose as one Gaussian of
+    multiplier (z_update⁻² + σ_count⁻²)^-½, which is what the ledger must account."""
+    from flwr.serverapp.strategy.dp_adaptive_clipping import compute_adaptive_noise_params
+
+    cfg = _config(client_dp="adaptive", client_noise_multiplier=0.8, client_clipping_norm=0.5, client_delta=1e-4)
+    ledger = ServerPrivacyLedger(tmp_path, cfg, num_shops=10)
+    count_std, update_z = compute_adaptive_noise_params(0.8, 10, None)
+    true_z = (update_z**-2 + count_std**-2) ** -0.5
+    assert true_z < 0.8  # Flower's claim: 0.8
+    plan = ledger.ledger.verify()[0]
+    assert plan["effective_noise_multiplier"] == pytest.approx(true_z)
+    assert plan["planned_epsilon"] == pytest.approx(epsilon([(true_z, 1.0, cfg.train.rounds)], 1e-4, "rdp"))
+    assert plan["planned_epsilon"] > epsilon([(0.8, 1.0, cfg.train.rounds)], 1e-4, "rdp")
+    assert ledger.record_round(1, "v1", 10, 0.5)["epsilon"] == pytest.approx(epsilon([(true_z, 1.0, 1)], 1e-4, "rdp"))
+
+
+@pytest.mark.parametrize("mode", ["fixed", "adaptive"])
+def test_server_side_dp_noise_does_not_come_from_numpys_global_generator(mode):
+    """The server's client-level DP noise (and adaptive clipping's noisy count) came from
+    ``np.random.normal``: Mersenne Twister, predictable from its state. It must come from the CSPRNG."""
+    outs = []
+    for _ in range(2):
+        np.random.seed(0)
+        strategy = build_strategy(_config(client_dp=mode, client_noise_multiplier=0.15, client_clipping_norm=1.0), num_shops=2)
+        outs.append(_aggregate(strategy, [[0.2, 0.0], [0.0, 0.2]], [5, 5]))
+        if mode == "adaptive":
+            outs[-1] = np.append(outs[-1], strategy.clipping_norm)
+    assert not np.allclose(outs[0], outs[1])
