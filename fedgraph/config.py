@@ -192,6 +192,10 @@ class PrivacyConfig:
     #: to false, a shop refuses evaluate messages unless its own config sets true, and a shop
     #: under privacy.enabled refuses it altogether.
     share_evaluation: bool = True
+    #: A DP shop sends its ε (both accountants) and δ to the server after each round. Both are
+    #: functions of its customer count (σ, q and δ are planned from it), so deployments default
+    #: to false: the shop then sends only its ledger length and the (public) target.
+    report_epsilon: bool = True
     #: Client-level DP at the server: "off", "fixed" or "adaptive" (Flower's server-side clipping wrappers).
     client_dp: str = "off"
     client_noise_multiplier: float = 1.0

@@ -186,3 +186,24 @@ def test_12_3_a_deployed_dp_shop_that_gains_customers_between_rounds_keeps_train
     plan, rounds = entries[0], [e for e in entries if e["kind"] == "round"]
     assert [e["round"] for e in rounds] == [1, 2]
     assert {e["sample_rate"] for e in rounds} == {plan["sample_rate"]} and {e["delta"] for e in rounds} == {plan["delta"]}
+
+
+def test_12_7_a_deployed_dp_shop_sends_no_figure_derived_from_its_size(demo):
+    """ε after a round and δ = min(1e-5, 0.1/n) are functions of the shop's customer count n (σ and
+    q are planned from it): sending them releases n. A deployed DP shop sends its ledger length,
+    the (public) target and its weight only; ε stays in its ledger and `client status`."""
+    from clients.client_app import train
+    from fedgraph.deploy.ingest import EventLog, check_events
+
+    _privacy_table(demo, "enabled = true\nsecure_aggregation = false\nshare_evaluation = false\n")
+    shop = demo.shops[0]
+    cfg = ShopConfig.load(demo.shop_config(shop))
+    assert cfg.run_config().privacy.report_epsilon is False and RunConfig().privacy.report_epsilon is True
+    frame = demo.events[shop]
+    log = EventLog(cfg.state_dir / "events.sqlite")
+    try:
+        log.ingest(check_events(frame.astype(str), shop=shop, items=set(frame["item"]), source="a.csv"), source="a", name="a.csv")
+        reply = train(_global_model(demo, shop, server_round=1), _context(demo, shop))
+    finally:
+        log.close()
+    assert set(reply.content["metrics"]) == {"shop-weight", "partition-id", "ledger-seq", "target-epsilon"}

@@ -48,11 +48,13 @@ def _sections(raw: dict[str, Any], allowed: dict[str, Any], source: Path) -> Non
 
 
 #: What a deployment assumes wherever its training configuration (or an override) is silent:
-#: secure aggregation on, DP noise from a CSPRNG, no evaluation figures sent to the server.
+#: secure aggregation on, DP noise from a CSPRNG, no evaluation figures and no ε/δ (functions of
+#: the shop's size) sent to the server.
 DEPLOYMENT_DEFAULTS = {
     "privacy.secure_aggregation": "true",
     "privacy.deterministic_noise": "false",
     "privacy.share_evaluation": "false",
+    "privacy.report_epsilon": "false",
 }
 
 

@@ -126,7 +126,11 @@ def _ledger_regressions(history: dict[str, Any], reported: dict[str, dict[str, f
 
 
 def _budget_note(exhausted: dict[str, dict[str, float]]) -> str:
-    return ", ".join(f"{shop} (ε {m.get('epsilon', float('nan')):.2f} of {m.get('target-epsilon', float('nan')):g})" for shop, m in exhausted.items())
+    def one(shop: str, m: dict[str, float]) -> str:
+        target = m.get("target-epsilon", float("nan"))
+        return f"{shop} (ε {m['epsilon']:.2f} of {target:g})" if "epsilon" in m else f"{shop} (target ε {target:g})"
+
+    return ", ".join(one(shop, m) for shop, m in exhausted.items())
 
 
 def _mean(values: list[float]) -> float:

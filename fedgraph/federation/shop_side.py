@@ -78,9 +78,12 @@ def shop_budget(run: RunDir, data: ShopData) -> ShopBudget:
     )  # fmt: skip
 
 
-def _privacy_metrics(budget: ShopBudget, entry: dict[str, Any]) -> dict[str, float]:
-    """What a DP shop tells the server about its budget: ε so far (both accountants), δ, the target
-    and its ledger's length. Not the sample rate or σ (derived from the shop's size)."""
+def _privacy_metrics(budget: ShopBudget, entry: dict[str, Any], report_epsilon: bool = True) -> dict[str, float]:
+    """What a DP shop tells the server about its budget: its ledger's length and the target; with
+    ``report_epsilon`` also ε so far (both accountants) and δ. Never the sample rate or σ. ε and δ
+    are functions of the shop's size (σ, q, δ are planned from it): see ``privacy.report_epsilon``."""
+    if not report_epsilon:
+        return {"target-epsilon": budget.target_epsilon, "ledger-seq": int(entry["seq"])}
     return {
         "epsilon": float(entry["epsilon"]), "epsilon-rdp": float(entry["epsilon_rdp"]),
         "epsilon-prv": float(entry["epsilon_prv"]) if entry.get("epsilon_prv") is not None else -1.0,
@@ -134,10 +137,9 @@ def shop_train(
         if not budget.next_round_fits():
             entry = budget.record_skip(server_round, version)
             if refuse_when_exhausted:  # under SecAgg+ a refusing shop drops out of the round
-                raise PrivacyBudgetExhausted(
-                    f"shop {data.shop}: one more round would exceed its privacy budget (ε {entry['epsilon']:.2f} of {budget.target_epsilon:g})"
-                )
-            metrics = {**_privacy_metrics(budget, entry), "budget-exhausted": 1, "partition-id": partition_id}
+                spent = f"ε {entry['epsilon']:.2f} of {budget.target_epsilon:g}" if run.config.privacy.report_epsilon else f"target ε {budget.target_epsilon:g}"
+                raise PrivacyBudgetExhausted(f"shop {data.shop}: one more round would exceed its privacy budget ({spent})")
+            metrics = {**_privacy_metrics(budget, entry, run.config.privacy.report_epsilon), "budget-exhausted": 1, "partition-id": partition_id}
             return {k: v.detach().cpu() for k, v in state.items()}, metrics
         privacy = run.config.privacy
         dp = budget.settings(seed if privacy.deterministic_noise else None, privacy.grad_sample_mode)
@@ -145,7 +147,7 @@ def shop_train(
         entry = budget.record_round(server_round, version, result.dp_history)
         # Under DP the weights are uniform (config.FederationConfig.weights): the loss, user count,
         # steps and seconds are computed on private data without noise and stay in the shop.
-        metrics = {**_privacy_metrics(budget, entry), UNIFORM_WEIGHT_KEY: 1.0, "partition-id": partition_id}
+        metrics = {**_privacy_metrics(budget, entry, run.config.privacy.report_epsilon), UNIFORM_WEIGHT_KEY: 1.0, "partition-id": partition_id}
     local = model.local_state_dict()
     if local:  # the shop-private part stays in the shop's own directory
         latest = run.local_state_file(data.shop)
