@@ -105,6 +105,12 @@ def test_report_json_validates_and_states_the_promise(audited, dp_run):
     # the run's DP noise was seeded from its configuration (the simulation default): never CONSISTENT
     assert doc["status"] == "NOT PRIVATE"
     assert any(f.startswith("[not private]") and "deterministic_noise" in f for f in doc["flags"])
+    # what else left the shops: a simulation shares its validation figures and reports ε/δ (its defaults)
+    for shop in run.shop_names:
+        status = {c["channel"]: c["status"] for c in doc["channels"][shop]}
+        assert status["weights"] == "accounted" and status["evaluation"] == "outside the claim" and status["ε and δ"] == "outside the claim"
+        assert "counts, timings, loss" not in status  # DP shops send none
+    assert any(f.startswith("[outside the claim] evaluation") for f in doc["flags"])
 
 
 def _chromium():
@@ -241,3 +247,26 @@ def test_a_claim_beyond_what_the_audit_can_refute_is_not_called_consistent():
     assert needed == 500 and bound > 4.0
     # at ε = 4 a membership attack could still refute (it would need AUC above 0.982)
     assert _verdict("s", _promise(4.0, False), _attacks(4.0, 100), tampered=False, private=True)["status"] == "consistent"
+
+
+def test_channels_beside_the_weights_are_listed_and_exact_ones_are_outside_the_claim():
+    """Issue 12.10: the audit attacked only the weights. What else the server recorded from each
+    shop (counts, timings, loss, ε/δ, evaluation figures) is listed per shop; an exact figure on
+    the shop's customers is outside the claim, a data-independent one is public."""
+    from fedgraph.audit.channels import released_channels
+
+    history = {"rounds": [
+        {"round": 0, "eval": {"a": {"recall@20": 0.1, "users": 40}}},
+        {"round": 1, "train": {"a": {"epsilon": 2.0, "delta": 1e-5, "target-epsilon": 8, "ledger-seq": 1, "shop-weight": 1},
+                               "b": {"target-epsilon": 8, "ledger-seq": 1, "shop-weight": 1}},
+         "eval": {"a": {"recall@20": 0.2, "users": 40}}},
+        {"round": 2, "train": {"b": {"num-examples": 37, "train_seconds": 1.5}}},
+    ]}
+    found = released_channels(history, ["a", "b"], private=True)
+    by = {shop: {c["channel"]: c for c in chans} for shop, chans in found.items()}
+    assert by["a"]["weights"]["status"] == "accounted" and by["a"]["weights"]["rounds"] == 1
+    assert by["a"]["ε and δ"]["status"] == "outside the claim" and by["a"]["ε and δ"]["keys"] == ["delta", "epsilon"]
+    assert by["a"]["evaluation"]["status"] == "outside the claim" and by["a"]["evaluation"]["rounds"] == 2
+    assert by["b"]["budget bookkeeping"]["status"] == "public" and "evaluation" not in by["b"] and "ε and δ" not in by["b"]
+    assert by["b"]["counts, timings, loss"]["keys"] == ["num-examples", "train_seconds"]
+    assert released_channels(history, ["a"], private=False)["a"][0]["status"] == "outside the claim"  # no DP: the weights too

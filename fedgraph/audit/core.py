@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from fedgraph.atomic import atomic_write_text
+from fedgraph.audit.channels import released_channels
 from fedgraph.audit.attacks import canary_audit, membership_inference, summarise_mia, update_leakage
 from fedgraph.audit.integrity import check_run, data_sources, provenance
 from fedgraph.audit.training import Mechanism, mechanism_for
@@ -321,6 +322,15 @@ def run_audit(run_dir: str | Path, out_dir: str | Path | None = None, options: A
         flags += [f"[inconsistent] {shop}: {c['detail']}" for c in v["checks"] if c["status"] == "fail" and c["check"] != "integrity"]
         flags += [f"[attention] {shop}: {c['detail']}" for c in v["checks"] if c["status"] == "warn"]
     flags += [f"[not private] {n}" for n in promise["notes"] if "deterministic_noise" in n]
+    channels = released_channels(history, run.shop_names, private)
+    if private:
+        outside: dict[str, list[str]] = {}
+        for shop, found in channels.items():
+            for c in found:
+                if c["status"] == "outside the claim":
+                    outside.setdefault(f"{c['channel']} ({c['message']}: {', '.join(c['keys'])})", []).append(shop)
+        flags += [f"[outside the claim] {what} left {len(names)} shop(s) exactly, without noise: no ε covers it"
+                  for what, names in outside.items()]
     if tampered:
         overall = "TAMPERED"
     elif private and cfg.privacy.deterministic_noise:
@@ -354,6 +364,7 @@ def run_audit(run_dir: str | Path, out_dir: str | Path | None = None, options: A
                                 "epochs": options.epochs, "seed": options.seed},
                     "shops": attacks, "leakage": leakage},  # fmt: skip
         "verdict": verdicts,
+        "channels": channels,
         "seconds": time.perf_counter() - started,
     }
     doc = _clean(doc)

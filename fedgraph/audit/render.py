@@ -296,13 +296,21 @@ def _verdict_section(doc: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+def _channels_section(doc: dict[str, Any]) -> str:
+    rows = [[shop, c["channel"], c["message"], ", ".join(c["keys"]) or "—", c["rounds"], c["status"], c["detail"]]
+            for shop, found in doc.get("channels", {}).items() for c in found]
+    note = ("<p>Everything the server recorded from each shop besides the attacked weights. An exact figure on a shop's "
+            "customers (\"outside the claim\") changes deterministically with one customer: no ε covers that channel.</p>")
+    return "<h2>What left each shop</h2>" + note + _table(["shop", "channel", "message", "keys", "rounds", "status", "detail"], rows)
+
+
 def render_html(doc: dict[str, Any]) -> str:
     """The whole report (see module docs)."""
     title = f"Privacy audit: {doc['run']['provenance']['run_dir']}"
     body = (
         f"<h1>Privacy audit report</h1><p class=\"muted\">{escape(doc['run']['provenance']['run_dir'])} · generated "
         f"{escape(doc['generated'])} · fedgraph audit, schema v{doc['schema_version']}</p>"
-        + _banner(doc) + _verdict_section(doc) + _run_section(doc) + _integrity_section(doc) + _promise_section(doc) + _attack_section(doc)
+        + _banner(doc) + _verdict_section(doc) + _run_section(doc) + _integrity_section(doc) + _promise_section(doc) + _channels_section(doc) + _attack_section(doc)
         + '<p class="muted">Every figure in this report is also in audit.json next to it.</p>'
     )  # fmt: skip
     return (
