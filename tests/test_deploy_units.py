@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -601,3 +602,18 @@ def test_an_old_ledger_key_in_the_state_dir_is_moved_out_and_a_key_inside_it_is_
     assert [e["kind"] for e in PrivacyLedger(ledger_dir).verify()] == ["plan"]
     with pytest.raises(ConfigError, match="outside shop.state_dir"):
         _shop_config(tmp_path / "b", extra='ledger_key = "state/ledger.key"\n')
+
+
+def test_a_new_runs_global_model_replaces_a_later_round_of_the_old_run(tmp_path):
+    """Issue 13.4: the shop kept the stored model while its round was higher, so after the server
+    started a new run the shop ignored the new run's models until its round passed the old one's."""
+    from fedgraph.deploy.shop_state import ShopPaths, load_global_model, save_global_model
+
+    paths = ShopPaths(tmp_path / "state")
+    old, new = {"w": torch.ones(2)}, {"w": torch.zeros(2)}
+    save_global_model(paths, old, 9, run_id=111)
+    assert save_global_model(paths, {"w": torch.full((2,), 2.0)}, 3, run_id=111)[1] is False  # an older round of the same run
+    version, fresh = save_global_model(paths, new, 1, run_id=222)
+    assert fresh is True
+    stored = load_global_model(paths)
+    assert stored["run_id"] == 222 and stored["round"] == 1 and torch.equal(stored["state_dict"]["w"], new["w"])

@@ -120,7 +120,7 @@ def prepare_deployed_shop(shop_config: str, run_config: dict[str, Any], msg: Any
         server_round = int(fit_config["server-round"])
     # A train message carries the global model of the previous round, evaluate the new one.
     model_round = server_round - 1 if kind.startswith("train") else server_round
-    version, _ = save_global_model(paths, global_state, model_round)
+    version, _ = save_global_model(paths, global_state, model_round, run_id=int(msg.metadata.run_id))
     events = EventLog(paths.events)
     try:
         offset, _ = refresh_training_data(paths, catalog, config, events)

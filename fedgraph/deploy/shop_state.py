@@ -159,13 +159,19 @@ def refresh_training_data(paths: ShopPaths, catalog: Catalog, config: RunConfig,
 # ----------------------------------------------------------------------------- global model
 
 
-def save_global_model(paths: ShopPaths, state: dict[str, torch.Tensor], server_round: int) -> tuple[str, bool]:
-    """Keep the newest global model the server sent (by round); returns (version, whether it is new)."""
+def save_global_model(paths: ShopPaths, state: dict[str, torch.Tensor], server_round: int, run_id: int = 0) -> tuple[str, bool]:
+    """Keep the newest global model the server sent; returns (version, whether it is new).
+
+    Within one Flower run the newest is the highest round; a model of another run (the server
+    started a new one) replaces the stored one whatever its round: a server only sends messages
+    of its current run.
+    """
     version = state_digest(state)[:16]
     current = load_global_model(paths, header_only=True)
-    if current is not None and (current["round"] > server_round or current["model_version"] == version):
+    same_run = current is not None and int(current.get("run_id", 0)) == int(run_id)
+    if current is not None and (current["model_version"] == version or (same_run and current["round"] > server_round)):
         return version, False
-    payload = {"round": int(server_round), "model_version": version, "received_at": time.time(),
+    payload = {"round": int(server_round), "run_id": int(run_id), "model_version": version, "received_at": time.time(),
                "state_dict": {k: v.detach().cpu() for k, v in state.items()}}  # fmt: skip
     with atomic_path(paths.model) as tmp:
         torch.save(payload, tmp)
