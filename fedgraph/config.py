@@ -315,6 +315,10 @@ class RunConfig:
             (not (self.privacy.secure_aggregation and self.privacy.client_dp != "off"),
              "privacy.client_dp needs the server to clip each shop's update, which secure aggregation hides from it; "
              "use one of the two"),
+            (not (self.privacy.secure_aggregation and self.federation.strategy == "fedadam"),
+             "federation.strategy=fedadam cannot run with secure aggregation: SecAgg+ averages the masked sum (FedAvg) and "
+             "FedAdam's server optimiser would not be applied; use federation.strategy=fedavg or fedprox, or "
+             "privacy.secure_aggregation=false"),
             (self.privacy.secagg_num_shares >= 3 and self.privacy.secagg_num_shares % 2 == 1,
              "privacy.secagg_num_shares must be odd and >= 3 (Flower's SecAgg+ halts with an even number of shares)"),
             (2 <= self.privacy.secagg_reconstruction_threshold < self.privacy.secagg_num_shares,

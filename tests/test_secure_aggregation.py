@@ -93,3 +93,13 @@ def test_masks_use_the_whole_seed_in_the_shops_and_the_server():
     assert all(np.array_equal(x, y) for x, y in zip(ma, secagg_masks.full_seed_masks(a, 1 << 30, [(1000,), ()])))  # same seed, same mask
     assert 0 <= ma[0].min() and ma[0].max() < 1 << 30 and abs(ma[0].mean() / (1 << 30) - 0.5) < 0.05
     assert not secagg_masks.folds_seeds(secagg_masks.full_seed_masks)
+
+
+def test_secure_aggregation_refuses_a_strategy_it_would_not_run():
+    """Issue 17.3: with SecAgg+ the round aggregates the masked sum with FedAvg whatever
+    federation.strategy says; strategy=fedadam was accepted and silently ran as FedAvg."""
+    from fedgraph.config import ConfigError, RunConfig
+
+    with pytest.raises(ConfigError, match="fedadam.*secure aggregation|secure aggregation.*fedadam"):
+        RunConfig.load(overrides=["privacy.secure_aggregation=true", "federation.strategy=fedadam"])
+    RunConfig.load(overrides=["privacy.secure_aggregation=true", "federation.strategy=fedprox"])  # FedProx: the shops' term, FedAvg at the server
