@@ -617,3 +617,16 @@ def test_a_new_runs_global_model_replaces_a_later_round_of_the_old_run(tmp_path)
     assert fresh is True
     stored = load_global_model(paths)
     assert stored["run_id"] == 222 and stored["round"] == 1 and torch.equal(stored["state_dict"]["w"], new["w"])
+
+
+def test_a_server_that_stops_with_an_error_says_so_in_server_jsonl(tmp_path, capsys):
+    """Issue 13.5: failures reached the terminal only; server.jsonl held info lines even for runs
+    that stopped, so monitoring by level missed them."""
+    from fedgraph.cli import main
+
+    s = tmp_path / "server.toml"
+    s.write_text(f'[server]\nport = 9443\nshops = ["{SHOP}"]\ncerts = "no-certs-here"\n')
+    assert main(["server", "start", "--config", str(s)]) != 0
+    lines = [json.loads(x) for x in (tmp_path / "server-state" / "logs" / "server.jsonl").read_text().splitlines()]
+    errors = [x for x in lines if x["level"] == "error"]
+    assert errors and errors[-1]["event"] == "server_failed" and "no-certs-here" in errors[-1]["msg"]

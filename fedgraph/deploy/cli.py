@@ -107,6 +107,9 @@ def run_deploy_command(args: argparse.Namespace) -> int | None:
         except KeyboardInterrupt:
             print("\nstopped: finished rounds are checkpointed; run `fedgraph server start` with the same config to resume", file=sys.stderr)
             return 130
+        except Exception as exc:  # the caller reports it on the terminal; monitoring reads server.jsonl
+            log.error("server_failed", str(exc), error=type(exc).__name__)
+            raise
     if args.command == "client":
         from fedgraph.deploy.settings import ShopConfig
 

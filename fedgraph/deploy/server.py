@@ -294,7 +294,7 @@ def start_server(cfg, overrides: list[str], log: EventLogger, *, say: Callable[[
                 run_log.flush()
                 if "[fedgraph]" in line:
                     text = line[line.index("[fedgraph]") + len("[fedgraph] "):].strip()
-                    log.info("round", text)
+                    (log.warning if "failed" in text else log.info)("round", text)
                     say(text)
         runner.wait()
         processes.stop(runner)
