@@ -103,3 +103,16 @@ def test_secure_aggregation_refuses_a_strategy_it_would_not_run():
     with pytest.raises(ConfigError, match="fedadam.*secure aggregation|secure aggregation.*fedadam"):
         RunConfig.load(overrides=["privacy.secure_aggregation=true", "federation.strategy=fedadam"])
     RunConfig.load(overrides=["privacy.secure_aggregation=true", "federation.strategy=fedprox"])  # FedProx: the shops' term, FedAvg at the server
+
+
+def test_a_secure_aggregation_setup_that_cannot_survive_one_lost_shop_is_named_at_server_start():
+    """Issue 13.2: with the deployment default (SecAgg+) and two shops, one dead daemon halted the
+    whole run ("threshold 2"), with no word at start. The server now says so before any round."""
+    from fedgraph.config import RunConfig
+    from fedgraph.federation.secure_aggregation import dropout_warning, shops_that_may_drop
+
+    two = RunConfig.load(overrides=["privacy.secure_aggregation=true", "federation.min_train_shops=2"])
+    assert shops_that_may_drop(two, 2) == 0 and shops_that_may_drop(two, 3) == 1 and shops_that_may_drop(two, 10) == 1
+    warning = dropout_warning(two, 2)
+    assert warning and "cannot lose a single shop" in warning and "at least 3 shops" in warning
+    assert dropout_warning(two, 3) is None

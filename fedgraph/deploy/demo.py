@@ -111,7 +111,7 @@ def write_events(events: pd.DataFrame, path: Path) -> Path:
 
 
 def make_demo(
-    root: str | Path, *, shops: int = 2, extra_keys: tuple[str, ...] = (), users: tuple[int, int] = (30, 40),
+    root: str | Path, *, shops: int = 3, extra_keys: tuple[str, ...] = (), users: tuple[int, int] = (30, 40),
     items: tuple[int, int] = (40, 50), port: int = 9443, rounds: int = 3, min_train_shops: int = 1, isolation: str = "warm",
     cache_dir: str | Path = "", poll_s: float = 0.2, settle_s: float = 0.2, seed: int = 0, round_timeout_s: float = 300.0,
     secure_aggregation: bool = True,

@@ -279,6 +279,12 @@ def start_server(cfg, overrides: list[str], log: EventLogger, *, say: Callable[[
                  pid=superlink.pid, host=cfg.server.host, port=cfg.server.port, tls=not cfg.server.insecure)  # fmt: skip
         for shop in shops:
             enrol(cfg, paths, shop, env, log)
+        from fedgraph.federation.secure_aggregation import dropout_warning
+
+        fragile = dropout_warning(config, len(shops))
+        if fragile:
+            log.warning("secagg_fragile", fragile, shops=len(shops))
+            say(f"WARNING: {fragile}")
         from fedgraph.federation.secagg_masks import RUN_CONFIG_KEY, install
 
         run_config = (f"run-dir='{paths.run}' shops='{','.join(shops)}' fedgraph-model='{signature_digest(config)}' "

@@ -72,6 +72,27 @@ def check_settings(config: RunConfig, num_shops: int) -> None:
         )
 
 
+def shops_that_may_drop(config: RunConfig, num_shops: int) -> int:
+    """How many shops may drop out of a SecAgg+ round before it halts: each dropped shop's mask
+    seed must be rebuilt from ``secagg_reconstruction_threshold`` shares held by the shops that
+    remain among its ``min(secagg_num_shares, sampled)`` neighbours (itself included)."""
+    p, fed = config.privacy, config.federation
+    sampled = max(int(num_shops * fed.fraction_train), min(fed.min_train_shops, num_shops))
+    return max(0, min(p.secagg_num_shares, sampled) - p.secagg_reconstruction_threshold)
+
+
+def dropout_warning(config: RunConfig, num_shops: int) -> str | None:
+    """A line for the operator when a SecAgg+ round cannot lose a single shop, else None."""
+    if not config.privacy.secure_aggregation or shops_that_may_drop(config, num_shops) > 0:
+        return None
+    t = config.privacy.secagg_reconstruction_threshold
+    return (
+        f"secure aggregation with {num_shops} shop(s) per round and reconstruction threshold {t} cannot lose a single shop: "
+        f"one shop that stops mid-round halts the round (the model is not updated). Run at least {t + 1} shops, or set "
+        "privacy.secure_aggregation = false in the federation config (the server then sees each shop's update)"
+    )
+
+
 class _RecordingFedAvg(LegacyFedAvg):
     """Legacy FedAvg that keeps the result SecAgg+ hands it and the shops' metrics."""
 
