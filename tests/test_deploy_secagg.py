@@ -21,6 +21,24 @@ from fedgraph.deploy.processes import free_port
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
+def _run_federation(tmp_path, demo, env=None) -> subprocess.CompletedProcess:
+    """Start every shop daemon, run the server to the end, stop the daemons; the server's result."""
+    cli = [sys.executable, "-m", "fedgraph.cli"]
+    daemons = [subprocess.Popen([*cli, "client", "start", "--config", str(demo.shop_config(shop))], cwd=tmp_path, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env) for shop in demo.shops]  # fmt: skip
+    try:
+        return subprocess.run([*cli, "server", "start", "--config", str(demo.server_config)], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=600)  # fmt: skip
+    finally:
+        for p in daemons:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for p in daemons:
+            p.wait(timeout=60)
+
+
 def test_deployment_runs_secure_aggregation_by_default(tmp_path, text_cache):
     from fedgraph.deploy.settings import ServerConfig
 
@@ -30,20 +48,7 @@ def test_deployment_runs_secure_aggregation_by_default(tmp_path, text_cache):
     assert ServerConfig.load(demo.server_config).run_config().privacy.secure_aggregation is True
     for shop in demo.shops:
         write_events(demo.events[shop], demo.drop(shop) / "history.csv")
-    cli = [sys.executable, "-m", "fedgraph.cli"]
-    daemons = [subprocess.Popen([*cli, "client", "start", "--config", str(demo.shop_config(shop))], cwd=tmp_path, start_new_session=True,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT) for shop in demo.shops]  # fmt: skip
-    try:
-        server = subprocess.run([*cli, "server", "start", "--config", str(demo.server_config)], cwd=tmp_path, capture_output=True,
-                                text=True, timeout=600)  # fmt: skip
-    finally:
-        for p in daemons:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for p in daemons:
-            p.wait(timeout=60)
+    server = _run_federation(tmp_path, demo)
     assert server.returncode == 0, server.stdout[-3000:] + server.stderr[-3000:]
     assert "secure aggregation (SecAgg+)" in server.stdout
     history = json.loads((tmp_path / "server-state" / "run" / "federated_history.json").read_text())
@@ -69,21 +74,7 @@ def test_deployed_secure_sum_equals_fedavg_of_the_same_updates(tmp_path, text_ca
     assert sum(demo.events[s]["user"].nunique() for s in demo.shops) > 1024
     for shop in demo.shops:
         write_events(demo.events[shop], demo.drop(shop) / "history.csv")
-    cli = [sys.executable, "-m", "fedgraph.cli"]
-    env = {**os.environ, "FEDGRAPH_FAULT_INJECTION": "1"}
-    daemons = [subprocess.Popen([*cli, "client", "start", "--config", str(demo.shop_config(shop))], cwd=tmp_path, start_new_session=True,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env) for shop in demo.shops]  # fmt: skip
-    try:
-        server = subprocess.run([*cli, "server", "start", "--config", str(demo.server_config)], cwd=tmp_path, capture_output=True,
-                                text=True, timeout=600)  # fmt: skip
-    finally:
-        for p in daemons:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for p in daemons:
-            p.wait(timeout=60)
+    server = _run_federation(tmp_path, demo, env={**os.environ, "FEDGRAPH_FAULT_INJECTION": "1"})
     assert server.returncode == 0, server.stdout[-3000:] + server.stderr[-3000:]
     secure = RunDir.at(tmp_path / "server-state" / "run").load_checkpoint(1)["state_dict"]
     sent = [torch.load(tmp_path / shop / "state" / "sent" / "round-0001.pt", weights_only=True) for shop in demo.shops]

@@ -76,9 +76,10 @@ def shops_that_may_drop(config: RunConfig, num_shops: int) -> int:
     """How many shops may drop out of a SecAgg+ round before it halts: each dropped shop's mask
     seed must be rebuilt from ``secagg_reconstruction_threshold`` shares held by the shops that
     remain among its ``min(secagg_num_shares, sampled)`` neighbours (itself included)."""
-    p, fed = config.privacy, config.federation
-    sampled = max(int(num_shops * fed.fraction_train), min(fed.min_train_shops, num_shops))
-    return max(0, min(p.secagg_num_shares, sampled) - p.secagg_reconstruction_threshold)
+    from fedgraph.privacy.client_level import sampled_shops_per_round
+
+    p = config.privacy
+    return max(0, min(p.secagg_num_shares, sampled_shops_per_round(config, num_shops)) - p.secagg_reconstruction_threshold)
 
 
 def dropout_warning(config: RunConfig, num_shops: int) -> str | None:

@@ -134,12 +134,13 @@ def shop_train(
     else:
         budget = shop_budget(run, data)
         version = state_digest(state)[:16]
+        report = run.config.privacy.report_epsilon
         if not budget.next_round_fits():
             entry = budget.record_skip(server_round, version)
             if refuse_when_exhausted:  # under SecAgg+ a refusing shop drops out of the round
-                spent = f"ε {entry['epsilon']:.2f} of {budget.target_epsilon:g}" if run.config.privacy.report_epsilon else f"target ε {budget.target_epsilon:g}"
+                spent = f"ε {entry['epsilon']:.2f} of {budget.target_epsilon:g}" if report else f"target ε {budget.target_epsilon:g}"
                 raise PrivacyBudgetExhausted(f"shop {data.shop}: one more round would exceed its privacy budget ({spent})")
-            metrics = {**_privacy_metrics(budget, entry, run.config.privacy.report_epsilon), "budget-exhausted": 1, "partition-id": partition_id}
+            metrics = {**_privacy_metrics(budget, entry, report), "budget-exhausted": 1, "partition-id": partition_id}
             return {k: v.detach().cpu() for k, v in state.items()}, metrics
         privacy = run.config.privacy
         dp = budget.settings(seed if privacy.deterministic_noise else None, privacy.grad_sample_mode)
@@ -147,7 +148,7 @@ def shop_train(
         entry = budget.record_round(server_round, version, result.dp_history)
         # Under DP the weights are uniform (config.FederationConfig.weights): the loss, user count,
         # steps and seconds are computed on private data without noise and stay in the shop.
-        metrics = {**_privacy_metrics(budget, entry, run.config.privacy.report_epsilon), UNIFORM_WEIGHT_KEY: 1.0, "partition-id": partition_id}
+        metrics = {**_privacy_metrics(budget, entry, report), UNIFORM_WEIGHT_KEY: 1.0, "partition-id": partition_id}
     local = model.local_state_dict()
     if local:  # the shop-private part stays in the shop's own directory
         latest = run.local_state_file(data.shop)
