@@ -12,6 +12,8 @@ every process of the run (server, shop clients, reports) reads.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -277,7 +279,18 @@ class RunConfig:
 
     # ------------------------------------------------------------------ checks
     def validate(self, source: str = "config") -> None:
+        """Raise :class:`ConfigError` naming the key, the value, the allowed range and a fix for
+        the first invalid value: every number against :data:`RANGES` (and finite), every choice
+        against its allowed words, and the combinations that cannot run together."""
+        for section in fields(self):
+            values = getattr(self, section.name)
+            for f in fields(values):
+                message = _range_problem(f"{section.name}.{f.name}", getattr(values, f.name))
+                if message:
+                    raise ConfigError(f"{source}: {message}")
         checks = [
+            (_DEVICE.fullmatch(self.train.device) is not None,
+             f"train.device must be auto, cpu, cuda, cuda:N or mps, got {self.train.device!r} (auto picks CUDA when present)"),
             (self.data.source in ("online_retail", "synthetic", "files"), "data.source must be online_retail, synthetic or files"),
             (self.data.source != "files" or (self.data.events and self.data.catalog), "data.source=files needs data.events and data.catalog paths"),
             (0.0 < self.data.test_fraction < 1.0, "data.test_fraction must be between 0 and 1"),
@@ -327,6 +340,82 @@ class RunConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"{source}: {message}")
+
+
+#: Allowed ranges of the numeric keys: ``key -> (low, high, low_inclusive, note)``; ``None`` is
+#: unbounded. Every float must also be finite. A key not listed here is checked in
+#: :meth:`RunConfig.validate`'s combination checks (or takes any value of its type).
+RANGES: dict[str, tuple[float | None, float | None, bool, str]] = {
+    "data.uk_shards": (1, None, True, ""),
+    "data.min_customers": (1, None, True, ""),
+    "data.max_users_per_shop": (0, None, True, " (0 = all users)"),
+    "data.synthetic_shops": (1, None, True, ""),
+    "data.min_user_items": (1, None, True, ""),
+    "features.neighbours": (1, None, True, ""),
+    "features.hops": (0, None, True, " (0 = no smoothed-text block)"),
+    "features.text_batch_size": (1, None, True, ""),
+    "model.dim": (1, None, True, ""),
+    "model.hidden": (1, None, True, ""),
+    "model.recency_halflife_days": (0, None, False, ""),
+    "train.weight_decay": (0, None, True, ""),
+    "federation.proximal_mu": (0, None, True, ""),
+    "federation.server_lr": (0, None, False, ""),
+    "federation.round_timeout_s": (0, None, False, ""),
+    "federation.cpus_per_shop": (1, None, True, ""),
+    "federation.gpus_per_shop": (0, None, True, ""),
+    "federation.total_cpus": (0, None, True, " (0 = all)"),
+    "evaluation.history": (1, None, True, ""),
+    "evaluation.lightgcn_epochs": (1, None, True, ""),
+    "evaluation.lightgcn_layers": (1, None, True, ""),
+    "evaluation.lightgcn_dim": (1, None, True, ""),
+    "evaluation.lightgcn_lr": (0, None, False, ""),
+    "evaluation.lightgcn_batch_size": (1, None, True, ""),
+    "graph.top_k_items": (1, None, True, ""),
+    "graph.top_k_interests": (1, None, True, ""),
+    "graph.top_k_neighbours": (1, None, True, ""),
+    "privacy.secagg_clipping_range": (0, None, False, ""),
+    "privacy.secagg_quantization_range": (2, None, True, ""),
+}
+#: The ``[low, high]`` pairs (synthetic shop sizes).
+_PAIRS = ("data.synthetic_users_per_shop", "data.synthetic_items_per_shop")
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def _range_problem(key: str, value: Any) -> str:
+    """Why ``value`` is not allowed for ``key`` ("" when it is)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{key} must be a finite number, got {value!r}"
+    if key in _PAIRS:
+        ok = len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in value) and 1 <= value[0] <= value[1]
+        return "" if ok else f"{key} must be [low, high] with 1 <= low <= high, got {value!r}"
+    if key not in RANGES or isinstance(value, bool):
+        return ""
+    low, high, inclusive, note = RANGES[key]
+    if low is not None and (value < low if inclusive else value <= low):
+        return f"{key} must be {'>=' if inclusive else '>'} {low}{note}, got {value!r}"
+    if high is not None and value > high:
+        return f"{key} must be <= {high}{note}, got {value!r}"
+    return ""
+
+
+def check_device(name: str) -> None:
+    """Refuse a ``train.device`` this machine does not have (before any work), with the fix.
+
+    Raises:
+        ConfigError: a CUDA (or MPS) device was asked for and is not present.
+    """
+    import torch
+
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"train.device={name}: this machine has no CUDA device (torch {torch.__version__}); "
+                              "use train.device=auto (CUDA when present, else CPU) or train.device=cpu")
+        index = int(name.split(":", 1)[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"train.device={name}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                              f"(cuda:0 to cuda:{torch.cuda.device_count() - 1}); use one of them or train.device=auto")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("train.device=mps: this machine has no MPS device; use train.device=auto or cpu")
 
 
 def _section(config: RunConfig, name: str, source: str) -> Any:

@@ -62,13 +62,33 @@ def load_dataset(config: RunConfig) -> Dataset:
     return Dataset(events, catalog, {"source": f"files: {d.events}, {d.catalog}"})
 
 
-def prepare(config: RunConfig, run: RunDir, say: Say = print) -> list[str]:
-    """Load, split, embed and save every shop's :class:`ShopData`; returns the shop names."""
+def check_before_work(config: RunConfig, dataset: Dataset) -> None:
+    """Refuse a run that cannot succeed on this machine and data before anything is written.
+
+    Raises:
+        ConfigError: ``train.device`` is not present here, or the data has fewer shops than
+            ``federation.min_train_shops`` (no round could ever succeed).
+    """
+    from fedgraph.config import ConfigError, check_device
+
+    check_device(config.train.device)
+    shops = int(dataset.catalog["shop"].nunique())
+    needed = config.federation.min_train_shops
+    if shops < needed:
+        raise ConfigError(
+            f"the data has {shops} shop{'s' if shops != 1 else ''} but federation.min_train_shops={needed}, so no round could "
+            f"succeed; set federation.min_train_shops={max(shops, 1)} (or fewer), or add shops to the data"
+        )
+
+
+def prepare(config: RunConfig, run: RunDir, say: Say = print, *, dataset: Dataset | None = None) -> list[str]:
+    """Load (unless ``dataset`` is given, already loaded and validated), split, embed and save
+    every shop's :class:`ShopData`; returns the shop names."""
     from fedgraph.data.split import temporal_split
     from fedgraph.text import TextEmbedder, embed_catalog
 
     started = time.perf_counter()
-    dataset = load_dataset(config)
+    dataset = dataset if dataset is not None else load_dataset(config)
     d = config.data
     train, test = temporal_split(dataset.events, test_fraction=d.test_fraction, min_user_items=d.min_user_items)
     # Validation: the same cut applied again inside the training period (each user's latest
@@ -364,11 +384,18 @@ def simulate(config: RunConfig | None, out_dir: str | Path, *, resume: bool = Fa
     if resume:
         run = RunDir.at(out_dir)
         config = run.config
+        from fedgraph.config import check_device
+
+        check_device(config.train.device)
         say(f"resuming run {run.path}")
     else:
         if out_dir.exists() and any(out_dir.iterdir()):
             raise FileExistsError(f"{out_dir} already holds files; pick a new --out, or resume it with --resume {out_dir}")
         assert config is not None
+        # Everything that can be checked is checked before the run directory exists, so a bad
+        # value or data file leaves nothing behind and the same command can simply be retried.
+        dataset = load_dataset(config)
+        check_before_work(config, dataset)
         out_dir.mkdir(parents=True, exist_ok=True)
         config.save(out_dir / "config.toml")
         run = RunDir.at(out_dir)
@@ -377,7 +404,7 @@ def simulate(config: RunConfig | None, out_dir: str | Path, *, resume: bool = Fa
 
     t = time.perf_counter()
     if not (run.shops_dir / "index.json").exists():
-        prepare(config, run, say)
+        prepare(config, run, say, dataset=None if resume else dataset)
     timings["prepare_s"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -53,3 +53,41 @@ def test_roundtrip(tmp_path):
     c = RunConfig.load(None, ["train.rounds=4", "data.source=synthetic"])
     c.save(tmp_path / "c.toml")
     assert RunConfig.load(tmp_path / "c.toml") == c
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("train.device=gpu", "train.device must be auto, cpu, cuda, cuda:N or mps, got 'gpu'"),
+        ("data.uk_shards=0", "data.uk_shards must be >= 1, got 0"),
+        ("data.max_users_per_shop=-5", "data.max_users_per_shop must be >= 0 (0 = all users), got -5"),
+        ("train.lr=1e400", "train.lr must be a finite number, got inf"),
+        ("model.dim=0", "model.dim must be >= 1, got 0"),
+        ("model.dim=-4", "model.dim must be >= 1, got -4"),
+        ("model.hidden=0", "model.hidden must be >= 1, got 0"),
+        ("data.min_user_items=0", "data.min_user_items must be >= 1, got 0"),
+        ("features.neighbours=-1", "features.neighbours must be >= 1, got -1"),
+        ("features.hops=-1", "features.hops must be >= 0"),
+        ("evaluation.history=0", "evaluation.history must be >= 1"),
+        ("federation.round_timeout_s=0", "federation.round_timeout_s must be > 0"),
+        ("data.synthetic_users_per_shop=[500,20]", "data.synthetic_users_per_shop must be [low, high] with 1 <= low <= high"),
+        ("graph.top_k_items=0", "graph.top_k_items must be >= 1"),
+    ],
+)
+def test_out_of_range_values_are_refused_before_any_work_with_the_key_the_value_and_the_range(override, fragment):
+    """Issue 13.9: each of these reached a traceback (or ran) before."""
+    with pytest.raises(ConfigError) as info:
+        RunConfig.load(None, [override])
+    assert fragment in str(info.value)
+
+
+def test_a_cuda_device_on_a_machine_without_one_is_refused_up_front(monkeypatch):
+    import torch
+
+    from fedgraph.config import check_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match=r"train.device=cuda: this machine has no CUDA device.*train.device=auto"):
+        check_device("cuda")
+    check_device("auto")
+    check_device("cpu")
