@@ -112,6 +112,10 @@ class FederationConfig:
     proximal_mu: float = 0.01
     server_lr: float = 0.01
     round_timeout_s: float = 900.0
+    #: Before the first round of a server process (a new run or a resume), wait at most this
+    #: long for every enrolled shop to connect, then go on with those connected (at least
+    #: min_train_shops; a round waits at most round_timeout_s for them).
+    start_wait_s: float = 120.0
     #: Flower simulation backend resources per shop (fractions share a device).
     cpus_per_shop: int = 1
     gpus_per_shop: float = 0.0
@@ -361,6 +365,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool, str]] = {
     "federation.proximal_mu": (0, None, True, ""),
     "federation.server_lr": (0, None, False, ""),
     "federation.round_timeout_s": (0, None, False, ""),
+    "federation.start_wait_s": (0, None, True, " (0 = do not wait)"),
     "federation.cpus_per_shop": (1, None, True, ""),
     "federation.gpus_per_shop": (0, None, True, ""),
     "federation.total_cpus": (0, None, True, " (0 = all)"),

@@ -58,7 +58,7 @@ class SecureAdaptiveClipping(_SecureNoise, DifferentialPrivacyServerSideAdaptive
 
 
 def build_strategy(config: RunConfig, num_shops: int) -> Strategy:
-    """The configured Flower strategy; every shop is evaluated after every round.
+    """The configured Flower strategy; every connected shop is asked to train and evaluate each round.
 
     With ``federation.weights(...) == "uniform"`` shops count the same (they send no user counts).
     With ``privacy.client_dp`` the strategy averages shops with equal weights (a shop's
@@ -69,9 +69,12 @@ def build_strategy(config: RunConfig, num_shops: int) -> Strategy:
     common = dict(
         fraction_train=fed.fraction_train,
         fraction_evaluate=1.0,
+        # Flower waits for min_available_nodes without a bound: ask for no more than a round
+        # needs; the round loop bounds the wait (fedgraph.federation.rounds.wait_for_shops) and
+        # every connected shop is still sampled (fraction 1.0).
         min_train_nodes=min(fed.min_train_shops, num_shops),
-        min_evaluate_nodes=num_shops,
-        min_available_nodes=num_shops,
+        min_evaluate_nodes=min(fed.min_train_shops, num_shops),
+        min_available_nodes=min(fed.min_train_shops, num_shops),
     )
     if privacy.client_dp != "off" or fed.weights(privacy) == "uniform":
         common["weighted_by_key"] = UNIFORM_WEIGHT_KEY

@@ -181,11 +181,48 @@ def send_in_waves(grid: Grid, messages: Iterable[Message], *, timeout: float, wa
     return replies
 
 
+def wait_for_shops(grid: Grid, wanted: int, *, timeout: float, say: Callable[[str], None] | None = None, every_s: float = 15.0) -> int:
+    """Wait (at most ``timeout`` seconds) until ``wanted`` shops are connected; returns how many are.
+
+    Flower's strategies wait for ``min_available_nodes`` without a bound; the round loop asks
+    them for no more than ``federation.min_train_shops`` and bounds the wait itself here, so a
+    dead shop can neither block a round nor let it start with too few. ``say`` gets a line every
+    ``every_s`` seconds while waiting.
+    """
+    deadline = time.monotonic() + max(0.0, timeout)
+    next_line = time.monotonic() + every_s
+    while (connected := len(list(grid.get_node_ids()))) < wanted and time.monotonic() < deadline:
+        if say is not None and time.monotonic() >= next_line:
+            say(f"{PREFIX} waiting for shops: {connected} of {wanted} connected ({deadline - time.monotonic():.0f} s left)")
+            next_line += every_s
+        time.sleep(min(1.0, every_s, max(0.05, deadline - time.monotonic())))
+    return connected
+
+
+def _shops_needed(run: RunDir) -> int:
+    return min(run.config.federation.min_train_shops, len(run.shop_names))
+
+
+def _enough_connected(grid: Grid, run: RunDir, server_round: int, what: str, say: Callable[[str], None] | None = None) -> None:
+    """Raise :class:`RoundFailed` unless ``min_train_shops`` shops connect within the round's timeout."""
+    needed, timeout = _shops_needed(run), run.config.federation.round_timeout_s
+    connected = wait_for_shops(grid, needed, timeout=timeout, say=say)
+    if connected < needed:
+        raise RoundFailed(
+            f"round {server_round}: {what}: {connected} shop(s) connected after {timeout:.0f} s (federation.round_timeout_s), "
+            f"fewer than federation.min_train_shops={needed}. The global model was not updated; start the missing shops' "
+            f"daemons (fedgraph client status shows which) and resume the run"
+        )
+
+
 def _evaluate(
     grid: Grid, strategy: Strategy, server_round: int, arrays: ArrayRecord, timeout: float, run: RunDir, wave: int
 ) -> tuple[dict, list[str]]:
     if not run.config.privacy.share_evaluation:  # the shops keep their figures (deployments' default)
         return {}, []
+    needed = _shops_needed(run)
+    if wait_for_shops(grid, needed, timeout=timeout) < needed:
+        return {}, [f"evaluation skipped: fewer than federation.min_train_shops={needed} shops connected after {timeout:.0f} s"]
     messages = strategy.configure_evaluate(server_round, arrays, ConfigRecord(), grid)
     replies, failures = _split_replies(send_in_waves(grid, messages, timeout=timeout, wave=wave))
     return _per_shop(run, replies), failures
@@ -230,6 +267,13 @@ def run_rounds(grid: Grid, strategy: Strategy, run: RunDir, *, say: Callable[[st
         federate_item_counts(grid, run, timeout=timeout, say=say)
     history = run.read_history()
     checkpoint = run.latest_checkpoint()
+    # Before the first round of this server process (a fresh run or a resume), give the enrolled
+    # shops a bounded time to (re)connect, so a restarted server does not start without them.
+    shops = len(run.shop_names)
+    connected = wait_for_shops(grid, shops, timeout=cfg.federation.start_wait_s, say=say)
+    if connected < shops:
+        say(f"{PREFIX} warning: {connected} of {shops} shops connected after {cfg.federation.start_wait_s:.0f} s "
+            f"(federation.start_wait_s); going on, the others join the round after they connect")
     if checkpoint is None:
         start = 0
         arrays = ArrayRecord(run.new_model().state_dict())
@@ -251,6 +295,7 @@ def run_rounds(grid: Grid, strategy: Strategy, run: RunDir, *, say: Callable[[st
     for server_round in range(start + 1, total + 1):
         began = time.perf_counter()
         if cfg.privacy.secure_aggregation:
+            _enough_connected(grid, run, server_round, "secure aggregation", say)
             new_arrays, train, failures = _secure_step(grid, run, server_round, arrays, train_config)
             regressed = _ledger_regressions(history, train) if cfg.privacy.enabled else {}
             if regressed:  # its masked update is already in the sum: the round cannot use it
@@ -258,6 +303,7 @@ def run_rounds(grid: Grid, strategy: Strategy, run: RunDir, *, say: Callable[[st
             arrays = new_arrays
             exhausted: dict[str, dict[str, float]] = {}
         else:
+            _enough_connected(grid, run, server_round, "training", say)
             messages = strategy.configure_train(server_round, arrays, train_config, grid)
             replies, failures = _split_replies(send_in_waves(grid, messages, timeout=timeout, wave=wave))
             replies, exhausted = _split_exhausted(run, replies)
