@@ -7,6 +7,7 @@ what it writes and shows an example.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -49,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Start with `fedgraph simulate --help`.",
     )
+    from fedgraph import version
+
+    parser.add_argument("--version", action="version", version=f"fedgraph {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     sim = sub.add_parser(
@@ -157,12 +161,34 @@ def _cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot raise again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # `simulate train.rounds=1 --out X data.seed=3`: overrides after an option are still overrides
+        if args.command == "simulate" and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            print(f"fedgraph {args.command or ''}: unrecognized arguments: {' '.join(extra)} "
+                  f"(see `fedgraph {args.command or ''} --help`)".replace("  ", " "), file=sys.stderr)
+            return 2
     if args.command is None:
         parser.print_help()
         return 0
+    try:
+        return _dispatch(args)
+    except BrokenPipeError:  # `fedgraph client status | head`: the reader has gone; stop quietly
+        _silence_stdout()
+        return 0
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     from fedgraph.config import ConfigError
 
     try:

@@ -258,8 +258,12 @@ class RunConfig:
             path = Path(path)
             if not path.exists():
                 raise ConfigError(f"config file {path} does not exist (see configs/ for examples)")
+            if path.is_dir():
+                raise ConfigError(f"config file {path} is a directory; give a TOML file, e.g. configs/default.toml")
             try:
                 raw = tomllib.loads(path.read_text(encoding="utf-8"))
+            except UnicodeDecodeError as exc:
+                raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8 TOML") from exc
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
             source = str(path)

@@ -353,12 +353,9 @@ def _record_provenance(run: RunDir) -> None:
     import hashlib
     import socket
     from datetime import datetime, timezone
-    from importlib.metadata import PackageNotFoundError, version
+    from fedgraph import version
 
-    try:
-        fedgraph_version = version("fedgraph")
-    except PackageNotFoundError:
-        fedgraph_version = "unknown"
+    fedgraph_version = version()
     atomic_write_json(run.path / "run.json", {
         "config_sha256": hashlib.sha256(run.config_file.read_bytes()).hexdigest(),
         "user": getpass.getuser(), "host": socket.gethostname(),

@@ -153,6 +153,7 @@ def test_interest_graph_built_and_queryable(finished_run):
 def test_resume_continues_from_last_checkpoint(finished_run):
     out, _ = finished_run
     history = json.loads((out / "federated_history.json").read_text())
+    uninterrupted = {r["round"]: (r["model_version"], r["eval"]) for r in history["rounds"]}
     history["rounds"] = history["rounds"][:2]  # rounds 0 and 1: as if stopped during round 2
     (out / "federated_history.json").write_text(json.dumps(history))
     (out / "checkpoints" / "round-0002.pt").unlink()
@@ -163,6 +164,10 @@ def test_resume_continues_from_last_checkpoint(finished_run):
     assert "round 1/2 |" not in result.stdout and "round 2/2 | shops 2/2" in result.stdout
     assert "baseline popularity: reused" in result.stdout
     assert json.loads((out / "metrics.json").read_text())["rounds"][-1]["round"] == 2
+    # Issue 13.7: the replayed round equals the uninterrupted one (the shops start it from their
+    # private part as kept after round 1, not from the one they saved after round 2).
+    replayed = {r["round"]: (r["model_version"], r["eval"]) for r in json.loads((out / "federated_history.json").read_text())["rounds"]}
+    assert replayed == uninterrupted
 
 
 def test_corrupt_checkpoint_is_reported_on_resume(finished_run):

@@ -83,9 +83,11 @@ class Findings:
 
 def software_versions() -> dict[str, str]:
     out = {"python": sys.version.split()[0]}
+    from fedgraph import DISTRIBUTION
+
     for dist in ("fedgraph", "torch", "opacus", "flwr", "torch-geometric", "numpy", "scipy", "matplotlib", "jsonschema"):
         try:
-            out[dist] = metadata.version(dist)
+            out[dist] = metadata.version(DISTRIBUTION if dist == "fedgraph" else dist)
         except metadata.PackageNotFoundError:
             out[dist] = "not installed"
     return out
