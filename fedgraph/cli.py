@@ -19,9 +19,20 @@ what it does:
   2. embeds item text with MiniLM (cached on disk: a second run embeds nothing);
   3. runs federated training with Flower's simulation engine, one virtual client per shop,
      printing a line per round and writing a checkpoint per round;
-  4. trains the baselines (popularity, each shop alone, all data pooled, PyG LightGCN);
-  5. rebuilds each shop's interest graph from the global model into graph.sqlite;
+  4. trains the baselines (evaluation.baselines): popularity, content (text only), itemknn,
+     ease and ease_dp (each shop alone), local (the same model, each shop alone), pooled and
+     pooled_ease (all data pooled: the upper bound), lightgcn_pooled (PyG LightGCN);
+  5. chooses the round kept and each shop's hybrid blend on the validation split, scores the
+     choice once on test, and rebuilds each shop's interest graph into graph.sqlite;
   6. writes metrics.json and metrics.png and prints the comparison table.
+
+privacy (see PRIVACY.md):
+  default: no differential privacy (the report says so).
+  privacy.enabled=true privacy.target_epsilon=8   user-level DP-SGD in every shop (Opacus;
+                                                  ε per shop, RDP accountant, δ ≤ 1e-5)
+  --config configs/dp.toml                        the tuned DP configuration (ε = 8)
+  privacy.secure_aggregation=true                 Flower SecAgg+: the server sees only the sum
+  privacy.client_dp=fixed|adaptive                client-level DP at the server (unit: one shop)
 
 examples:
   fedgraph simulate                                  # default config, output in runs/<time>

@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 
 from fedgraph.atomic import atomic_write_json
+from fedgraph.console import plural, strip_ansi
 from fedgraph.config import RunConfig
 from fedgraph.federation.run_dir import RunDir, state_digest
 from fedgraph.features import feature_size, item_features
@@ -95,11 +96,13 @@ def prepare(config: RunConfig, run: RunDir, say: Say = print, *, dataset: Datase
     # items before the test items). Every choice is made on it; test figures are computed once.
     fit, val = temporal_split(train, test_fraction=d.test_fraction, min_user_items=d.min_user_items)
     catalog = dataset.catalog.reset_index(drop=True)
-    say(f"data: {len(dataset.events):,} events, {catalog['shop'].nunique()} shops, {len(catalog):,} catalog rows "
+    say(f"data: {len(dataset.events):,} events, {plural(catalog['shop'].nunique(), 'shop')}, {len(catalog):,} catalog rows "
         f"({len(fit):,} train / {len(val):,} validation / {len(test):,} test events) in {time.perf_counter() - started:.1f} s")
     embedder = TextEmbedder(cache_dir=config.features.cache_dir or None, batch_size=config.features.text_batch_size)
     text = embed_catalog(catalog, embedder)
-    say(f"text features: {len(catalog):,} items, {embedder.stats.as_dict()}")
+    st = embedder.stats
+    say(f"text features: {len(catalog):,} items ({st.hits:,} from the cache, {st.embedded:,} embedded"
+        f"{', model loaded' if st.model_loads else ''})")
     # Order shops by size (largest first) so partition ids are stable and readable.
     users_per_shop = dataset.events.groupby("shop")["user"].nunique()
     shops = sorted(users_per_shop.index, key=lambda s: (-int(users_per_shop[s]), s))
@@ -130,7 +133,7 @@ def prepare(config: RunConfig, run: RunDir, say: Say = print, *, dataset: Datase
     atomic_write_json(run.shops_dir / "index.json", {
         "shops": list(shops), "feature_size": feature_size(hops=config.features.hops), "dataset": dataset.description, "summary": summary,
     })  # fmt: skip
-    say(f"prepared {len(shops)} shops in {time.perf_counter() - started:.1f} s")
+    say(f"prepared {plural(len(shops), 'shop')} in {time.perf_counter() - started:.1f} s")
     return list(shops)
 
 
@@ -408,7 +411,7 @@ def simulate(config: RunConfig | None, out_dir: str | Path, *, resume: bool = Fa
     history = run.read_history()
     if not history.get("rounds") or (history["rounds"][-1]["round"] < config.train.rounds and "stopped" not in history):
         fed = config.federation
-        say(f"federated training: {len(run.shop_names)} shops, {config.train.rounds} rounds, {fed.strategy} (Flower simulation engine)")
+        say(f"federated training: {plural(len(run.shop_names), 'shop')}, {plural(config.train.rounds, 'round')}, {fed.strategy} (Flower simulation engine)")
         run_flower_simulation(
             run.path, num_shops=len(run.shop_names), cpus_per_shop=fed.cpus_per_shop, gpus_per_shop=fed.gpus_per_shop,
             total_cpus=fed.total_cpus, on_line=lambda line: _forward_flower_line(line, say),
@@ -442,6 +445,7 @@ def simulate(config: RunConfig | None, out_dir: str | Path, *, resume: bool = Fa
 
 def _forward_flower_line(line: str, say: Say) -> None:
     """Show our progress lines and Flower's problems; the full log is in flower.log."""
+    line = strip_ansi(line)
     if "[fedgraph]" in line:
         say(line[line.index("[fedgraph]") + len("[fedgraph] ") :])
     elif any(tag in line for tag in ("ERROR", "Traceback", "Error:", "RoundFailed")):

@@ -68,3 +68,40 @@ def test_a_closed_pipe_is_not_a_traceback(monkeypatch, tmp_path):
     monkeypatch.setattr(cli, "_cmd_simulate", write_to_closed_pipe)
     monkeypatch.setattr(cli, "_silence_stdout", lambda: None)  # keep pytest's capture intact
     assert main(["simulate", "--out", str(tmp_path / "x")]) == 0
+
+
+def test_simulate_help_teaches_privacy_and_lists_every_baseline(capsys):
+    from fedgraph.config import BASELINES
+
+    with pytest.raises(SystemExit):
+        main(["simulate", "--help"])
+    text = capsys.readouterr().out
+    for word in ("privacy.enabled", "configs/dp.toml", "privacy.secure_aggregation", "privacy.target_epsilon"):
+        assert word in text, word
+    for name in BASELINES:
+        assert name in text, name
+
+
+def test_console_lines_carry_no_colour_codes_and_count_in_words():
+    from fedgraph.console import plural, strip_ansi
+
+    assert strip_ansi("\x1b[92mINFO \x1b[0m:      aggregate_train") == "INFO :      aggregate_train"
+    assert plural(1, "shop") == "1 shop" and plural(3, "shop") == "3 shops" and plural(0, "shop") == "0 shops"
+
+
+def test_flower_lines_reach_the_console_and_logs_without_colour_codes():
+    from fedgraph.simulation import _forward_flower_line
+
+    said = []
+    _forward_flower_line("\x1b[91mERROR \x1b[0m:     Exit Code: 700", said.append)
+    assert said == ["flower: ERROR :     Exit Code: 700"]
+
+
+def test_failed_shops_are_named_not_node_numbers():
+    from types import SimpleNamespace
+
+    from fedgraph.federation.rounds import _name_failures
+
+    run = SimpleNamespace(shop_names=["uk-1", "germany"])
+    names = {7: "germany"}
+    assert _name_failures(["node 7: out of memory", "node 9: timeout"], names) == ["germany: out of memory", "node 9: timeout"]

@@ -28,6 +28,7 @@ from typing import Callable
 
 from fedgraph.atomic import atomic_write_json, atomic_write_text
 from fedgraph.config import ConfigError, RunConfig
+from fedgraph.console import strip_ansi
 from fedgraph.deploy import processes
 from fedgraph.deploy.certs import CertError, CertPaths, check_private_permissions
 from fedgraph.deploy.logs import EventLogger
@@ -296,6 +297,7 @@ def start_server(cfg, overrides: list[str], log: EventLogger, *, say: Callable[[
         assert runner.stdout is not None
         with open(paths.root / "logs" / "run.log", "a", encoding="utf-8") as run_log:
             for line in runner.stdout:
+                line = strip_ansi(line)
                 run_log.write(line)
                 run_log.flush()
                 if "[fedgraph]" in line:

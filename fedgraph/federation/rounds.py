@@ -17,6 +17,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from fedgraph.console import plural
 from fedgraph.federation.run_dir import RunDir, state_digest
 from fedgraph.federation.simulation_link import skip_idle_polls
 from fedgraph.privacy.client_level import ServerPrivacyLedger
@@ -41,14 +42,33 @@ def _short(reason: str) -> str:
     return text.strip()[:300]
 
 
-def _split_replies(replies: Iterable[Message]) -> tuple[list[Message], list[str]]:
+#: Flower node id -> shop name, learnt from every reply that names its shop (a shop's replies
+#: carry its partition id); failures are reported by shop name once the node is known.
+_node_names: dict[int, str] = {}
+
+
+def _name_failures(failures: list[str], names: dict[int, str]) -> list[str]:
+    """``"node N: reason"`` -> ``"<shop>: reason"`` for the nodes whose shop is known."""
+    out = []
+    for failure in failures:
+        head, _, rest = failure.partition(": ")
+        node = head[5:] if head.startswith("node ") else ""
+        out.append(f"{names[int(node)]}: {rest}" if node.isdigit() and int(node) in names else failure)
+    return out
+
+
+def _split_replies(replies: Iterable[Message], run: RunDir | None = None) -> tuple[list[Message], list[str]]:
     ok, failures = [], []
     for msg in replies:
         if msg.has_error():
             failures.append(f"node {msg.metadata.src_node_id}: {_short(msg.error.reason)}")
         else:
             ok.append(msg)
-    return ok, failures
+            if run is not None and "metrics" in msg.content and "partition-id" in msg.content["metrics"]:
+                index = int(msg.content["metrics"]["partition-id"])
+                if 0 <= index < len(run.shop_names):
+                    _node_names[int(msg.metadata.src_node_id)] = run.shop_names[index]
+    return ok, _name_failures(failures, _node_names)
 
 
 def _per_shop(run: RunDir, replies: list[Message]) -> dict[str, dict[str, float]]:
@@ -142,7 +162,7 @@ def _validation(evals: dict[str, dict[str, float]], k: int) -> str:
     if not evals:
         return "validation figures stay in the shops (privacy.share_evaluation = false)"
     ndcg, recall = _mean([e[f"ndcg@{k}"] for e in evals.values()]), _mean([e[f"recall@{k}"] for e in evals.values()])
-    return f"validation NDCG@{k} {ndcg:.4f} | Recall@{k} {recall:.4f} (macro over {len(evals)} shops)"
+    return f"validation NDCG@{k} {ndcg:.4f} | Recall@{k} {recall:.4f} (macro over {plural(len(evals), 'shop')})"
 
 
 def _in_simulation(grid: Grid) -> bool:
@@ -224,7 +244,7 @@ def _evaluate(
     if wait_for_shops(grid, needed, timeout=timeout) < needed:
         return {}, [f"evaluation skipped: fewer than federation.min_train_shops={needed} shops connected after {timeout:.0f} s"]
     messages = strategy.configure_evaluate(server_round, arrays, ConfigRecord(), grid)
-    replies, failures = _split_replies(send_in_waves(grid, messages, timeout=timeout, wave=wave))
+    replies, failures = _split_replies(send_in_waves(grid, messages, timeout=timeout, wave=wave), run)
     return _per_shop(run, replies), failures
 
 
@@ -238,7 +258,7 @@ def federate_item_counts(grid: Grid, run: RunDir, *, timeout: float, say: Callab
     began = time.perf_counter()
     nodes = list(grid.get_node_ids())
     messages = [Message(RecordDict({}), node, MessageType.QUERY) for node in nodes]
-    replies, failures = _split_replies(send_in_waves(grid, messages, timeout=timeout, wave=_wave_size(grid, run)))
+    replies, failures = _split_replies(send_in_waves(grid, messages, timeout=timeout, wave=_wave_size(grid, run)), run)
     sums = {view: CountSum() for view in VIEWS}
     for msg in replies:
         keys, counts = msg.content["keys"], msg.content["counts"].to_torch_state_dict()
@@ -305,7 +325,7 @@ def run_rounds(grid: Grid, strategy: Strategy, run: RunDir, *, say: Callable[[st
         else:
             _enough_connected(grid, run, server_round, "training", say)
             messages = strategy.configure_train(server_round, arrays, train_config, grid)
-            replies, failures = _split_replies(send_in_waves(grid, messages, timeout=timeout, wave=wave))
+            replies, failures = _split_replies(send_in_waves(grid, messages, timeout=timeout, wave=wave), run)
             replies, exhausted = _split_exhausted(run, replies)
             regressed = _ledger_regressions(history, _per_shop(run, replies)) if cfg.privacy.enabled else {}
             if regressed:
