@@ -152,7 +152,7 @@ def select_and_test(run: RunDir, *, private_part: str, own_l2: dict[str, float] 
             private = on_test.scores(choice["gram"], choice["l2"], final, users)
             hybrid[name] = {**evaluate_scores(final, users, blend(global_scores, private, choice["alpha"]), k=k), **choice}
             choices[name] = choice
-    _prune_private_rounds(run, keep=(best, max(per_round)))
+    _prune_private_rounds(run, keep=(best, max(per_round) - 1, max(per_round)))
     doc = {"round": best, "model_versions": versions, "validation_ndcg": {str(r): v for r, v in per_round.items()}, "private_part": private_part,
            "per_shop": choices, "federated": federated, "hybrid": hybrid}
     atomic_write_json(path, doc)
@@ -161,7 +161,8 @@ def select_and_test(run: RunDir, *, private_part: str, own_l2: dict[str, float] 
 
 def _prune_private_rounds(run: RunDir, *, keep: tuple[int, ...]) -> None:
     """Delete the shops' per-round private parts except those of the rounds in ``keep`` (the kept
-    round, and the last one, from which a resumed run would go on)."""
+    round, the last one, from which a resumed run would go on, and the one before it, from which
+    the last round can be replayed)."""
     for name in run.shop_names:
         folder = run.local_state_file(name, 0).parent
         if folder.is_dir():

@@ -392,6 +392,20 @@ def test_budget_plans_noise_and_refuses_a_round_that_would_overspend(tmp_path):
                     rounds=3, local_epochs=1, batch_size=10)  # fmt: skip
 
 
+def test_a_replayed_round_is_charged_again(tmp_path):
+    """Issue 13.7: a round replayed after a resume trained on private data twice; the ledger counts both passes."""
+    cfg = PrivacyConfig(enabled=True, target_epsilon=4.0, delta=1e-5)
+    budget = open_budget(tmp_path / "b", shop="s", users=100, config=cfg, rounds=3, local_epochs=1, batch_size=10)
+    sigma = budget.plan["noise_multiplier"]
+    budget.record_round(1, "v1", [(sigma, 0.1, 10)])
+    budget.record_round(2, "v2", [(sigma, 0.1, 10)])
+    twice = budget.spent().reported
+    resumed = open_budget(tmp_path / "b", shop="s", users=100, config=cfg, rounds=3, local_epochs=1, batch_size=10)
+    resumed.record_round(2, "v2", [(sigma, 0.1, 10)])  # the replay of round 2
+    assert resumed.spent().reported > twice
+    assert [e["round"] for e in resumed.ledger.rounds()] == [1, 2, 2]
+
+
 @pytest.mark.parametrize("delta", [0.0, 1e-5])
 def test_a_growing_shop_keeps_its_planned_sample_rate_and_delta(tmp_path, delta):
     """A daemon's shop gains customers between rounds: the plan's q and δ stay (Poisson sampling at a

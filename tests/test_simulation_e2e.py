@@ -55,11 +55,12 @@ def test_two_shops_two_rounds_end_to_end(finished_run):
     assert [r["round"] for r in metrics["rounds"]] == [0, 1, 2]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["round-0001.pt", "round-0002.pt"]
     assert (out / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # the shop-private item part stayed in the shop's directory: the latest, and the kept and last rounds' copies
+    # the shop-private item part stayed in the shop's directory: the latest, and the copies of
+    # the kept round, the last round and the one before it (from which the last can be replayed)
     kept = metrics["selection"]["round"]
     assert sorted(p.name for p in (out / "local").iterdir()) == sorted([f"{s}.pt" for s in shops] + shops)
     for shop in shops:
-        assert sorted(p.name for p in (out / "local" / shop).iterdir()) == sorted({f"round-{r:04d}.pt" for r in (kept, 2) if r > 0})
+        assert sorted(p.name for p in (out / "local" / shop).iterdir()) == sorted({f"round-{r:04d}.pt" for r in (kept, 1, 2) if r > 0})
     assert not _no_process_mentions(str(out)), "a Flower process of the run is still alive"
 
 

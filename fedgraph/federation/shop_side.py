@@ -106,6 +106,23 @@ def shared_names(run_dir: str) -> list[str]:
     return list(RunDir.at(run_dir).new_model().state_dict().keys())
 
 
+def _private_start(run: RunDir, shop: str, server_round: int) -> int | None:
+    """Which private part round ``server_round`` starts from, so a resumed simulation replays a
+    round exactly as the uninterrupted run trained it: the copy kept after the latest earlier
+    round this shop trained in (a shop that sat a round out, e.g. out of budget, did not change
+    it), or 0 (no copy: the freshly initialised, seeded part) before its first round. ``None``
+    (the latest file) for a deployed shop, which keeps no per-round copies.
+
+    A finished simulation keeps only the copies of the kept, the last and the second-to-last
+    rounds (:func:`fedgraph.selection._prune_private_rounds`), so its last round can be replayed.
+    """
+    if not run.final_shop_file(shop).exists():  # a deployed shop
+        return None
+    folder = run.local_state_file(shop, 0).parent
+    earlier = [int(f.stem.split("-")[1]) for f in folder.glob("round-*.pt")] if folder.is_dir() else []
+    return max((r for r in earlier if r < server_round), default=0)
+
+
 def shop_train(
     run_dir: str, partition_id: int, state: dict[str, torch.Tensor], *, server_round: int, proximal_mu: float = 0.0,
     refuse_when_exhausted: bool = False,
@@ -119,9 +136,7 @@ def shop_train(
     run = RunDir.at(run_dir)
     _limit_threads(run)
     data = shop_data(run, partition_id)
-    # The private part as it was after the previous round where that copy is kept (a resumed
-    # simulation then trains exactly as an uninterrupted one), else the latest.
-    previous = server_round - 1 if run.local_state_file(data.shop, server_round - 1).exists() else None
+    previous = _private_start(run, data.shop, server_round)
     model = model_for_shop(run, data, state, server_round=previous)
     seed = round_seed(run.config.train.seed, server_round, data.shop)
     settings = train_settings(run, seed=seed, proximal_mu=proximal_mu)
