@@ -8,24 +8,26 @@ Designs: EASE alone (λ chosen), the global model alone, the shipped hybrid (λ 
 then α), λ and α chosen jointly, a three-way blend with item-kNN, a three-way blend with
 popularity, a rank-based blend, and one α for every shop.
 """
-import sys, json, itertools
+import argparse, json, itertools
 import numpy as np, torch
 from fedgraph.federation.run_dir import RunDir
 from fedgraph.federation.shop_side import model_for_shop
 from fedgraph.shop import ShopData
-from fedgraph.evaluation import model_scores, popularity_scores, content_scores
-from fedgraph.baselines import shop_matrix, EASE_L2, KNN_NEIGHBOURS
+from fedgraph.evaluation import model_scores, popularity_scores
+from fedgraph.baselines import shop_matrix, EASE_L2
 from fedgraph.models.ease import EASE
 from fedgraph.models.itemknn import ItemKNN
 from fedgraph.models.hybrid import standardise
 from fedgraph.metrics import top_k_items, ndcg_at_k
-from fedgraph.selection import select_round
 
-run = RunDir.at(sys.argv[1]); K = 20
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("run", help="a finished simulation's run directory (its selection.json names the kept round)")
+parser.add_argument("-k", type=int, default=20, help="NDCG cut-off (default 20)")
+args = parser.parse_args()
+run = RunDir.at(args.run); K = args.k
 sel = json.load(open(run.path / "selection.json"))
 best = sel["round"]
 state = run.load_checkpoint(best)["state_dict"]
-rng = np.random.default_rng(0)
 
 def per_user(val, users, scores):
     rel = [val.test_items(u) for u in users]; exc = [val.history(u) for u in users]
@@ -41,7 +43,7 @@ for name in shops:
     users = val.evaluable_users()
     if len(users) < 2: continue
     model = model_for_shop(run, val, state, server_round=best)
-    g = model_scores(model, val, users, history=64, device="cpu")
+    g = model_scores(model, val, users, history=run.config.evaluation.history, device="cpu")
     X = shop_matrix(val); rows = X[users]
     ease = {l: EASE(l).fit(X).scores(rows) for l in EASE_L2}
     knn = {n: ItemKNN(n).fit(X).scores(rows) for n in (10, 50, 200)}

@@ -51,7 +51,7 @@ def test_prepare_per_shop_grouping_gives_the_same_shops(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["bench_rounds", "bench_local_training", "bench_text_embedding", "bench_graph_rebuild", "bench_quality",
-                                  "bench_ease", "join_or_not"])
+                                  "bench_ease", "join_or_not", "compare_blends"])
 def test_benchmark_help(name):
     out = subprocess.run([sys.executable, str(ROOT / "simulations" / f"{name}.py"), "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import logging
 import os
 import shutil
@@ -630,3 +631,68 @@ def test_a_server_that_stops_with_an_error_says_so_in_server_jsonl(tmp_path, cap
     lines = [json.loads(x) for x in (tmp_path / "server-state" / "logs" / "server.jsonl").read_text().splitlines()]
     errors = [x for x in lines if x["level"] == "error"]
     assert errors and errors[-1]["event"] == "server_failed" and "no-certs-here" in errors[-1]["msg"]
+
+
+class _ExitedWith:
+    def __init__(self, code):
+        self.returncode = code
+
+    def poll(self):
+        return self.returncode
+
+
+def _shop_cfg(tmp_path, insecure=False):
+    from fedgraph.deploy.demo import make_demo
+    from fedgraph.deploy.settings import ShopConfig
+
+    demo = make_demo(tmp_path / "demo", shops=3, port=9999)
+    cfg = ShopConfig.load(demo.shop_config(demo.shops[0]))
+    cfg.server.insecure = insecure
+    return cfg
+
+
+def test_a_wrong_ca_is_reported_as_a_certificate_problem_not_as_enrolment(tmp_path, log):
+    """Issue 13.5: the lines a SuperNode prints when the SuperLink's certificate is not signed by the
+    shop's CA (captured from flower-supernode 1.42); the daemon said "Is shop … enrolled?"."""
+    from fedgraph.deploy.daemon import SuperNodeSupervisor
+
+    console = tmp_path / "supernode.log"
+    console.write_text(
+        "\x1b[91mERROR \x1b[0m:     SSL/TLS handshake error detected.\n"
+        "\x1b[91mERROR \x1b[0m:     Exit Code: 305\n"
+        "Failed to initialize the connection to the SuperLink.\n"
+        "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: unable to get local issuer certificate (_ssl.c:1006)\n"
+        "The SuperNode could not establish a connection to the SuperLink.\n"
+    )
+    cfg = _shop_cfg(tmp_path)
+    sup = SuperNodeSupervisor(cfg, tmp_path, 0, log, console)
+    sup.state = "connecting"
+    sup._read(_ExitedWith(305), 0)  # what the output thread sees
+    sup.process, sup._reader = _ExitedWith(305), threading.Thread(target=lambda: None)
+    sup._reader.start()
+    sup._next_start = float("inf")  # check() must not start a real SuperNode
+    sup.check(superlink_up=True)
+    events = _log_lines(tmp_path)
+    refused = [e for e in events if e["event"] == "supernode_tls_failed"]
+    assert refused and refused[-1]["level"] == "error", events
+    msg = refused[-1]["msg"]
+    assert "CERTIFICATE_VERIFY_FAILED" in msg and "server.ca_cert" in msg and str(cfg.resolve(cfg.server.ca_cert)) in msg
+    assert "enrolled" not in msg
+    assert sup.state == "certificate not trusted"
+
+
+def test_an_insecure_shop_against_a_tls_server_says_so_instead_of_connecting_forever(tmp_path, log):
+    from fedgraph.deploy.daemon import SuperNodeSupervisor
+
+    console = tmp_path / "supernode.log"
+    console.write_text(
+        "\x1b[93mWARNING \x1b[0m:   Option `--insecure` was set. Starting insecure channel to 127.0.0.1:33235.\n"
+        + "".join(f"\x1b[93mWARNING \x1b[0m:   Connection attempt failed, retrying in {s} seconds\n" for s in (0.37, 1.44, 0.77, 0.19))
+    )
+    sup = SuperNodeSupervisor(_shop_cfg(tmp_path, insecure=True), tmp_path, 0, log, console)
+    sup.state = "connecting"
+    sup._read(_ExitedProcess(), 0)
+    assert sup.state == "cannot connect"
+    failed = [e for e in _log_lines(tmp_path) if e["event"] == "supernode_cannot_connect"]
+    assert len(failed) == 1 and failed[0]["level"] == "error"
+    assert "server.insecure = true" in failed[0]["msg"] and "TLS" in failed[0]["msg"]

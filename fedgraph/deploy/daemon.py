@@ -31,6 +31,9 @@ from fedgraph.deploy.logs import EventLogger, adopt, setup_logging
 from fedgraph.deploy.settings import ShopConfig
 
 REFUSED_BACKOFF_S = 30.0
+#: Failed connection attempts in a row, against a SuperLink whose port answers, after which an
+#: insecure SuperNode is reported as talking plain gRPC to a TLS server.
+FAILED_ATTEMPTS_REPORTED = 4
 RECONNECT_GRACE_S = 10.0
 #: SuperNode log lines that only appear while it exchanges messages with the SuperLink.
 _TALKING_TO_SUPERLINK = ("Receiving:", "Received successfully", "Sending:", "is not in `RUNNING` status")
@@ -55,6 +58,9 @@ class SuperNodeSupervisor:
         self._next_start = 0.0
         self._up_since: float | None = None
         self._refusals = 0
+        self._failed_attempts = 0
+        #: Why the last SuperNode could not connect when it was not a refusal by the SuperLink.
+        self._tls_failed = False
         self._started_at = 0.0
         self._lock = threading.Lock()
         #: Ids of messages the SuperNode dropped after creating their task (a run no longer running,
@@ -79,7 +85,8 @@ class SuperNodeSupervisor:
         self.starts += 1
         self._started_at = time.time()
         self.exit_code = None
-        if self.state != "refused":  # a refused shop stays 'refused' until it connects
+        self._failed_attempts = 0
+        if self.state not in ("refused", "certificate not trusted"):  # stays so until it connects
             self.state = "connecting"
         env = processes.flower_env(self.home)
         # Output to a file, not a pipe: if the daemon is killed, the SuperNode must still be able to
@@ -123,7 +130,8 @@ class SuperNodeSupervisor:
             with self._lock:
                 if m:
                     self.node_id, self.state, self.connected_since = m.group(1), "connected", time.time()
-                    self._refusals = 0
+                    self._refusals = self._failed_attempts = 0
+                    self._tls_failed = False
                     self.log.info("supernode_connected", f"connected to the SuperLink as node {self.node_id}", node_id=self.node_id)
                 elif "Connection successful after" in line or (
                     self.state != "connected" and any(s in line for s in _TALKING_TO_SUPERLINK)
@@ -133,11 +141,28 @@ class SuperNodeSupervisor:
                     # restart below killed a SuperNode that had reconnected and was mid-task).
                     self.state, self.connected_since = "connected", time.time()
                     self.log.info("supernode_reconnected", f"reconnected to the SuperLink: {line}")
+                elif "CERTIFICATE_VERIFY_FAILED" in line or "SSL/TLS handshake error" in line:
+                    self._tls_failed = True
+                    self.detail = line if "CERTIFICATE_VERIFY_FAILED" in line else (self.detail or line)
                 elif "Failed to activate SuperNode" in line or "Failed to initialize the connection" in line:
                     self.state = "refused"
-                    self.detail = line
+                    if not self._tls_failed:
+                        self.detail = line
                 elif "[code:" in line and self.state == "refused":
                     self.detail += " " + line
+                elif "Connection attempt failed" in line and self.state in ("connecting", "starting"):
+                    self._failed_attempts += 1
+                    if self._failed_attempts == FAILED_ATTEMPTS_REPORTED and self.cfg.server.insecure:
+                        self.state = "cannot connect"
+                        self.detail = line
+                        self.log.error(
+                            "supernode_cannot_connect",
+                            f"the SuperNode cannot connect to {self.cfg.server.address} ({self._failed_attempts} attempts failed): this shop "
+                            f"has server.insecure = true (plain gRPC), and a federation server uses TLS by default. Set "
+                            f"server.insecure = false with server.ca_cert and server.auth_key in {self.cfg.path}, or ask the "
+                            "server operator whether the SuperLink really runs without TLS",
+                            attempts=self._failed_attempts,
+                        )  # fmt: skip
 
     def check(self, superlink_up: bool) -> None:
         """Start the SuperNode once the SuperLink answers, restart it if it exited, and restart it
@@ -154,7 +179,21 @@ class SuperNodeSupervisor:
             self.exit_code = p.returncode
             refused = self.state == "refused" or p.returncode == 305
             self.process = None
-            if refused:
+            if refused and self._tls_failed:
+                self.state = "certificate not trusted"
+                ca = self.cfg.resolve(self.cfg.server.ca_cert)
+                self.log.error(
+                    "supernode_tls_failed",
+                    f"the SuperLink at {self.cfg.server.address} presented a certificate that server.ca_cert ({ca}) does not "
+                    f"verify ({self.detail.strip()}): this shop has the wrong CA certificate (CERTIFICATE_VERIFY_FAILED). Ask "
+                    f"the server operator for the federation's ca.pem and point server.ca_cert at it, or check that "
+                    f"server.address names the federation's server. Retrying in {min(REFUSED_BACKOFF_S, 2.0 * 2 ** self._refusals):.0f} s.",
+                    exit_code=p.returncode, ca_cert=str(ca),
+                )  # fmt: skip
+                self._refusals += 1
+                self._next_start = now + min(REFUSED_BACKOFF_S, 2.0 * 2 ** (self._refusals - 1))
+                self._tls_failed = False
+            elif refused:
                 self.state = "refused"
                 self.log.error(
                     "supernode_refused",
