@@ -20,16 +20,19 @@ PathLike = Union[str, os.PathLike]
 
 
 @contextlib.contextmanager
-def atomic_path(target: PathLike) -> Iterator[Path]:
+def atomic_path(target: PathLike, *, private: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``target``; on success move it over ``target``.
 
     Use this for writers that want a path rather than a file object (``torch.save``,
     ``DataFrame.to_parquet``, ``matplotlib.savefig``). If the block raises, the temporary file
-    is deleted and ``target`` keeps its previous content (or stays absent).
+    is deleted and ``target`` keeps its previous content (or stays absent). The file gets the
+    mode a plain ``open`` would give it (0666 less the umask), or 0600 with ``private``.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    if not private:  # mkstemp makes 0600 files; outputs (reports, exports, plots) are not secrets
+        os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -43,16 +46,27 @@ def atomic_path(target: PathLike) -> Iterator[Path]:
         raise
 
 
-def atomic_write_bytes(target: PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``target`` atomically and return the target path."""
-    with atomic_path(target) as tmp:
+def _umask() -> int:
+    """The process umask, read without changing it (``os.umask`` would briefly set it for every thread)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def atomic_write_bytes(target: PathLike, data: bytes, *, private: bool = False) -> Path:
+    """Write ``data`` to ``target`` atomically (mode 0600 with ``private``) and return the target path."""
+    with atomic_path(target, private=private) as tmp:
         tmp.write_bytes(data)
     return Path(target)
 
 
-def atomic_write_text(target: PathLike, text: str) -> Path:
+def atomic_write_text(target: PathLike, text: str, *, private: bool = False) -> Path:
     """Write UTF-8 ``text`` to ``target`` atomically and return the target path."""
-    return atomic_write_bytes(target, text.encode("utf-8"))
+    return atomic_write_bytes(target, text.encode("utf-8"), private=private)
 
 
 def atomic_write_json(target: PathLike, obj: Any, *, indent: int = 2) -> Path:

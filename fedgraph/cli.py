@@ -148,22 +148,28 @@ def _cmd_graph(args: argparse.Namespace) -> int:
             s = store.summary(shop)
             print(f"{shop:<14} " + ", ".join(f"{k}={v}" for k, v in s.items() if k != "shop"))
     elif args.graph_command == "user":
+        interests = store.user_interests(args.shop, args.user, k=5)  # a missing user or shop fails here, before any output
+        recommendations = store.user_recommendations(args.shop, args.user, k=args.k)
         print(f"user {args.user} in shop {args.shop}")
         print("  top interests:")
-        for row in store.user_interests(args.shop, args.user, k=5):
+        for row in interests:
             print(f"    {row.interest:<20} {row.weight:.3f}")
         print("  recommendations:")
-        for row in store.user_recommendations(args.shop, args.user, k=args.k):
+        for row in recommendations:
             print(f"    {row.rank:>2}. {row.item:<10} {row.title:<45.45} [{row.category}] score {row.score:.3f}")
     elif args.graph_command == "item":
+        neighbours = store.item_neighbours(args.shop, args.item, k=args.k)
         print(f"items most similar to {args.item} in shop {args.shop}:")
-        for row in store.item_neighbours(args.shop, args.item, k=args.k):
+        for row in neighbours:
             print(f"    {row.item:<10} {row.title:<45.45} similarity {row.similarity:.3f}")
     elif args.graph_command == "export":
         from fedgraph.graph import export_graphml, export_neo4j
 
         if not args.graphml and not args.neo4j:
             raise SystemExit("fedgraph graph export: give --graphml FILE and/or --neo4j DIR")
+        for target in (args.graphml, args.neo4j):
+            if target is not None and not target.parent.is_dir():
+                raise FileNotFoundError(f"the directory {target.parent} does not exist; create it first or choose another path for {target.name}")
         if args.graphml:
             print(f"wrote {export_graphml(store, args.shop, args.graphml)}")
         if args.neo4j:
@@ -201,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     from fedgraph.config import ConfigError
+    from fedgraph.data.loaders import DataValidationError
 
     try:
         from fedgraph.deploy.cli import run_deploy_command
@@ -218,7 +225,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: finished rounds are checkpointed; continue with `fedgraph simulate --resume RUN_DIR`", file=sys.stderr)
         return 130
-    except (ConfigError, FileExistsError, FileNotFoundError) as exc:
+    except (ConfigError, FileExistsError, FileNotFoundError, DataValidationError) as exc:  # what the user gave: exit 2
         print(f"fedgraph {args.command}: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - known failure types print cleanly, others keep the traceback

@@ -200,6 +200,7 @@ def run_flower_simulation(
             "--run-config", f"run-dir='{run_dir}'", "--federation-config", " ".join(fed),
         ]  # fmt: skip
         with open(log_path, "a", encoding="utf-8") as log:
+            log.write("$ " + " ".join(command) + "\n")  # the `flwr run` this run submitted (README: Why not `flwr run .`?)
             runner = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
             try:
                 assert runner.stdout is not None

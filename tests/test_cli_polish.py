@@ -105,3 +105,65 @@ def test_failed_shops_are_named_not_node_numbers():
     run = SimpleNamespace(shop_names=["uk-1", "germany"])
     names = {7: "germany"}
     assert _name_failures(["node 7: out of memory", "node 9: timeout"], names) == ["germany: out of memory", "node 9: timeout"]
+
+
+def test_reading_a_graph_does_not_import_torch():
+    """`fedgraph graph` reads SQLite; importing torch cost 2.9 s per query."""
+    code = ("import sys; import fedgraph.cli as c; from fedgraph.graph import GraphStore, export_graphml; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_outputs_get_the_usual_file_mode_and_only_private_files_are_0600(tmp_path):
+    import os
+
+    from fedgraph.atomic import atomic_path, atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        public = atomic_write_text(tmp_path / "metrics.json", "{}")
+        with atomic_path(tmp_path / "secret.key", private=True) as tmp:
+            tmp.write_text("k")
+    finally:
+        os.umask(old)
+    assert oct(public.stat().st_mode & 0o777) == oct(0o644)
+    assert oct((tmp_path / "secret.key").stat().st_mode & 0o777) == oct(0o600)
+
+
+def test_an_export_into_a_missing_directory_is_refused_not_created(tmp_path, capsys, monkeypatch):
+    import fedgraph.cli as cli
+
+    class Store:
+        pass
+
+    monkeypatch.setattr(cli, "_open_store", lambda path: Store())
+    target = tmp_path / "nonexistent-dir" / "x.graphml"
+    code = main(["graph", str(tmp_path), "export", "uk-1", "--graphml", str(target)])
+    err = capsys.readouterr().err
+    assert code == 2 and "nonexistent-dir" in err and "does not exist" in err
+    assert not target.parent.exists()
+
+
+def test_every_data_error_exits_with_the_same_code(tmp_path, capsys):
+    events = tmp_path / "events.csv"
+    events.write_text("event_id,shop,user,item,timestamp,kind,weight\ne1,s1,u1,i1,not-a-time,view,1\n")
+    catalog = tmp_path / "catalog.csv"
+    catalog.write_text("shop,item,title,description,category,price\ns1,i1,Mug,,kitchen,2.5\n")
+    bad = main(["simulate", "--out", str(tmp_path / "a"), "data.source=files", f"data.events='{events}'", f"data.catalog='{catalog}'"])
+    missing = main(["simulate", "--out", str(tmp_path / "b"), "data.source=files", f"data.events='{tmp_path / 'nope.csv'}'",
+                    f"data.catalog='{catalog}'"])
+    assert bad == missing == 2, capsys.readouterr().err
+
+
+def test_the_generated_flower_app_is_a_valid_flower_app():
+    """Issue 13.14: README says RUN/flower/app is what `flwr run` takes; it must name real components."""
+    import importlib
+
+    from fedgraph.flower_runtime import APP_PYPROJECT
+
+    app = tomllib.loads(APP_PYPROJECT.replace("{clientapp}", "clients.client_app:app"))["tool"]["flwr"]["app"]
+    assert set(app["config"]) == {"run-dir"}
+    for ref in app["components"].values():
+        module, attr = ref.split(":")
+        assert getattr(importlib.import_module(module), attr) is not None

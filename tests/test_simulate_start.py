@@ -22,12 +22,12 @@ def _files(tmp_path, events_rows):
 def test_a_failed_data_validation_writes_no_run_directory_and_the_retry_works(tmp_path, capsys):
     out = tmp_path / "run"
     bad = _files(tmp_path, ["e1,s1,u1,i1,2011-03-01,view,1", "e2,s1,u1,i9,2011-03-02,view,1"])  # i9 not in the catalog
-    assert main(["simulate", "--out", str(out), *bad]) == 1
+    assert main(["simulate", "--out", str(out), *bad]) == 2
     err = capsys.readouterr().err
     assert "i9" in err and "Traceback" not in err
     assert not out.exists(), f"a failed validation left {sorted(p.name for p in out.iterdir())}"
     # The retry with the same --out is not blocked by leftovers: it fails for the same data reason again.
-    assert main(["simulate", "--out", str(out), *bad]) == 1
+    assert main(["simulate", "--out", str(out), *bad]) == 2
     assert "already holds files" not in capsys.readouterr().err
 
 

@@ -19,10 +19,12 @@ Scores are computed in chunks with :func:`torch.topk`, so the full ``users x ite
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "ITEM_ITEM_DTYPE",
@@ -113,6 +115,8 @@ class InterestGraph:
 
 
 def _as_matrix(name: str, value: Any, n_rows: int) -> np.ndarray:
+    import torch  # here, not at import: reading a graph store must not pay for importing torch
+
     if isinstance(value, torch.Tensor):
         value = value.detach().to("cpu", torch.float32).numpy()
     arr = np.asarray(value, dtype=np.float32)
@@ -141,6 +145,8 @@ def _exclusion_csr(exclude: Sequence[np.ndarray], n_users: int, n_items: int) ->
 
 
 def _normalise(x: torch.Tensor) -> torch.Tensor:
+    import torch
+
     return torch.nn.functional.normalize(x, p=2.0, dim=-1, eps=1e-12)
 
 
@@ -232,6 +238,8 @@ def build_interest_graph(
     interests, item_interest = np.unique(np.asarray(categories, dtype=object), return_inverse=True)
     interests = [str(c) for c in interests]
     n_interests = len(interests)
+    import torch
+
     dev = torch.device(device) if device is not None else torch.device("cpu")
 
     with torch.inference_mode():
@@ -350,6 +358,7 @@ def to_hetero_data(graph: InterestGraph):
     (``[E]`` float32) and ``edge_attr`` (the same weights as ``[E, 1]``); recommendations also
     carry their 1-based ``rank``.
     """
+    import torch
     from torch_geometric.data import HeteroData
 
     data = HeteroData()

@@ -212,11 +212,11 @@ class PrivacyLedger:
     # ------------------------------------------------------------------ writing
     def _write_head(self, entries: list[dict[str, Any]]) -> None:
         head = {"count": len(entries), "mac": entries[-1]["mac"] if entries else GENESIS}
-        atomic_write_text(self.head_path, json.dumps(head) + "\n")
+        atomic_write_text(self.head_path, json.dumps(head) + "\n", private=True)
 
     def _rewrite(self, entries: list[dict[str, Any]]) -> None:
         text = "".join(json.dumps(e, sort_keys=True, allow_nan=True) + "\n" for e in entries)
-        atomic_write_text(self.path, text)
+        atomic_write_text(self.path, text, private=True)
 
     def append(self, kind: str, **fields: Any) -> dict[str, Any]:
         """Verify the ledger, then append one ``kind`` entry with ``fields``; return it."""
