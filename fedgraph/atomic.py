@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -71,7 +72,21 @@ def atomic_write_text(target: PathLike, text: str, *, private: bool = False) -> 
 
 def atomic_write_json(target: PathLike, obj: Any, *, indent: int = 2) -> Path:
     """Serialise ``obj`` as JSON (sorted keys kept as given) and write it atomically."""
-    return atomic_write_text(target, json.dumps(obj, indent=indent, default=_json_default) + "\n")
+    return atomic_write_text(target, json.dumps(_finite(obj), indent=indent, default=_json_default, allow_nan=False) + "\n")
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with every NaN/inf float (not valid JSON) as ``None``: "no figure" (a shop with no
+    evaluable users); the counts beside a figure say how many users or shops it covers."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):
+        return _finite(obj.tolist())
+    return obj
 
 
 def atomic_write_with(target: PathLike, writer: Callable[[Path], None]) -> Path:

@@ -230,13 +230,14 @@ def aggregate_shops(
 
         {"macro": {metric: plain mean over shops},
          "weighted": {metric: sum(w_s * m_s) / sum(w_s)},
-         "shops": number of shops, "users": sum of weights}
+         "shops": number of shops, "users": sum of weights,
+         "shops_evaluated": shops with at least one figure (not NaN/None)}
 
     Shops whose metric is NaN (no evaluated users) are left out of both averages for that
     metric; an average with nothing to average is NaN.
     """
     if not per_shop:
-        return {"macro": {}, "weighted": {}, "shops": 0, "users": 0}
+        return {"macro": {}, "weighted": {}, "shops": 0, "users": 0, "shops_evaluated": 0}
     shops = list(per_shop)
     if weights is None:
         weights = {s: int(per_shop[s].get("users", 0)) for s in shops}
@@ -253,10 +254,14 @@ def aggregate_shops(
         raise ValueError("weights must be non-negative")
     macro: dict[str, float] = {}
     weighted: dict[str, float] = {}
+    evaluated = np.zeros(len(shops), dtype=bool)
     for key in keys:
-        vals = np.array([float(per_shop[s][key]) for s in shops])
+        # None is how a report file stores "no figure" (JSON has no NaN): the same as NaN here
+        vals = np.array([math.nan if per_shop[s][key] is None else float(per_shop[s][key]) for s in shops])
         ok = ~np.isnan(vals)
+        evaluated |= ok
         macro[key] = float(vals[ok].mean()) if ok.any() else math.nan
         wsum = w[ok].sum()
         weighted[key] = float((w[ok] * vals[ok]).sum() / wsum) if wsum > 0 else math.nan
-    return {"macro": macro, "weighted": weighted, "shops": len(shops), "users": int(w.sum())}
+    return {"macro": macro, "weighted": weighted, "shops": len(shops), "users": int(w.sum()),
+            "shops_evaluated": int(evaluated.sum()) if keys else 0}

@@ -35,6 +35,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from fedgraph.atomic import atomic_write_json, atomic_write_with  # noqa: E402
 from fedgraph.config import METHODS  # noqa: E402
+from fedgraph.console import plural  # noqa: E402
 from fedgraph.federation.run_dir import RunDir  # noqa: E402
 from fedgraph.metrics import aggregate_shops  # noqa: E402
 
@@ -165,7 +166,13 @@ def summary_table(doc: dict[str, Any]) -> str:
             f"{LABELS.get(m, m):<{width}} {v[f'recall@{k}']:>10.4f} {v[f'ndcg@{k}']:>9.4f} {v['weighted'][f'ndcg@{k}']:>9.4f} "
             f"{v['macro_excluding_largest'][f'ndcg@{k}']:>18.4f}"
         )
-    lines.append(f"(macro averages over {len(doc['shops'])} shops; 'w.' = weighted by evaluated users)")
+    evaluated = [s for s in doc["shops"] if s.get("evaluable_users", 1)]
+    users = sum(int(s.get("evaluable_users", 0)) for s in evaluated)
+    lines.append(f"(macro averages over the {plural(len(evaluated), 'shop')} of {len(doc['shops'])} with evaluable users, "
+                 f"{users:,} users; 'w.' = weighted by evaluated users)")
+    if len(evaluated) < len(doc["shops"]):
+        lines.append(f"warning: {len(doc['shops']) - len(evaluated)} shop(s) have no user with held-out items and no figure "
+                     "(null in metrics.json); see data.min_user_items")
     selection = doc.get("selection") or {}
     if selection.get("round") is not None:
         lines.append(f"chosen on validation: federated round {selection['round']}; the hybrid's λ and blend weight per shop "

@@ -40,7 +40,7 @@ def select_round(history: dict[str, Any], k: int) -> tuple[int, dict[int, float]
     """The round with the best macro validation NDCG@k (ties: the earlier), and every round's figure."""
     per_round = {}
     for r in history.get("rounds", []):
-        values = [float(e[f"ndcg@{k}"]) for e in r.get("eval", {}).values() if e.get(f"ndcg@{k}") == e.get(f"ndcg@{k}")]
+        values = [float(v) for e in r.get("eval", {}).values() if isinstance(v := e.get(f"ndcg@{k}"), (int, float)) and v == v]
         if values:
             per_round[int(r["round"])] = float(np.mean(values))
     if not per_round:

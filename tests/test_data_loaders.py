@@ -412,3 +412,13 @@ def test_empty_shop_is_named():
     err = info.value
     assert err.file == "catalog.csv" and err.row == 4
     assert "shop 's3' with no events (empty shop)" in str(err)
+
+
+def test_a_truncated_gzip_file_is_a_data_error_naming_the_file(tmp_path):
+    """Issue 13.10b: a truncated .csv.gz reached an EOFError traceback."""
+    whole = gzip.compress(("\n".join([EV_HEADER, *GOOD_EVENTS * 200]) + "\n").encode())
+    path = tmp_path / "events.csv.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DataValidationError) as info:
+        load_events(path)
+    assert "events.csv.gz" in str(info.value) and "complete" in str(info.value)

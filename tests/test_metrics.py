@@ -195,6 +195,22 @@ def test_aggregate_skips_shops_without_users():
     agg = aggregate_shops(per_shop, {"a": 5, "empty": 0})
     assert agg["macro"]["recall@20"] == pytest.approx(0.2)
     assert agg["weighted"]["recall@20"] == pytest.approx(0.2)
+    assert agg["shops"] == 2 and agg["shops_evaluated"] == 1
+    # a figure read back from a report file: JSON stores "no figure" as null
+    assert aggregate_shops({**per_shop, "empty": {"recall@20": None, "users": 0}}) == agg
     with pytest.raises(KeyError):
         aggregate_shops(per_shop, {"a": 5})
-    assert aggregate_shops({}, {}) == {"macro": {}, "weighted": {}, "shops": 0, "users": 0}
+    assert aggregate_shops({}, {}) == {"macro": {}, "weighted": {}, "shops": 0, "users": 0, "shops_evaluated": 0}
+
+
+def test_reports_are_valid_json_without_bare_nan(tmp_path):
+    """Issue 13.10b: metrics.json held bare NaN (JSON.parse fails) for shops with no evaluable users."""
+    import json
+    import math
+
+    from fedgraph.atomic import atomic_write_json
+
+    path = atomic_write_json(tmp_path / "m.json", {"ndcg@20": math.nan, "per_shop": {"a": {"recall@20": float("inf")}}, "ok": 1.5})
+    text = path.read_text()
+    json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(f"bare {c}")))
+    assert json.loads(text) == {"ndcg@20": None, "per_shop": {"a": {"recall@20": None}}, "ok": 1.5}

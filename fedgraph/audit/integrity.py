@@ -53,6 +53,7 @@ def _iso(ts: float) -> str:
 
 
 def _close(a: Any, b: Any) -> bool:
+    a, b = (math.nan if v is None else v for v in (a, b))  # None: "no figure" as a report file stores NaN
     try:
         a, b = float(a), float(b)
     except (TypeError, ValueError):

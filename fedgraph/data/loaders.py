@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
+import zlib
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence, Union
 
@@ -223,7 +224,7 @@ def _read_table(path: PathLike, name: str, what: str) -> pd.DataFrame:
             found=_Text(f"undecodable bytes at byte {exc.start}"),
             fix="Re-save the file as UTF-8.",
         ) from None
-    except (OSError, ValueError, ImportError) as exc:
+    except (OSError, ValueError, ImportError, EOFError, zlib.error) as exc:  # EOFError: a truncated .gz
         raise DataValidationError(
             name,
             expected=f"a readable {ext} {what} file",
