@@ -59,7 +59,8 @@ COLOURS = dict(zip(ORDER, ("#999999", "#8c564b", "#bcbd22", "#d62728", "#ff9896"
 
 def _summarise(per_shop: dict[str, dict], k: int, largest: str) -> dict[str, Any]:
     keys = (f"recall@{k}", f"ndcg@{k}")
-    clean = {s: {key: float(m[key]) for key in keys} | {"users": int(m.get("users", 0))} for s, m in per_shop.items()}
+    clean = {s: {key: math.nan if m[key] is None else float(m[key]) for key in keys} | {"users": int(m.get("users", 0))}
+             for s, m in per_shop.items()}  # None: "no figure" read back from a baseline's JSON
     agg = aggregate_shops(clean)
     rest = {s: m for s, m in clean.items() if s != largest}
     agg_rest = aggregate_shops(rest) if rest else {"macro": {key: math.nan for key in keys}}
@@ -204,6 +205,9 @@ def _plot(doc: dict[str, Any], path) -> None:
     if kept is not None:
         ax.axvline(kept, color="black", linestyle=":", label=f"kept: round {kept}")
     ax.set_xlabel("federated round")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
     ax.set_ylabel(f"{metric.upper()} (macro over shops)")
     ax.set_title(f"validation {metric.upper()} per round")
     ax.grid(alpha=0.3)

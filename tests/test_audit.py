@@ -213,6 +213,35 @@ def test_untouched_copy_is_not_flagged(dp_run, tmp_path):
     assert not [f for f in doc["flags"] if f.startswith("[tampered]")]
 
 
+def test_a_records_only_audit_does_not_overwrite_a_full_one(dp_run, tmp_path):
+    """Issue 13.13: `--no-attacks` silently replaced an earlier audit that had run the attacks."""
+    run = _copy(dp_run, tmp_path, "full")
+    out = tmp_path / "out"
+    out.mkdir()
+    full = {"status": "CONSISTENT", "attacks": {"shops": {"shop-00000": {"membership": {}}}}}
+    (out / "audit.json").write_text(json.dumps(full))
+    with pytest.raises(FileExistsError, match=r"already holds an audit with attacks.*--out"):
+        run_audit(run, out, AuditOptions(attacks=False), say=lambda line: None)
+    assert json.loads((out / "audit.json").read_text()) == full
+
+
+def test_a_run_without_dp_says_it_has_no_ledger_not_not_verified_none():
+    from fedgraph.audit.core import _ledger_state
+
+    assert _ledger_state({"verified": False, "error": None}) == "no ledger (this shop did not train with DP)"
+    assert _ledger_state({"verified": True}) == "verified, empty"
+    assert _ledger_state({"verified": False, "error": "hash chain broken at entry 3"}) == "NOT VERIFIED: hash chain broken at entry 3"
+
+
+def test_a_non_dp_report_has_no_empty_epsilon_chart_and_no_blank_header_row():
+    from fedgraph.audit.render import _epsilon_plot, _table
+
+    assert "<thead>" not in _table(["", ""], [["run directory", "runs/x"]])
+    assert "<thead><tr><th>shop</th>" in _table(["shop", "ε"], [["a", 1.0]])
+    text = _epsilon_plot({"shops": {"a": {"ledger": "no ledger (this shop did not train with DP)"}}})
+    assert "<img" not in text and "no ε chart" in text
+
+
 # ------------------------------------------------------------------------------ verdicts (issue 12.1, 12.10)
 def _promise(epsilon, deterministic):
     return {"shops": {"s": {"epsilon": epsilon}}, "configured": {"deterministic_noise": deterministic}}

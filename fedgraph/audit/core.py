@@ -61,7 +61,7 @@ def _promise(run: RunDir, ledgers: dict[str, dict[str, Any]]) -> dict[str, Any]:
         rounds = [e for e in entries if e.get("kind") == "round"]
         skips = [e for e in entries if e.get("kind") == "skip"]
         if plan is None:
-            shops[shop] = {"ledger": "verified, empty" if info.get("verified") else f"NOT VERIFIED: {info.get('error')}"}
+            shops[shop] = {"ledger": _ledger_state(info)}
             continue
         last = rounds[-1] if rounds else {}
         shops[shop] = {
@@ -267,6 +267,15 @@ def _use_recorded_config(run: RunDir, integrity: dict[str, Any]) -> None:
         pass
 
 
+def _ledger_state(info: dict[str, Any]) -> str:
+    """How the report names a shop's ledger that holds no plan."""
+    if info.get("verified"):
+        return "verified, empty"
+    if info.get("error") is None:
+        return "no ledger (this shop did not train with DP)"
+    return f"NOT VERIFIED: {info['error']}"
+
+
 def run_audit(run_dir: str | Path, out_dir: str | Path | None = None, options: AuditOptions = AuditOptions(),
               say: Say = print) -> dict[str, Any]:  # fmt: skip
     """Audit the run in ``run_dir``; writes ``audit.json`` and ``audit.html`` to ``out_dir`` (default ``RUN_DIR/audit``)."""
@@ -277,6 +286,16 @@ def run_audit(run_dir: str | Path, out_dir: str | Path | None = None, options: A
     if not run.config_file.exists():
         raise FileNotFoundError(f"{run.path} is not a fedgraph run directory (no config.toml)")
     out = Path(out_dir) if out_dir else run.path / "audit"
+    if not options.attacks and (out / "audit.json").exists():
+        try:
+            earlier = json.loads((out / "audit.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            earlier = {}
+        if (earlier.get("attacks") or {}).get("shops"):
+            raise FileExistsError(
+                f"{out} already holds an audit with attacks (status {earlier.get('status', '?')}); a records-only audit "
+                f"(--no-attacks) would replace it: give --out DIR for the new report, or move {out / 'audit.json'} away first"
+            )
     say(f"audit of {run.path}")
     integrity = check_run(run)
     tampered = integrity["status"] == "tampered"

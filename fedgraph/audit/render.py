@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from fedgraph.audit.stats import dp_max_tpr  # noqa: E402
 
@@ -77,7 +78,8 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
                          else f"<td>{_fmt(c)}</td>" for c in row) + "</tr>"
         for row in rows
     )  # fmt: skip
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    thead = f"<thead><tr>{head}</tr></thead>" if any(header) else ""  # a key/value table has no header row
+    return f"<table>{thead}<tbody>{body}</tbody></table>"
 
 
 # ------------------------------------------------------------------------------ plots
@@ -95,10 +97,11 @@ def _epsilon_plot(promise: dict[str, Any]) -> str:
     ax.set_xlabel("round")
     ax.set_ylabel("ε spent (cumulative)")
     ax.set_title("ε per round per shop (solid: reported accountant; dotted: RDP; dashed: target)", fontsize=9)
-    if drawn:
-        ax.legend(fontsize=7, ncol=3)
-    else:
-        ax.text(0.5, 0.5, "no DP ledger: the run spent no privacy budget it accounted for", ha="center", va="center", transform=ax.transAxes)
+    if not drawn:  # a run without DP: no chart, one sentence
+        plt.close(fig)
+        return "<p>No shop keeps a DP ledger: this run accounted no privacy budget, so there is no ε chart.</p>"
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize=7, ncol=3)
     return _png(fig, "Privacy budget spent per round, per shop, from the shops' ledgers")
 
 
