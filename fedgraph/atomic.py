@@ -33,7 +33,7 @@ def atomic_path(target: PathLike, *, private: bool = False) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     if not private:  # mkstemp makes 0600 files; outputs (reports, exports, plots) are not secrets
-        os.fchmod(fd, 0o666 & ~_umask())
+        os.fchmod(fd, 0o666 & ~_UMASK)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -56,6 +56,10 @@ def _umask() -> int:
     except (OSError, ValueError):
         pass
     return 0o022
+
+
+#: Read once: the umask of a process does not change while fedgraph runs, and atomic writes are frequent.
+_UMASK = _umask()
 
 
 def atomic_write_bytes(target: PathLike, data: bytes, *, private: bool = False) -> Path:

@@ -219,6 +219,11 @@ def evaluate_ranking(
     return {f"recall@{k}": float(recall.mean()), f"ndcg@{k}": float(ndcg.mean()), "users": n}
 
 
+def figure(value: float | None) -> float:
+    """A metric as a float: ``None`` is how a report file stores "no figure" (JSON has no NaN), read as NaN."""
+    return math.nan if value is None else float(value)
+
+
 def aggregate_shops(
     per_shop: Mapping[str, Mapping[str, float]], weights: Mapping[str, int] | None = None
 ) -> dict[str, object]:
@@ -256,8 +261,7 @@ def aggregate_shops(
     weighted: dict[str, float] = {}
     evaluated = np.zeros(len(shops), dtype=bool)
     for key in keys:
-        # None is how a report file stores "no figure" (JSON has no NaN): the same as NaN here
-        vals = np.array([math.nan if per_shop[s][key] is None else float(per_shop[s][key]) for s in shops])
+        vals = np.array([figure(per_shop[s][key]) for s in shops])
         ok = ~np.isnan(vals)
         evaluated |= ok
         macro[key] = float(vals[ok].mean()) if ok.any() else math.nan

@@ -37,7 +37,7 @@ from fedgraph.atomic import atomic_write_json, atomic_write_with  # noqa: E402
 from fedgraph.config import METHODS  # noqa: E402
 from fedgraph.console import plural  # noqa: E402
 from fedgraph.federation.run_dir import RunDir  # noqa: E402
-from fedgraph.metrics import aggregate_shops  # noqa: E402
+from fedgraph.metrics import aggregate_shops, figure  # noqa: E402
 
 #: Report order of the methods (federated among the baselines).
 ORDER = METHODS
@@ -59,8 +59,7 @@ COLOURS = dict(zip(ORDER, ("#999999", "#8c564b", "#bcbd22", "#d62728", "#ff9896"
 
 def _summarise(per_shop: dict[str, dict], k: int, largest: str) -> dict[str, Any]:
     keys = (f"recall@{k}", f"ndcg@{k}")
-    clean = {s: {key: math.nan if m[key] is None else float(m[key]) for key in keys} | {"users": int(m.get("users", 0))}
-             for s, m in per_shop.items()}  # None: "no figure" read back from a baseline's JSON
+    clean = {s: {key: figure(m[key]) for key in keys} | {"users": int(m.get("users", 0))} for s, m in per_shop.items()}
     agg = aggregate_shops(clean)
     rest = {s: m for s, m in clean.items() if s != largest}
     agg_rest = aggregate_shops(rest) if rest else {"macro": {key: math.nan for key in keys}}

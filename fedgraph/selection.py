@@ -29,6 +29,7 @@ from fedgraph.atomic import atomic_write_json
 from fedgraph.baselines import EASE_L2, shop_matrix
 from fedgraph.evaluation import evaluate_scores, model_scores
 from fedgraph.federation.run_dir import RunDir
+from fedgraph.metrics import figure
 from fedgraph.models.ease import EASE
 from fedgraph.models.hybrid import blend, choose_alpha
 from fedgraph.shop import ShopData
@@ -40,7 +41,7 @@ def select_round(history: dict[str, Any], k: int) -> tuple[int, dict[int, float]
     """The round with the best macro validation NDCG@k (ties: the earlier), and every round's figure."""
     per_round = {}
     for r in history.get("rounds", []):
-        values = [float(v) for e in r.get("eval", {}).values() if isinstance(v := e.get(f"ndcg@{k}"), (int, float)) and v == v]
+        values = [v for e in r.get("eval", {}).values() if (v := figure(e.get(f"ndcg@{k}"))) == v]
         if values:
             per_round[int(r["round"])] = float(np.mean(values))
     if not per_round:

@@ -381,6 +381,7 @@ def simulate(config: RunConfig | None, out_dir: str | Path, *, resume: bool = Fa
 
     started = time.perf_counter()
     out_dir = Path(out_dir)
+    dataset = None  # loaded and validated before the run directory exists (new runs); prepare loads it on resume
     if resume:
         run = RunDir.at(out_dir)
         config = run.config
@@ -404,7 +405,7 @@ def simulate(config: RunConfig | None, out_dir: str | Path, *, resume: bool = Fa
 
     t = time.perf_counter()
     if not (run.shops_dir / "index.json").exists():
-        prepare(config, run, say, dataset=None if resume else dataset)
+        prepare(config, run, say, dataset=dataset)
     timings["prepare_s"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from fedgraph.federation.run_dir import RunDir
+from fedgraph.metrics import figure
 from fedgraph.privacy import LedgerTamperedError, PrivacyLedger
 
 #: Plan fields that must equal the config's (when the config sets them).
@@ -53,7 +54,7 @@ def _iso(ts: float) -> str:
 
 
 def _close(a: Any, b: Any) -> bool:
-    a, b = (math.nan if v is None else v for v in (a, b))  # None: "no figure" as a report file stores NaN
+    a, b = (figure(v) if v is None else v for v in (a, b))  # None: "no figure" as a report file stores NaN
     try:
         a, b = float(a), float(b)
     except (TypeError, ValueError):

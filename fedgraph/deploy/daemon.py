@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fedgraph.console import strip_ansi
 from fedgraph.deploy import processes
 from fedgraph.deploy.logs import EventLogger, adopt, setup_logging
 from fedgraph.deploy.settings import ShopConfig
@@ -121,9 +122,8 @@ class SuperNodeSupervisor:
                 time.sleep(0.1)
 
     def _read(self, process: subprocess.Popen, start: int) -> None:
-        ansi = re.compile(rb"\x1b\[[0-9;]*m")
         for raw in self._lines(process, start):
-            line = ansi.sub(b"", raw).decode("utf-8", "replace").strip()
+            line = strip_ansi(raw.decode("utf-8", "replace")).strip()
             m = re.search(r"SuperNode ID: (\d+)", line)
             if ignored := re.search(r"is not in `RUNNING` status\. Ignoring message ([0-9a-f]+)", line):
                 self.ignored_messages.add(ignored.group(1))
@@ -155,14 +155,44 @@ class SuperNodeSupervisor:
                     if self._failed_attempts == FAILED_ATTEMPTS_REPORTED and self.cfg.server.insecure:
                         self.state = "cannot connect"
                         self.detail = line
-                        self.log.error(
-                            "supernode_cannot_connect",
-                            f"the SuperNode cannot connect to {self.cfg.server.address} ({self._failed_attempts} attempts failed): this shop "
-                            f"has server.insecure = true (plain gRPC), and a federation server uses TLS by default. Set "
-                            f"server.insecure = false with server.ca_cert and server.auth_key in {self.cfg.path}, or ask the "
-                            "server operator whether the SuperLink really runs without TLS",
-                            attempts=self._failed_attempts,
-                        )  # fmt: skip
+                        self.log.error("supernode_cannot_connect", self._insecure_message(), attempts=self._failed_attempts)
+
+    def _insecure_message(self) -> str:
+        return (
+            f"the SuperNode cannot connect to {self.cfg.server.address} ({self._failed_attempts} attempts failed): this shop "
+            "has server.insecure = true (plain gRPC), and a federation server uses TLS by default. Set "
+            f"server.insecure = false with server.ca_cert and server.auth_key in {self.cfg.path}, or ask the "
+            "server operator whether the SuperLink really runs without TLS"
+        )
+
+    def _report_refusal(self, code: int, now: float) -> None:
+        """Log why the SuperLink would not take this SuperNode (a certificate the shop's CA does not
+        verify, or a shop it does not know) and back off before the next start."""
+        retry = f"Retrying in {min(REFUSED_BACKOFF_S, 2.0 * 2 ** self._refusals):.0f} s."
+        if self._tls_failed:
+            self.state = "certificate not trusted"
+            ca = self.cfg.resolve(self.cfg.server.ca_cert)
+            self.log.error(
+                "supernode_tls_failed",
+                f"the SuperLink at {self.cfg.server.address} presented a certificate that server.ca_cert ({ca}) does not "
+                f"verify ({self.detail.strip()}): this shop has the wrong CA certificate (CERTIFICATE_VERIFY_FAILED). Ask "
+                "the server operator for the federation's ca.pem and point server.ca_cert at it, or check that "
+                f"server.address names the federation's server. {retry}",
+                exit_code=code,
+                ca_cert=str(ca),
+            )
+            self._tls_failed = False
+        else:
+            self.state = "refused"
+            self.log.error(
+                "supernode_refused",
+                f"the SuperLink at {self.cfg.server.address} refused this shop ({self.detail.strip() or f'exit code {code}'}). "
+                f"Is shop {self.cfg.shop.name!r} enrolled? The server operator must list it in server.shops and restart "
+                f"`fedgraph server start` (which enrols its public key). {retry}",
+                exit_code=code,
+            )
+        self._refusals += 1
+        self._next_start = now + min(REFUSED_BACKOFF_S, 2.0 * 2 ** (self._refusals - 1))
 
     def check(self, superlink_up: bool) -> None:
         """Start the SuperNode once the SuperLink answers, restart it if it exited, and restart it
@@ -179,31 +209,8 @@ class SuperNodeSupervisor:
             self.exit_code = p.returncode
             refused = self.state == "refused" or p.returncode == 305
             self.process = None
-            if refused and self._tls_failed:
-                self.state = "certificate not trusted"
-                ca = self.cfg.resolve(self.cfg.server.ca_cert)
-                self.log.error(
-                    "supernode_tls_failed",
-                    f"the SuperLink at {self.cfg.server.address} presented a certificate that server.ca_cert ({ca}) does not "
-                    f"verify ({self.detail.strip()}): this shop has the wrong CA certificate (CERTIFICATE_VERIFY_FAILED). Ask "
-                    f"the server operator for the federation's ca.pem and point server.ca_cert at it, or check that "
-                    f"server.address names the federation's server. Retrying in {min(REFUSED_BACKOFF_S, 2.0 * 2 ** self._refusals):.0f} s.",
-                    exit_code=p.returncode, ca_cert=str(ca),
-                )  # fmt: skip
-                self._refusals += 1
-                self._next_start = now + min(REFUSED_BACKOFF_S, 2.0 * 2 ** (self._refusals - 1))
-                self._tls_failed = False
-            elif refused:
-                self.state = "refused"
-                self.log.error(
-                    "supernode_refused",
-                    f"the SuperLink at {self.cfg.server.address} refused this shop ({self.detail.strip() or f'exit code {p.returncode}'}). "
-                    f"Is shop {self.cfg.shop.name!r} enrolled? The server operator must list it in server.shops and restart "
-                    f"`fedgraph server start` (which enrols its public key). Retrying in {min(REFUSED_BACKOFF_S, 2.0 * 2 ** self._refusals):.0f} s.",
-                    exit_code=p.returncode,
-                )  # fmt: skip
-                self._refusals += 1
-                self._next_start = now + min(REFUSED_BACKOFF_S, 2.0 * 2 ** (self._refusals - 1))
+            if refused:
+                self._report_refusal(p.returncode, now)
             else:
                 self.state = "stopped"
                 self.log.warning("supernode_exited", f"SuperNode exited with code {p.returncode}; restarting", exit_code=p.returncode)
