@@ -33,7 +33,7 @@ baseline is one function here and one entry there.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 import scipy.sparse as sp
@@ -43,10 +43,10 @@ from torch_geometric.nn.models import LightGCN
 from fedgraph.evaluation import evaluate_content, evaluate_model, evaluate_popularity, evaluate_scores
 from fedgraph.metrics import evaluate_ranking, top_k_items
 from fedgraph.models.ease import EASE, dp_ease_noise, dp_gram, interaction_matrix
-from fedgraph.models.interest_model import InterestModel
+from fedgraph.models.interest_model import LOCAL_PREFIX, InterestModel
 from fedgraph.models.itemknn import ItemKNN
 from fedgraph.shop import ShopData
-from fedgraph.training.local import TrainSettings, train_local
+from fedgraph.training import TrainSettings, train_local
 
 if TYPE_CHECKING:
     from fedgraph.privacy import DPSettings
@@ -71,6 +71,14 @@ def shop_matrix(data: ShopData, *, latest: int = 0) -> sp.csr_matrix:
 def _ndcg(result: dict, k: int) -> float:
     value = float(result[f"ndcg@{k}"])
     return value if value == value else -1.0
+
+
+def macro_ndcg(results: Iterable[dict], k: int) -> float:
+    """The mean NDCG@k over the results that have a figure (a shop with no evaluable user has
+    none); -1.0 when none has, so any real figure ranks above it."""
+    values = [float(r[f"ndcg@{k}"]) for r in results]
+    values = [v for v in values if v == v]
+    return float(np.mean(values)) if values else -1.0
 
 
 def _score_fitted(model: Any, data: ShopData, k: int) -> dict:
@@ -157,7 +165,7 @@ def pooled_ease(shops: list[ShopData], finals: list[ShopData], *, k: int) -> dic
     tried = {}
     for l2 in EASE_L2:
         res = per_shop(FederatedEASE(*val_counts, l2), shops)
-        tried[l2] = float(np.nanmean([r[f"ndcg@{k}"] for r in res.values()]))
+        tried[l2] = macro_ndcg(res.values(), k)
     best = max(EASE_L2, key=lambda g: tried[g])
     final_counts = summed(finals)
     result = per_shop(FederatedEASE(*final_counts, best), finals)
@@ -260,7 +268,8 @@ def _shop_view(model: InterestModel, new_model: ModelFactory, shop: ShopData, of
     view = new_model(shop.num_items)
     state = model.state_dict()
     if view.local is not None:
-        state["local.weight"] = state["local.weight"][offset : offset + shop.num_items]
+        key = f"{LOCAL_PREFIX}weight"
+        state[key] = state[key][offset : offset + shop.num_items]
     view.load_state_dict(state)
     return view
 
@@ -276,8 +285,7 @@ def pooled_central(
     model = new_model(pooled.num_items)
 
     def validate(m: InterestModel) -> float:
-        values = [_ndcg(evaluate_model(_shop_view(m, new_model, s, int(o)), s, k=k, history=history, device=device), k) for s, o in zip(shops, offsets)]
-        return float(np.mean(values))
+        return macro_ndcg((evaluate_model(_shop_view(m, new_model, s, int(o)), s, k=k, history=history, device=device) for s, o in zip(shops, offsets)), k)
 
     chosen = early_stopped(model, pooled, settings, chunk_epochs=1, max_chunks=max_epochs, validate=validate, device=device,
                            negative_range=negative_range)

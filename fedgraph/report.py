@@ -171,7 +171,7 @@ def summary_table(doc: dict[str, Any]) -> str:
     lines.append(f"(macro averages over the {plural(len(evaluated), 'shop')} of {len(doc['shops'])} with evaluable users, "
                  f"{users:,} users; 'w.' = weighted by evaluated users)")
     if len(evaluated) < len(doc["shops"]):
-        lines.append(f"warning: {len(doc['shops']) - len(evaluated)} shop(s) have no user with held-out items and no figure "
+        lines.append(f"warning: {plural(len(doc['shops']) - len(evaluated), 'shop')} without a user with held-out items: no figure "
                      "(null in metrics.json); see data.min_user_items")
     selection = doc.get("selection") or {}
     if selection.get("round") is not None:

@@ -121,7 +121,7 @@ def select_and_test(run: RunDir, *, private_part: str, own_l2: dict[str, float] 
     same choice the hybrid would make for its own-log candidate; passing it saves refitting).
     """
     from fedgraph.federation.shop_side import model_for_shop
-    from fedgraph.training.local import resolve_device
+    from fedgraph.training import resolve_device
 
     path = run.path / "selection.json"
     rounds = run.read_history()

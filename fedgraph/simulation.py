@@ -24,7 +24,7 @@ import torch
 
 from fedgraph.atomic import atomic_write_json
 from fedgraph.console import plural, strip_ansi
-from fedgraph.config import RunConfig
+from fedgraph.config import ConfigError, RunConfig
 from fedgraph.federation.run_dir import RunDir, state_digest
 from fedgraph.features import feature_size, item_features
 from fedgraph.shop import ShopData, build_shop_data
@@ -129,12 +129,44 @@ def prepare(config: RunConfig, run: RunDir, say: Say = print, *, dataset: Datase
         # users, items, interactions: of the data trained on (run.shop_file); evaluable users: of the test split
         summary.append({"shop": shop, "users": data.num_users, "items": data.num_items, "interactions": data.num_interactions,
                         "evaluable_users": int(len(final.evaluable_users())), "validation_users": int(len(data.evaluable_users())),
+                        "trainable_users": int(len(data.trainable_users())),
                         "history_interactions": final.num_interactions})
-    atomic_write_json(run.shops_dir / "index.json", {
-        "shops": list(shops), "feature_size": feature_size(hops=config.features.hops), "dataset": dataset.description, "summary": summary,
-    })  # fmt: skip
+    for split, key in (("validation", "validation_users"), ("test", "evaluable_users")):
+        if not any(s[key] for s in summary):
+            raise ConfigError(
+                f"no customer in any shop has both training and {split} events, so nothing can be {'chosen' if split == 'validation' else 'tested'}: "
+                f"a customer needs data.min_user_items={d.min_user_items} distinct items for the test split and as many again, after it, for "
+                f"validation; lower data.min_user_items or data.test_fraction={d.test_fraction:g}, or add data"
+            )
+    round_shops = [s["shop"] for s in summary if s["trainable_users"] > 0]
+    _warn_about_small_shops(summary, say)
+    if len(round_shops) < min(config.federation.min_train_shops, len(shops)) or not round_shops:
+        raise ConfigError(
+            f"only {plural(len(round_shops), 'shop')} of {len(shops)} can train (a shop trains when a customer has two or "
+            f"more training events), fewer than federation.min_train_shops={config.federation.min_train_shops}; lower it or add data"
+        )
+    index = {"shops": list(shops), "round_shops": round_shops, "feature_size": feature_size(hops=config.features.hops)}
+    atomic_write_json(run.shops_dir / "index.json", {**index, "dataset": dataset.description, "summary": summary})
     say(f"prepared {plural(len(shops), 'shop')} in {time.perf_counter() - started:.1f} s")
     return list(shops)
+
+
+def _names(shops: list[str], most: int = 8) -> str:
+    return ", ".join(shops[:most]) + (f" and {len(shops) - most:,} more" if len(shops) > most else "")
+
+
+def _warn_about_small_shops(summary: list[dict[str, Any]], say: Say) -> None:
+    """Say which shops cannot train (no customer with two training events: they are left out of
+    the rounds) and which cannot be evaluated (no customer with a training and a held-out event:
+    no figure covers them)."""
+    idle = [s["shop"] for s in summary if s["trainable_users"] == 0]
+    if idle:
+        say(f"warning: {plural(len(idle), 'shop')} cannot train (no customer with two or more training events) and "
+            f"{'is' if len(idle) == 1 else 'are'} left out of the federated rounds; still evaluated with the global model: {_names(idle)}")
+    blind = [s["shop"] for s in summary if s["evaluable_users"] == 0 or s["validation_users"] == 0]
+    if blind:
+        say(f"warning: {plural(len(blind), 'shop')} cannot be evaluated (no customer with both a training and a held-out event "
+            f"in the validation or the test split), so no figure or choice covers {'it' if len(blind) == 1 else 'them'}: {_names(blind)}")
 
 
 def load_shops(run: RunDir, *, final: bool = False) -> list[ShopData]:
@@ -152,7 +184,7 @@ def _baseline_settings(run: RunDir):
 def _train_alone(run_path: str, shop_name: str) -> tuple[str, dict]:
     """One shop trained alone (runs in a worker process, one thread)."""
     from fedgraph import baselines
-    from fedgraph.training.local import resolve_device
+    from fedgraph.training import resolve_device
 
     torch.set_num_threads(1)
     run = RunDir.at(run_path)
@@ -266,7 +298,7 @@ def run_baselines(run: RunDir, say: Say = print) -> dict[str, dict[str, dict]]:
 
     ``ease_dp`` runs only under ``privacy.enabled`` (it is a DP reference).
     """
-    from fedgraph.training.local import resolve_device
+    from fedgraph.training import resolve_device
 
     cfg = run.config
     methods = _baseline_methods()
@@ -295,8 +327,8 @@ def federated_results(run: RunDir) -> dict[str, dict]:
     history = run.read_history()
     rounds = history["rounds"]
     if not rounds or (rounds[-1]["round"] != run.config.train.rounds and "stopped" not in history):
-        done = rounds[-1]["round"] if rounds else "no"
-        raise RuntimeError(f"federated training did not finish ({done} of {run.config.train.rounds} rounds); resume the run")
+        done = rounds[-1]["round"] if rounds else 0
+        raise RuntimeError(f"federated training did not finish ({done} of {run.config.train.rounds} rounds); see flower.log in the run directory, then resume the run")
     run.latest_checkpoint()  # a damaged last checkpoint is reported (with how to recover) before anything uses the run
     return {shop: {k: v for k, v in m.items() if k != "num-examples"} for shop, m in rounds[-1]["eval"].items()}
 
@@ -310,7 +342,7 @@ def build_graphs(run: RunDir, selection: dict[str, Any], say: Say = print) -> di
     from fedgraph.graph import GraphStore, build_interest_graph
     from fedgraph.models.hybrid import blend
     from fedgraph.selection import PrivateCandidates
-    from fedgraph.training.local import resolve_device
+    from fedgraph.training import resolve_device
 
     cfg = run.config
     device = resolve_device(cfg.train.device)
@@ -405,16 +437,21 @@ def simulate(config: RunConfig | None, out_dir: str | Path, *, resume: bool = Fa
 
     t = time.perf_counter()
     if not (run.shops_dir / "index.json").exists():
-        prepare(config, run, say, dataset=dataset)
+        try:
+            prepare(config, run, say, dataset=dataset)
+        except ConfigError:
+            if dataset is not None:  # a new run: leave the directory as empty as it was, so the retry works
+                _empty(out_dir)
+            raise
     timings["prepare_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
     history = run.read_history()
     if not history.get("rounds") or (history["rounds"][-1]["round"] < config.train.rounds and "stopped" not in history):
         fed = config.federation
-        say(f"federated training: {plural(len(run.shop_names), 'shop')}, {plural(config.train.rounds, 'round')}, {fed.strategy} (Flower simulation engine)")
+        say(f"federated training: {plural(len(run.round_shops), 'shop')}, {plural(config.train.rounds, 'round')}, {fed.strategy} (Flower simulation engine)")
         run_flower_simulation(
-            run.path, num_shops=len(run.shop_names), cpus_per_shop=fed.cpus_per_shop, gpus_per_shop=fed.gpus_per_shop,
+            run.path, num_shops=len(run.round_shops), cpus_per_shop=fed.cpus_per_shop, gpus_per_shop=fed.gpus_per_shop,
             total_cpus=fed.total_cpus, on_line=lambda line: _forward_flower_line(line, say),
             clientapp="clients.client_app:secagg_app" if config.privacy.secure_aggregation else "clients.client_app:app",
         )  # fmt: skip
@@ -442,6 +479,13 @@ def simulate(config: RunConfig | None, out_dir: str | Path, *, resume: bool = Fa
         "device": str(torch.cuda.get_device_name(0)) if torch.cuda.is_available() else "cpu", **_peak_rss_mb(),
     }
     return write_report(run, results, selection=selection, timings=timings, environment=environment, graphs=graphs, say=say)
+
+
+def _empty(folder: Path) -> None:
+    import shutil
+
+    for child in folder.iterdir():
+        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
 
 
 def _forward_flower_line(line: str, say: Say) -> None:

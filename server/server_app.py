@@ -17,6 +17,6 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     run = RunDir.at(str(context.run_config["run-dir"]))
     if run.config.privacy.secure_aggregation:
-        check_settings(run.config, num_shops=len(run.shop_names))
-    strategy = build_strategy(run.config, num_shops=len(run.shop_names))
+        check_settings(run.config, num_shops=len(run.round_shops))
+    strategy = build_strategy(run.config, num_shops=len(run.round_shops))
     run_rounds(grid, strategy, run, say=lambda line: print(line, flush=True))

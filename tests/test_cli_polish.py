@@ -102,7 +102,7 @@ def test_failed_shops_are_named_not_node_numbers():
 
     from fedgraph.federation.rounds import _name_failures
 
-    run = SimpleNamespace(shop_names=["uk-1", "germany"])
+    run = SimpleNamespace(round_shops=["uk-1", "germany"])
     names = {7: "germany"}
     assert _name_failures(["node 7: out of memory", "node 9: timeout"], names) == ["germany: out of memory", "node 9: timeout"]
 

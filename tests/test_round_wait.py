@@ -59,7 +59,7 @@ def test_a_round_with_fewer_connected_shops_than_min_train_shops_fails_after_the
     from fedgraph.federation.rounds import RoundFailed, _enough_connected
 
     cfg = RunConfig.load(None, ["federation.min_train_shops=2", "federation.round_timeout_s=0.5"])
-    run = SimpleNamespace(config=cfg, shop_names=["a", "b", "c"])
+    run = SimpleNamespace(config=cfg, round_shops=["a", "b", "c"])
     began = time.monotonic()
     with pytest.raises(RoundFailed, match=r"round 3: training: 1 shop\(s\) connected after 0 s .*min_train_shops=2.*resume the run"):
         _enough_connected(FakeGrid([5]), run, 3, "training")
@@ -74,7 +74,7 @@ def test_a_restarted_server_waits_for_the_enrolled_shops_before_its_first_round(
     import fedgraph.federation.rounds as rounds
 
     cfg = RunConfig.load(None, ["model.shop_private=none", "federation.start_wait_s=30"])
-    run = SimpleNamespace(config=cfg, shop_names=["a", "b", "c"], read_history=lambda: {"rounds": []},
+    run = SimpleNamespace(config=cfg, round_shops=["a", "b", "c"], read_history=lambda: {"rounds": []},
                           latest_checkpoint=lambda: {"round": 2, "state_dict": {}}, checkpoint_file=lambda r: Path(f"round-{r}.pt"))
     grid = FakeGrid([])
     threading.Timer(0.5, lambda: grid.nodes.extend([1, 2, 3])).start()  # the daemons reconnect

@@ -123,7 +123,7 @@ def test_what_a_shop_sends_holds_no_private_part(finished_run, tmp_path, monkeyp
     shutil.copytree(finished_run[0], copy)  # training writes the shop's private part: leave the shared run as it is
     run = RunDir.at(copy)
     state = run.load_checkpoint(2)["state_dict"]
-    for partition, shop in enumerate(run.shop_names):
+    for partition, shop in enumerate(run.round_shops):
         meta = Metadata(run_id=1, message_id=f"m{partition}", src_node_id=0, dst_node_id=partition + 1, reply_to_message_id="",
                         group_id="3", created_at=0.0, ttl=60.0, message_type="train")
         msg = Message(content=RecordDict({"arrays": ArrayRecord(state), "config": ConfigRecord({"server-round": 3})}), metadata=meta)

@@ -28,7 +28,7 @@ from fedgraph.models.interest_model import InterestModel
 from fedgraph.privacy import DPSettings, epsilon
 from fedgraph.shop import ShopData
 from fedgraph.training.dp import steps_per_epoch
-from fedgraph.training.local import TrainSettings, train_local
+from fedgraph.training import TrainSettings, train_local
 from fedgraph.training.rows import RowSampler
 
 

@@ -127,13 +127,13 @@ def load_events(path: PathLike, *, source_name: Optional[str] = None) -> pd.Data
     ``source_name`` is the name used in error messages (default: the file name).
     """
     name = source_name or Path(path).name
-    return validate_events(_read_table(path, name, "events"), source=name)
+    return validate_events(read_table(path, name, "events"), source=name)
 
 
 def load_catalog(path: PathLike, *, source_name: Optional[str] = None) -> pd.DataFrame:
     """Read a catalog table and return it validated, in canonical column order and dtypes."""
     name = source_name or Path(path).name
-    return validate_catalog(_read_table(path, name, "catalog"), source=name)
+    return validate_catalog(read_table(path, name, "catalog"), source=name)
 
 
 def _extension(path: Path) -> str:
@@ -144,7 +144,14 @@ def _extension(path: Path) -> str:
     return "".join(path.suffixes[-2:]) if path.suffixes else ""
 
 
-def _read_table(path: PathLike, name: str, what: str) -> pd.DataFrame:
+def read_table(path: PathLike, name: str, what: str) -> pd.DataFrame:
+    """The raw rows of a .csv, .csv.gz or .parquet file, not yet validated (``name`` is the file's
+    name in error messages, ``what`` "events" or "catalog").
+
+    Raises:
+        DataFileNotFoundError: no file at ``path``.
+        DataValidationError: an unsupported extension, a directory, or an unreadable file.
+    """
     path = Path(path)
     ext = _extension(path)
     if ext not in SUPPORTED_EXTENSIONS:

@@ -41,7 +41,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from fedgraph.data.loaders import DataValidationError, _read_table, validate_events
+from fedgraph.data.loaders import DataValidationError, read_table, validate_events
 from fedgraph.deploy.logs import EventLogger
 
 SUFFIXES = (".csv", ".csv.gz", ".parquet")
@@ -322,7 +322,7 @@ class DropFolder:
             self.log.info("file_already_ingested", f"{path.name}: already ingested (same bytes); moved to {moved}", file=path.name, sha256=sha)
             return
         try:
-            raw = _read_table(path, path.name, "events")
+            raw = read_table(path, path.name, "events")
             events = check_events(raw, shop=self.shop, items=self.items, source=path.name)
         except DataValidationError as exc:
             self._quarantine(path, sha, str(exc))

@@ -78,9 +78,9 @@ class Catalog:
 
 def load_catalog_features(path: Path, shop: str, config: RunConfig, cache: Path, *, log: Any = None) -> Catalog:
     """The shop's catalog and item feature vectors, cached in ``cache`` (keyed by file and settings)."""
-    from fedgraph.data.loaders import _read_table, validate_catalog
+    from fedgraph.data.loaders import read_table, validate_catalog
 
-    raw = _read_table(path, path.name, "catalog")
+    raw = read_table(path, path.name, "catalog")
     if "shop" not in raw.columns:
         raw.insert(0, "shop", shop)
     catalog = validate_catalog(raw, source=path.name)
@@ -151,7 +151,7 @@ def refresh_training_data(paths: ShopPaths, catalog: Catalog, config: RunConfig,
         data = build_shop_data(catalog.shop, train, test, catalog.frame, catalog.features, recency_halflife_days=config.model.recency_halflife_days)
         data.meta["event_offset"] = head
         data.save(target)
-        shop_side._SHOPS.pop(str(target), None)  # the warm ClientApp caches shop data per process
+        shop_side.forget_cached(target)  # the warm ClientApp caches shop data per process
         events.set_offset(DATA_OFFSET_KEY, head)
         return head, True
 
@@ -227,7 +227,7 @@ class GraphUpdater:
             if self.model_version is not None:
                 return False
             model = run.new_model(len(self.catalog.items))
-            state = {k: v for k, v in model.state_dict().items() if not k.startswith("local.")}
+            state = model.shared_state_dict()
             version, rnd = "init-" + state_digest(state)[:11], 0
         else:
             payload = load_global_model(self.paths)

@@ -66,19 +66,31 @@ def _split_replies(replies: Iterable[Message], run: RunDir | None = None) -> tup
             ok.append(msg)
             if run is not None and "metrics" in msg.content and "partition-id" in msg.content["metrics"]:
                 index = int(msg.content["metrics"]["partition-id"])
-                if 0 <= index < len(run.shop_names):
-                    _node_names[int(msg.metadata.src_node_id)] = run.shop_names[index]
+                if 0 <= index < len(run.round_shops):
+                    _node_names[int(msg.metadata.src_node_id)] = run.round_shops[index]
     return ok, _name_failures(failures, _node_names)
 
 
 def _per_shop(run: RunDir, replies: list[Message]) -> dict[str, dict[str, float]]:
-    names = run.shop_names
+    names = run.round_shops
     out = {}
     for msg in replies:
         metrics = dict(msg.content["metrics"])
         shop = names[int(metrics.pop("partition-id"))]
         out[shop] = {k: float(v) for k, v in metrics.items()}
     return out
+
+
+def aggregate_in_shop_order(strategy: Strategy, server_round: int, replies: list[Message]) -> tuple[ArrayRecord | None, Any]:
+    """``strategy.aggregate_train`` over the replies sorted by shop (partition id), not by arrival:
+    Flower adds the updates in the order it is given and float addition is not associative, so the
+    arrival order (which thread finished first) changed the global weights in the last bits
+    (about 6e-8) from run to run. Sorted, two runs with the same seed give the same model."""
+    def shop_index(msg: Message) -> tuple[int, int]:
+        metrics = msg.content["metrics"] if "metrics" in msg.content else {}
+        return (int(metrics.get("partition-id", -1)), int(msg.metadata.src_node_id))
+
+    return strategy.aggregate_train(server_round, sorted(replies, key=shop_index))
 
 
 def _check_enough(cfg: Any, server_round: int, trained: int, failures: list[str]) -> None:
@@ -102,7 +114,7 @@ def _secure_step(
     except SecureAggregationHalted as exc:
         raise RoundFailed(str(exc)) from exc
     failures = list(dict.fromkeys(_short(f) for f in failures))  # SecAgg+ reports a drop-out once per stage
-    names = run.shop_names
+    names = run.round_shops
     train = {}
     for metrics in shop_metrics:
         metrics = dict(metrics)
@@ -220,7 +232,7 @@ def wait_for_shops(grid: Grid, wanted: int, *, timeout: float, say: Callable[[st
 
 
 def _shops_needed(run: RunDir) -> int:
-    return min(run.config.federation.min_train_shops, len(run.shop_names))
+    return min(run.config.federation.min_train_shops, len(run.round_shops))
 
 
 def _enough_connected(grid: Grid, run: RunDir, server_round: int, what: str, say: Callable[[str], None] | None = None) -> None:
@@ -265,12 +277,12 @@ def federate_item_counts(grid: Grid, run: RunDir, *, timeout: float, say: Callab
         for view, total in sums.items():
             if f"{view}.keys" in keys:
                 total.add(np.array(keys[f"{view}.keys"], dtype=str), *(counts[f"{view}.{p}"].numpy() for p in ("row", "col", "count")))
-    if failures or len(replies) < len(run.shop_names):
-        raise RoundFailed(f"federated item counts: {len(replies)} of {len(run.shop_names)} shops answered ({'; '.join(failures) or 'timeout'})")
+    if failures or len(replies) < len(run.round_shops):
+        raise RoundFailed(f"federated item counts: {len(replies)} of {len(run.round_shops)} shops answered ({'; '.join(failures) or 'timeout'})")
     totals = {view: total.total() for view, total in sums.items() if total.shops}
     save_counts(run.path / "federated_counts.npz", totals, shops=len(replies))
     vocab = len(totals["train"][0]) if "train" in totals else 0
-    say(f"{PREFIX} federated item counts: {len(replies)} shops, {vocab:,} distinct items, {time.perf_counter() - began:.1f} s")
+    say(f"{PREFIX} federated item counts: {plural(len(replies), 'shop')}, {vocab:,} distinct items, {time.perf_counter() - began:.1f} s")
 
 
 def run_rounds(grid: Grid, strategy: Strategy, run: RunDir, *, say: Callable[[str], None] = print) -> dict[str, Any]:
@@ -289,7 +301,7 @@ def run_rounds(grid: Grid, strategy: Strategy, run: RunDir, *, say: Callable[[st
     checkpoint = run.latest_checkpoint()
     # Before the first round of this server process (a fresh run or a resume), give the enrolled
     # shops a bounded time to (re)connect, so a restarted server does not start without them.
-    shops = len(run.shop_names)
+    shops = len(run.round_shops)
     connected = wait_for_shops(grid, shops, timeout=cfg.federation.start_wait_s, say=say)
     if connected < shops:
         say(f"{PREFIX} warning: {connected} of {shops} shops connected after {cfg.federation.start_wait_s:.0f} s "
@@ -308,7 +320,7 @@ def run_rounds(grid: Grid, strategy: Strategy, run: RunDir, *, say: Callable[[st
         history["rounds"] = [r for r in history.get("rounds", []) if r["round"] <= start]
         say(f"{PREFIX} resuming after round {start}/{total} from {run.checkpoint_file(start).name}")
     server_ledger = (
-        ServerPrivacyLedger(run.server_privacy_dir, cfg, len(run.shop_names)) if cfg.privacy.client_dp != "off" else None
+        ServerPrivacyLedger(run.server_privacy_dir, cfg, len(run.round_shops)) if cfg.privacy.client_dp != "off" else None
     )
     train_config = ConfigRecord({"proximal-mu": float(cfg.federation.proximal_mu)}) if cfg.federation.strategy == "fedprox" else ConfigRecord()
 
@@ -329,7 +341,7 @@ def run_rounds(grid: Grid, strategy: Strategy, run: RunDir, *, say: Callable[[st
             replies, exhausted = _split_exhausted(run, replies)
             regressed = _ledger_regressions(history, _per_shop(run, replies)) if cfg.privacy.enabled else {}
             if regressed:
-                names = run.shop_names
+                names = run.round_shops
                 replies = [m for m in replies if names[int(m.content["metrics"]["partition-id"])] not in regressed]
                 failures = failures + list(regressed.values())
             if exhausted and not replies and not failures:
@@ -339,7 +351,7 @@ def run_rounds(grid: Grid, strategy: Strategy, run: RunDir, *, say: Callable[[st
                 run.write_history(history)
                 break
             _check_enough(cfg, server_round, len(replies), failures)
-            new_arrays, _ = strategy.aggregate_train(server_round, replies)
+            new_arrays, _ = aggregate_in_shop_order(strategy, server_round, replies)
             if new_arrays is None:
                 raise RoundFailed(f"round {server_round}: aggregation produced no model; the global model was not updated")
             arrays = new_arrays

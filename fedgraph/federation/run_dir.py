@@ -88,7 +88,15 @@ class RunDir:
 
     @property
     def shop_names(self) -> list[str]:
+        """Every shop of the run: each is evaluated and gets an interest graph."""
         return list(self.index["shops"])
+
+    @property
+    def round_shops(self) -> list[str]:
+        """The shops in the federated rounds (a Flower partition id indexes this list): those with a
+        customer to train on. A shop that cannot train is not called in any round; it is still
+        evaluated with the global model. Runs prepared before this list existed: every shop."""
+        return list(self.index.get("round_shops", self.index["shops"]))
 
     def shop_file(self, shop: str) -> Path:
         """The data every model of the run trains on; its held-out items are the *validation* split

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import zlib
-from dataclasses import fields
 from typing import Any
 
 import torch
@@ -21,14 +20,15 @@ from fedgraph.federation.run_dir import RunDir, state_digest
 from fedgraph.privacy.budget import ShopBudget, open_budget
 from fedgraph.privacy.client_level import UNIFORM_WEIGHT_KEY
 from fedgraph.shop import ShopData
-from fedgraph.training.local import TrainSettings, resolve_device, train_local
+from fedgraph.models.interest_model import is_private_key
+from fedgraph.training import TrainSettings, resolve_device, train_local
 
 _SHOPS: dict[str, ShopData] = {}
 
 
 def shop_data(run: RunDir, partition_id: int) -> ShopData:
     """The prepared data of the shop at ``partition_id`` (cached per process)."""
-    names = run.shop_names
+    names = run.round_shops
     if not 0 <= partition_id < len(names):
         raise IndexError(f"partition-id {partition_id} is out of range: the run has {len(names)} shops")
     path = run.shop_file(names[partition_id])
@@ -38,11 +38,15 @@ def shop_data(run: RunDir, partition_id: int) -> ShopData:
     return _SHOPS[key]
 
 
+def forget_cached(path) -> None:
+    """Drop the cached copy of the shop data at ``path`` (after it was rebuilt on disk)."""
+    _SHOPS.pop(str(path), None)
+
+
 def train_settings(run: RunDir, *, epochs: int | None = None, seed: int = 0, proximal_mu: float = 0.0) -> TrainSettings:
     """The run's ``[train]`` settings as :class:`TrainSettings` (fields of the same name copied)."""
     t = run.config.train
-    same_name = {f.name: getattr(t, f.name) for f in fields(TrainSettings) if hasattr(t, f.name)}
-    return TrainSettings(**{**same_name, "epochs": epochs or t.local_epochs, "seed": seed, "proximal_mu": proximal_mu})
+    return TrainSettings.from_config(t, epochs=epochs or t.local_epochs, seed=seed, proximal_mu=proximal_mu)
 
 
 def round_seed(base: int, server_round: int, shop: str) -> int:
@@ -55,7 +59,7 @@ def model_for_shop(run: RunDir, data: ShopData, state: dict[str, torch.Tensor], 
     latest one, or with ``server_round`` the one kept after that round."""
     model = run.new_model(data.num_items)
     missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or any(not k.startswith("local.") for k in missing):
+    if unexpected or any(not is_private_key(k) for k in missing):
         raise ValueError(f"global weights do not fit the model: missing {missing}, unexpected {unexpected}")
     path = run.local_state_file(data.shop, server_round)
     if model.local is not None and path.exists():

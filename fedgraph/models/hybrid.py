@@ -36,6 +36,8 @@ ALPHAS: tuple[float, ...] = tuple(round(a, 2) for a in np.linspace(0.0, 1.0, 11)
 def standardise(scores: torch.Tensor) -> torch.Tensor:
     """Each row minus its mean, over its standard deviation (rows with no spread become 0)."""
     scores = scores.float()
+    if scores.numel() == 0:  # no users (a shop with none evaluable)
+        return scores
     centred = scores - scores.mean(dim=1, keepdim=True)
     sd = centred.std(dim=1, keepdim=True)
     return torch.where(sd > 0, centred / sd.clamp_min(1e-12), torch.zeros_like(centred))

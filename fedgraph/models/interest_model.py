@@ -64,6 +64,11 @@ from torch_geometric.utils import scatter, softmax
 #: State-dict prefix of the shop-private parameters.
 LOCAL_PREFIX = "local."
 
+
+def is_private_key(name: str) -> bool:
+    """Whether a state-dict key or parameter name belongs to the shop-private part (never sent)."""
+    return name.startswith(LOCAL_PREFIX)
+
 #: Number of per-edge features: recency, log1p(weight), one-hot kind (view, cart, purchase).
 EDGE_FEATURES = 5
 
@@ -112,7 +117,7 @@ class InterestModel(nn.Module):
     """
 
     def __init__(
-        self, in_features: int, dim: int = 64, hidden: int = 128, temperature: float = 0.1, num_local_items: int = 0,
+        self, in_features: int, dim: int = 64, hidden: int = 64, temperature: float = 0.1, num_local_items: int = 0,
         content_dim: int = 0,
     ) -> None:
         super().__init__()
@@ -161,11 +166,15 @@ class InterestModel(nn.Module):
 
     def shared_state_dict(self) -> dict[str, Tensor]:
         """The transferable parameters: what federated learning averages."""
-        return {k: v for k, v in self.state_dict().items() if not k.startswith(LOCAL_PREFIX)}
+        return {k: v for k, v in self.state_dict().items() if not is_private_key(k)}
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The parameters of :meth:`shared_state_dict` (FedProx's proximal term pulls these)."""
+        return [p for name, p in self.named_parameters() if not is_private_key(name)]
 
     def local_state_dict(self) -> dict[str, Tensor]:
         """The shop-private parameters (item corrections and biases): never leave the shop."""
-        return {k: v for k, v in self.state_dict().items() if k.startswith(LOCAL_PREFIX)}
+        return {k: v for k, v in self.state_dict().items() if is_private_key(k)}
 
     # ------------------------------------------------------------------ towers
     def item_embeddings(self, item_features: Tensor, items: Tensor | None = None) -> Tensor:

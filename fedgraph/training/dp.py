@@ -31,7 +31,6 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -47,9 +46,7 @@ from fedgraph.privacy import DPSettings
 from fedgraph.privacy.csprng import SecurePoissonSampler, SecureRandom, secure_noise_like
 from fedgraph.shop import ShopData
 from fedgraph.training.rows import RowSampler
-
-if TYPE_CHECKING:
-    from fedgraph.training.local import TrainResult, TrainSettings
+from fedgraph.training.settings import TrainResult, TrainSettings
 
 
 #: Largest per-user-gradient block (users x out x in elements) that linear_norm_sample builds at once:
@@ -228,20 +225,18 @@ def steps_per_epoch(sample_rate: float) -> int:
 def train_dp(
     model: InterestModel,
     data: ShopData,
-    settings: "TrainSettings",
+    settings: TrainSettings,
     dp: DPSettings,
     *,
     device: torch.device,
     negative_range: np.ndarray | None = None,
-) -> "TrainResult":
-    from fedgraph.training.local import TrainResult
-
+) -> TrainResult:
     started = time.perf_counter()
     model.to(device).train()
     features = torch.from_numpy(data.item_features).to(device)
     users = data.trainable_users()
     if len(users) == 0:
-        return TrainResult(loss=float("nan"), users=0, steps=0, seconds=0.0, dp_history=[])
+        return TrainResult.nothing_trained()
     sampler_rows = RowSampler(
         data, history=settings.history, positives=settings.positives, negatives=settings.negatives, negative_range=negative_range
     )
@@ -255,7 +250,7 @@ def train_dp(
         noise_gen = torch.Generator(device=device).manual_seed(dp.noise_seed + 1)
         row_rng = np.random.default_rng(dp.noise_seed + 2)
 
-    shared = [p for name, p in model.named_parameters() if not name.startswith("local.")]
+    shared = model.shared_parameters()
     anchor = [p.detach().clone() for p in shared] if settings.proximal_mu > 0 else None
     base = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     expected = max(1e-9, dp.sample_rate * len(users))

@@ -9,7 +9,6 @@ pooled baseline all call it, so their budgets are comparable by construction.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,43 +17,12 @@ import torch
 from fedgraph.models.interest_model import InterestModel
 from fedgraph.shop import ShopData
 from fedgraph.training.rows import RowSampler
+from fedgraph.training.settings import TrainResult, TrainSettings, resolve_device
 
 if TYPE_CHECKING:
     from fedgraph.privacy import DPSettings
 
-
-@dataclass(frozen=True)
-class TrainSettings:
-    epochs: int = 1
-    batch_size: int = 32
-    lr: float = 5e-3
-    weight_decay: float = 0.0
-    history: int = 32
-    positives: int = 4
-    negatives: int = 64
-    proximal_mu: float = 0.0
-    seed: int = 0
-
-
-@dataclass
-class TrainResult:
-    loss: float
-    users: int
-    steps: int
-    seconds: float
-    #: DP-SGD steps as Opacus' accountant recorded them: ``(noise_multiplier, sample_rate, steps)``; empty without DP.
-    dp_history: list[tuple[float, float, int]] = field(default_factory=list)
-
-    @property
-    def as_metrics(self) -> dict[str, float]:
-        return {"train_loss": self.loss, "num-examples": self.users, "steps": self.steps, "train_seconds": self.seconds}
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` → CUDA when available, else CPU; anything else is passed to :class:`torch.device`."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+__all__ = ["TrainResult", "TrainSettings", "resolve_device", "train_local"]
 
 
 def train_local(
@@ -81,12 +49,12 @@ def train_local(
     features = torch.from_numpy(data.item_features).to(device)
     users = data.trainable_users()
     if len(users) == 0:
-        return TrainResult(loss=float("nan"), users=0, steps=0, seconds=0.0)
+        return TrainResult.nothing_trained()
     sampler = RowSampler(
         data, history=settings.history, positives=settings.positives, negatives=settings.negatives, negative_range=negative_range
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    shared = [p for name, p in model.named_parameters() if not name.startswith("local.")]
+    shared = model.shared_parameters()
     anchor = [p.detach().clone() for p in shared] if settings.proximal_mu > 0 else None
     rng = np.random.default_rng(settings.seed)
     steps, last_epoch_losses = 0, []
