@@ -290,6 +290,8 @@ class RunConfig:
         """Raise :class:`ConfigError` naming the key, the value, the allowed range and a fix for
         the first invalid value: every number against :data:`RANGES` (and finite), every choice
         against its allowed words, and the combinations that cannot run together."""
+        from fedgraph.federation.strategies import STRATEGIES
+
         for section in fields(self):
             values = getattr(self, section.name)
             for f in fields(values):
@@ -307,7 +309,7 @@ class RunConfig:
             (self.train.batch_size >= 1, "train.batch_size must be >= 1"),
             (self.train.lr > 0, "train.lr must be > 0"),
             (min(self.train.history, self.train.positives, self.train.negatives) >= 1, "train.history, train.positives and train.negatives must be >= 1"),
-            (self.federation.strategy in ("fedavg", "fedprox", "fedadam"), "federation.strategy must be fedavg, fedprox or fedadam"),
+            (self.federation.strategy in STRATEGIES, f"federation.strategy must be one of {', '.join(sorted(STRATEGIES))}"),
             (0.0 < self.federation.fraction_train <= 1.0, "federation.fraction_train must be in (0, 1]"),
             (self.federation.min_train_shops >= 1, "federation.min_train_shops must be >= 1"),
             (self.federation.simulation_wave >= 0, "federation.simulation_wave must be >= 0 (0 = ask every shop at once)"),
@@ -336,10 +338,10 @@ class RunConfig:
             (not (self.privacy.secure_aggregation and self.privacy.client_dp != "off"),
              "privacy.client_dp needs the server to clip each shop's update, which secure aggregation hides from it; "
              "use one of the two"),
-            (not (self.privacy.secure_aggregation and self.federation.strategy == "fedadam"),
-             "federation.strategy=fedadam cannot run with secure aggregation: SecAgg+ averages the masked sum (FedAvg) and "
-             "FedAdam's server optimiser would not be applied; use federation.strategy=fedavg or fedprox, or "
-             "privacy.secure_aggregation=false"),
+            (not (self.privacy.secure_aggregation and not getattr(STRATEGIES.get(self.federation.strategy), "secure_aggregation", True)),
+             f"federation.strategy={self.federation.strategy} cannot run with secure aggregation: "
+             f"{getattr(STRATEGIES.get(self.federation.strategy), 'why_not', '')}; use federation.strategy="
+             f"{' or '.join(sorted(n for n, s in STRATEGIES.items() if s.secure_aggregation))}, or privacy.secure_aggregation=false"),
             (self.privacy.secagg_num_shares >= 3 and self.privacy.secagg_num_shares % 2 == 1,
              "privacy.secagg_num_shares must be odd and >= 3 (Flower's SecAgg+ halts with an even number of shares)"),
             (2 <= self.privacy.secagg_reconstruction_threshold < self.privacy.secagg_num_shares,

@@ -26,8 +26,8 @@ from fedgraph.atomic import atomic_write_json
 from fedgraph.console import plural, strip_ansi
 from fedgraph.config import ConfigError, RunConfig
 from fedgraph.federation.run_dir import RunDir, state_digest
-from fedgraph.features import feature_size, item_features
-from fedgraph.shop import ShopData, build_shop_data
+from fedgraph.features import feature_size, pipeline
+from fedgraph.shop import ShopData
 
 Say = Callable[[str], None]
 
@@ -85,22 +85,17 @@ def check_before_work(config: RunConfig, dataset: Dataset) -> None:
 def prepare(config: RunConfig, run: RunDir, say: Say = print, *, dataset: Dataset | None = None) -> list[str]:
     """Load (unless ``dataset`` is given, already loaded and validated), split, embed and save
     every shop's :class:`ShopData`; returns the shop names."""
-    from fedgraph.data.split import temporal_split
-    from fedgraph.text import TextEmbedder, embed_catalog
-
     started = time.perf_counter()
     dataset = dataset if dataset is not None else load_dataset(config)
     d = config.data
-    train, test = temporal_split(dataset.events, test_fraction=d.test_fraction, min_user_items=d.min_user_items)
+    train, test = pipeline.split_events(dataset.events, config)
     # Validation: the same cut applied again inside the training period (each user's latest
     # items before the test items). Every choice is made on it; test figures are computed once.
-    fit, val = temporal_split(train, test_fraction=d.test_fraction, min_user_items=d.min_user_items)
+    fit, val = pipeline.split_events(train, config)
     catalog = dataset.catalog.reset_index(drop=True)
     say(f"data: {len(dataset.events):,} events, {plural(catalog['shop'].nunique(), 'shop')}, {len(catalog):,} catalog rows "
         f"({len(fit):,} train / {len(val):,} validation / {len(test):,} test events) in {time.perf_counter() - started:.1f} s")
-    embedder = TextEmbedder(cache_dir=config.features.cache_dir or None, batch_size=config.features.text_batch_size)
-    text = embed_catalog(catalog, embedder)
-    st = embedder.stats
+    text, st = pipeline.text_vectors(catalog, config)
     say(f"text features: {len(catalog):,} items ({st.hits:,} from the cache, {st.embedded:,} embedded"
         f"{', model loaded' if st.model_loads else ''})")
     # Order shops by size (largest first) so partition ids are stable and readable.
@@ -118,12 +113,11 @@ def prepare(config: RunConfig, run: RunDir, say: Say = print, *, dataset: Datase
         frame, index = parts[name]
         return frame.iloc[index.get(shop, no_rows)]
 
-    halflife = config.model.recency_halflife_days
     for shop in shops:
         shop_catalog = catalog.iloc[rows_of_shop[shop]]
-        feats = item_features(text[rows_of_shop[shop]], shop_catalog["price"].to_numpy(), neighbours=config.features.neighbours, hops=config.features.hops)
-        final = build_shop_data(shop, rows("train", shop), rows("test", shop), shop_catalog, feats, recency_halflife_days=halflife)
-        data = build_shop_data(shop, rows("fit", shop), rows("val", shop), shop_catalog, feats, recency_halflife_days=halflife)
+        feats = pipeline.shop_item_features(text[rows_of_shop[shop]], shop_catalog["price"].to_numpy(), config)
+        final = pipeline.shop_data(shop, rows("train", shop), rows("test", shop), shop_catalog, feats, config)
+        data = pipeline.shop_data(shop, rows("fit", shop), rows("val", shop), shop_catalog, feats, config)
         final.save(run.final_shop_file(shop))  # first: shop_file's presence marks the shop as prepared
         data.save(run.shop_file(shop))
         # users, items, interactions: of the data trained on (run.shop_file); evaluable users: of the test split

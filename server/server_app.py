@@ -8,7 +8,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedgraph.federation.rounds import run_rounds
 from fedgraph.federation.run_dir import RunDir
 from fedgraph.federation.secure_aggregation import check_settings
-from server.strategies import build_strategy
+from fedgraph.federation.server_strategy import build_strategy
 
 app = ServerApp()
 

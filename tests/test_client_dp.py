@@ -7,7 +7,7 @@ from flwr.app import ArrayRecord, Message, Metadata, MetricRecord, RecordDict
 from fedgraph.config import RunConfig
 from fedgraph.privacy import epsilon
 from fedgraph.privacy.client_level import UNIFORM_WEIGHT_KEY, ServerPrivacyLedger
-from server.strategies import build_strategy
+from fedgraph.federation.server_strategy import build_strategy
 
 
 def _reply(update, users, node):

@@ -30,7 +30,7 @@ def test_overrides_are_typed():
         ("train.epochs=3", "unknown key train.epochs; keys of [train] are"),
         ("trian.rounds=3", "unknown section [trian]"),
         ("rounds=3", "must look like section.key=value"),
-        ("federation.strategy=fedsgd", "federation.strategy must be fedavg, fedprox or fedadam"),
+        ("federation.strategy=fedsgd", "federation.strategy must be one of fedadam, fedavg, fedprox"),
         ("train.rounds=0", "train.rounds must be >= 1"),
     ],
 )

@@ -8,7 +8,7 @@ from flwr.app import ArrayRecord, Message, Metadata, MetricRecord, RecordDict
 
 from fedgraph.config import RunConfig
 from fedgraph.federation.rounds import aggregate_in_shop_order
-from server.strategies import build_strategy
+from fedgraph.federation.server_strategy import build_strategy
 
 
 def _reply(update: np.ndarray, users: int, partition: int, node: int) -> Message:

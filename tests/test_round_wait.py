@@ -11,7 +11,7 @@ from flwr.app import ArrayRecord, ConfigRecord
 
 from fedgraph.config import RunConfig
 from fedgraph.federation.rounds import wait_for_shops
-from server.strategies import build_strategy
+from fedgraph.federation.server_strategy import build_strategy
 
 
 class FakeGrid:

@@ -31,7 +31,6 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -75,6 +74,10 @@ class Catalog:
     def __post_init__(self) -> None:
         self.items: list[str] = self.frame["item"].astype(str).tolist()
 
+    @property
+    def num_items(self) -> int:
+        return len(self.items)
+
 
 def load_catalog_features(path: Path, shop: str, config: RunConfig, cache: Path, *, log: Any = None) -> Catalog:
     """The shop's catalog and item feature vectors, cached in ``cache`` (keyed by file and settings)."""
@@ -92,13 +95,11 @@ def load_catalog_features(path: Path, shop: str, config: RunConfig, cache: Path,
         with np.load(cache, allow_pickle=False) as z:
             if str(z["key"]) == key:
                 return Catalog(shop, catalog, z["features"])
-    from fedgraph.features import item_features
-    from fedgraph.text import TextEmbedder, embed_catalog
+    from fedgraph.features import pipeline
 
     started = time.perf_counter()
-    embedder = TextEmbedder(cache_dir=config.features.cache_dir or None, batch_size=config.features.text_batch_size, progress=False)
-    text = embed_catalog(catalog, embedder)
-    feats = item_features(text, catalog["price"].to_numpy(), neighbours=config.features.neighbours, hops=config.features.hops)
+    text, _ = pipeline.text_vectors(catalog, config, progress=False)
+    feats = pipeline.shop_item_features(text, catalog["price"].to_numpy(), config)
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
@@ -133,9 +134,8 @@ def refresh_training_data(paths: ShopPaths, catalog: Catalog, config: RunConfig,
 
     Returns (event offset the data reflects, whether it was rebuilt).
     """
-    from fedgraph.data.split import temporal_split
+    from fedgraph.features import pipeline
     from fedgraph.federation import shop_side
-    from fedgraph.shop import build_shop_data
 
     with _DATA_LOCK:
         run = RunDir.at(paths.run)
@@ -147,8 +147,8 @@ def refresh_training_data(paths: ShopPaths, catalog: Catalog, config: RunConfig,
         frame = events.all_events(catalog.shop, upto=head)
         if frame.empty:
             raise RuntimeError(f"shop {catalog.shop!r} has ingested no events yet, so it cannot train; drop event files into its source first")
-        train, test = temporal_split(frame, test_fraction=config.data.test_fraction, min_user_items=config.data.min_user_items)
-        data = build_shop_data(catalog.shop, train, test, catalog.frame, catalog.features, recency_halflife_days=config.model.recency_halflife_days)
+        train, test = pipeline.split_events(frame, config)
+        data = pipeline.shop_data(catalog.shop, train, test, catalog.frame, catalog.features, config)
         data.meta["event_offset"] = head
         data.save(target)
         shop_side.forget_cached(target)  # the warm ClientApp caches shop data per process
@@ -234,7 +234,7 @@ class GraphUpdater:
             state, version, rnd = payload["state_dict"], payload["model_version"], int(payload["round"])
         from fedgraph.federation.shop_side import model_for_shop
 
-        model = model_for_shop(run, SimpleNamespace(num_items=len(self.catalog.items), shop=self.catalog.shop), state)
+        model = model_for_shop(run, self.catalog, state)
         model.eval()
         with torch.no_grad():
             feats = torch.from_numpy(self.catalog.features)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import zlib
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -54,9 +54,23 @@ def round_seed(base: int, server_round: int, shop: str) -> int:
     return (base * 1_000_003 + server_round * 7919 + zlib.crc32(shop.encode())) % (2**31)
 
 
-def model_for_shop(run: RunDir, data: ShopData, state: dict[str, torch.Tensor], *, server_round: int | None = None):
+class ShopItems(Protocol):
+    """What :func:`model_for_shop` needs of a shop: its name and catalog size (a
+    :class:`~fedgraph.shop.ShopData`, or a deployed shop's catalog)."""
+
+    shop: str
+
+    @property
+    def num_items(self) -> int: ...
+
+
+def model_for_shop(run: RunDir, data: ShopItems, state: dict[str, torch.Tensor], *, server_round: int | None = None):
     """A model holding the global ``state`` plus this shop's private part (if any yet): the
-    latest one, or with ``server_round`` the one kept after that round."""
+    latest one, or with ``server_round`` the one kept after that round.
+
+    Raises:
+        ValueError: ``state`` does not fit the run's model (missing shared or unexpected keys).
+    """
     model = run.new_model(data.num_items)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or any(not is_private_key(k) for k in missing):

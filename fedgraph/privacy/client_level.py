@@ -4,7 +4,7 @@ With ``privacy.client_dp = "fixed"`` Flower's
 :class:`~flwr.serverapp.strategy.DifferentialPrivacyServerSideFixedClipping` clips each
 shop's update to norm ``C``, sums the clipped updates over the ``m`` sampled shops and divides
 by ``m`` (equal weights; a sampled shop that does not reply counts as a zero update, see
-:func:`server.strategies.divide_by_sampled`: dividing by the number of replies instead would
+:func:`fedgraph.federation.server_strategy.divide_by_sampled`: dividing by the number of replies instead would
 make the sensitivity up to ``2C/r``) and adds ``N(0, (σC/m)²)``; ``"adaptive"`` (Andrew et al., 2021) also adapts ``C`` from a noisy count
 of clipped updates. The unit is **one whole shop** (add/remove one shop, fixed
 denominator ``m``). With ``"adaptive"`` Flower shrinks the update's noise multiplier to

@@ -1,18 +1,17 @@
-"""Strategy selection from the run configuration (FedAvg, FedProx, FedAdam), optionally
-wrapped in Flower's server-side client-level DP (fixed or adaptive clipping)."""
+"""The server's Flower strategy for a run: the registered ``federation.strategy``
+(:mod:`fedgraph.federation.strategies`), optionally wrapped in Flower's server-side
+client-level DP (fixed or adaptive clipping, noise from the CSPRNG)."""
 
 from __future__ import annotations
 
 from flwr.serverapp.strategy import (
     DifferentialPrivacyServerSideAdaptiveClipping,
     DifferentialPrivacyServerSideFixedClipping,
-    FedAdam,
-    FedAvg,
-    FedProx,
     Strategy,
 )
 
 from fedgraph.config import RunConfig
+from fedgraph.federation.strategies import STRATEGIES
 from fedgraph.privacy.client_level import UNIFORM_WEIGHT_KEY, sampled_shops_per_round
 
 
@@ -78,14 +77,9 @@ def build_strategy(config: RunConfig, num_shops: int) -> Strategy:
     )
     if privacy.client_dp != "off" or fed.weights(privacy) == "uniform":
         common["weighted_by_key"] = UNIFORM_WEIGHT_KEY
-    if fed.strategy == "fedavg":
-        strategy: Strategy = FedAvg(**common)
-    elif fed.strategy == "fedprox":
-        strategy = FedProx(proximal_mu=fed.proximal_mu, **common)
-    elif fed.strategy == "fedadam":
-        strategy = FedAdam(eta=fed.server_lr, **common)
-    else:
-        raise ValueError(f"unknown federation.strategy {fed.strategy!r}")
+    if fed.strategy not in STRATEGIES:
+        raise ValueError(f"unknown federation.strategy {fed.strategy!r}; registered: {', '.join(sorted(STRATEGIES))}")
+    strategy: Strategy = STRATEGIES[fed.strategy].build(fed, common)
     sampled = sampled_shops_per_round(config, num_shops)
     if privacy.client_dp == "fixed":
         dp: Strategy = SecureFixedClipping(
