@@ -7,9 +7,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 
+from fedgraph.deploy.shop_app import keep_sent_update, local_errors, shop_location  # run dir + partition id (simulation or shop daemon)
 from fedgraph.federation.secure_aggregation import fitins_to_state, state_to_fitres
 from fedgraph.federation.shop_side import shared_names, shop_evaluate, shop_item_counts, shop_train
-from fedgraph.deploy.shop_app import keep_sent_update, local_errors, shop_location  # run dir + partition id (simulation or shop daemon)
 
 app = ClientApp()
 
@@ -43,7 +43,9 @@ def item_counts(msg: Message, context: Context) -> Message:
     """Federated EASE: the shop's item co-occurrence counts (fedgraph.federation.item_counts)."""
     run_dir, partition_id = shop_location(context, msg)
     found = shop_item_counts(run_dir, partition_id)
-    arrays = {f"{view}.{part}": torch.from_numpy(a) for view, coo in found["counts"].items() for part, a in zip(("row", "col", "count"), coo)}
+    arrays = {
+        f"{view}.{part}": torch.from_numpy(a) for view, coo in found["counts"].items() for part, a in zip(("row", "col", "count"), coo)
+    }
     keys = ConfigRecord({f"{view}.keys": list(k) for view, k in found["keys"].items()} | {"partition-id": partition_id})
     return Message(RecordDict({"counts": ArrayRecord(arrays), "keys": keys}), reply_to=msg)
 
@@ -59,9 +61,13 @@ def train_secure(msg: Message, context: Context) -> Message:
     run_dir, partition_id = shop_location(context, msg)
     state, config = fitins_to_state(msg.content, shared_names(run_dir))
     state, metrics = shop_train(
-        run_dir, partition_id, state, server_round=int(config["server-round"]), proximal_mu=float(config.get("proximal-mu", 0.0)),
+        run_dir,
+        partition_id,
+        state,
+        server_round=int(config["server-round"]),
+        proximal_mu=float(config.get("proximal-mu", 0.0)),
         refuse_when_exhausted=True,
-    )  # fmt: skip
+    )
     keep_sent_update(run_dir, int(config["server-round"]), state)  # deployment tests only
     return Message(state_to_fitres(state, metrics), reply_to=msg)
 

@@ -33,7 +33,8 @@ baseline is one function here and one entry there.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -135,8 +136,13 @@ def ease_dp_alone(
         m, l2 = max(tried, key=lambda key: tried[key])
         result = _score_fitted(dp_ease_model(f, row_items=m, l2=l2, noise_multiplier=sigma, rng=rng), f, k)
         out[s.shop] = {
-            **result, "setting": [m, l2], "validation_ndcg": tried[(m, l2)], "epsilon": eps, "delta": delta,
-            "noise_multiplier": sigma, "mechanism": "Gaussian mechanism on the Gram matrix, one release, rows clipped to m items",
+            **result,
+            "setting": [m, l2],
+            "validation_ndcg": tried[(m, l2)],
+            "epsilon": eps,
+            "delta": delta,
+            "noise_multiplier": sigma,
+            "mechanism": "Gaussian mechanism on the Gram matrix, one release, rows clipped to m items",
         }
     return out
 
@@ -169,12 +175,23 @@ def pooled_ease(shops: list[ShopData], finals: list[ShopData], *, k: int) -> dic
     best = max(EASE_L2, key=lambda g: tried[g])
     final_counts = summed(finals)
     result = per_shop(FederatedEASE(*final_counts, best), finals)
-    return {shop: {**r, "setting": best, "validation_ndcg": tried[best], "shared_items": int(len(final_counts[0]))} for shop, r in result.items()}
+    return {
+        shop: {**r, "setting": best, "validation_ndcg": tried[best], "shared_items": int(len(final_counts[0]))}
+        for shop, r in result.items()
+    }
 
 
 def early_stopped(
-    model: InterestModel, data: ShopData, settings: TrainSettings, *, chunk_epochs: int, max_chunks: int,
-    validate: Callable[[InterestModel], float], patience: int = 4, device: torch.device, dp: "DPSettings | None" = None,
+    model: InterestModel,
+    data: ShopData,
+    settings: TrainSettings,
+    *,
+    chunk_epochs: int,
+    max_chunks: int,
+    validate: Callable[[InterestModel], float],
+    patience: int = 4,
+    device: torch.device,
+    dp: DPSettings | None = None,
     negative_range: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` in chunks of ``chunk_epochs`` epochs (fresh optimiser and seed per chunk, as in a
@@ -212,9 +229,18 @@ def content(shops: list[ShopData], *, k: int, history: int) -> dict[str, dict]:
 
 
 def local_alone(
-    shops: list[ShopData], finals: list[ShopData], new_model: ModelFactory, settings: TrainSettings, *, k: int, history: int,
-    device: torch.device, chunk_epochs: int, max_chunks: int, progress: Callable[[str], None] = lambda _: None,
-    dp: "DPSettings | None" = None,
+    shops: list[ShopData],
+    finals: list[ShopData],
+    new_model: ModelFactory,
+    settings: TrainSettings,
+    *,
+    k: int,
+    history: int,
+    device: torch.device,
+    chunk_epochs: int,
+    max_chunks: int,
+    progress: Callable[[str], None] = lambda _: None,
+    dp: DPSettings | None = None,
 ) -> dict[str, dict]:
     """Each shop trains its own model from the same initialisation, early-stopped on its own
     validation split (:func:`early_stopped`); scored on its own test split.
@@ -226,12 +252,23 @@ def local_alone(
         model = new_model(shop.num_items)
         started = time.perf_counter()
         chosen = early_stopped(
-            model, shop, settings, chunk_epochs=chunk_epochs, max_chunks=max_chunks, device=device, dp=dp,
-            validate=lambda m: _ndcg(evaluate_model(m, shop, k=k, history=history, device=device), k),
+            model,
+            shop,
+            settings,
+            chunk_epochs=chunk_epochs,
+            max_chunks=max_chunks,
+            device=device,
+            dp=dp,
+            validate=lambda m, shop=shop: _ndcg(evaluate_model(m, shop, k=k, history=history, device=device), k),
         )
-        out[shop.shop] = {**evaluate_model(model, final, k=k, history=history, device=device), "epochs": chosen["chunks"] * chunk_epochs,
-                          "validation_ndcg": chosen["validation_ndcg"]}
-        progress(f"local baseline: {shop.shop} trained alone in {time.perf_counter() - started:.1f} s ({out[shop.shop]['epochs']} epochs kept)")
+        out[shop.shop] = {
+            **evaluate_model(model, final, k=k, history=history, device=device),
+            "epochs": chosen["chunks"] * chunk_epochs,
+            "validation_ndcg": chosen["validation_ndcg"],
+        }
+        progress(
+            f"local baseline: {shop.shop} trained alone in {time.perf_counter() - started:.1f} s ({out[shop.shop]['epochs']} epochs kept)"
+        )
     return out
 
 
@@ -275,8 +312,16 @@ def _shop_view(model: InterestModel, new_model: ModelFactory, shop: ShopData, of
 
 
 def pooled_central(
-    shops: list[ShopData], finals: list[ShopData], new_model: ModelFactory, settings: TrainSettings, *, k: int, history: int,
-    device: torch.device, max_epochs: int, progress: Callable[[str], None] = lambda _: None,
+    shops: list[ShopData],
+    finals: list[ShopData],
+    new_model: ModelFactory,
+    settings: TrainSettings,
+    *,
+    k: int,
+    history: int,
+    device: torch.device,
+    max_epochs: int,
+    progress: Callable[[str], None] = lambda _: None,
 ) -> dict[str, dict]:
     """The same model trained on all shops' data at once, early-stopped per epoch on the shops'
     macro validation NDCG (pooled data are ~N times a shop's: fewer epochs suit it); scored per shop."""
@@ -285,20 +330,35 @@ def pooled_central(
     model = new_model(pooled.num_items)
 
     def validate(m: InterestModel) -> float:
-        return macro_ndcg((evaluate_model(_shop_view(m, new_model, s, int(o)), s, k=k, history=history, device=device) for s, o in zip(shops, offsets)), k)
+        return macro_ndcg(
+            (evaluate_model(_shop_view(m, new_model, s, int(o)), s, k=k, history=history, device=device) for s, o in zip(shops, offsets)), k
+        )
 
-    chosen = early_stopped(model, pooled, settings, chunk_epochs=1, max_chunks=max_epochs, validate=validate, device=device,
-                           negative_range=negative_range)
+    chosen = early_stopped(
+        model, pooled, settings, chunk_epochs=1, max_chunks=max_epochs, validate=validate, device=device, negative_range=negative_range
+    )
     progress(f"pooled baseline: {chosen['chunks']} epochs kept (validation NDCG@{k} {chosen['validation_ndcg']:.4f})")
     return {
-        f.shop: {**evaluate_model(_shop_view(model, new_model, f, int(o)), f, k=k, history=history, device=device), "epochs": chosen["chunks"]}
+        f.shop: {
+            **evaluate_model(_shop_view(model, new_model, f, int(o)), f, k=k, history=history, device=device),
+            "epochs": chosen["chunks"],
+        }
         for f, o in zip(finals, offsets)
     }
 
 
 def lightgcn_pooled(
-    shops: list[ShopData], *, k: int, epochs: int, layers: int, dim: int, lr: float, batch_size: int, seed: int,
-    device: torch.device, progress: Callable[[str], None] = lambda _: None,
+    shops: list[ShopData],
+    *,
+    k: int,
+    epochs: int,
+    layers: int,
+    dim: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    progress: Callable[[str], None] = lambda _: None,
 ) -> dict[str, dict]:
     """PyG LightGCN on the pooled user–item graph (users first, then items), BPR loss."""
     pooled, negative_range = pool_shops(shops)

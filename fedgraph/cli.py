@@ -169,7 +169,9 @@ def _cmd_graph(args: argparse.Namespace) -> int:
             raise SystemExit("fedgraph graph export: give --graphml FILE and/or --neo4j DIR")
         for target in (args.graphml, args.neo4j):
             if target is not None and not target.parent.is_dir():
-                raise FileNotFoundError(f"the directory {target.parent} does not exist; create it first or choose another path for {target.name}")
+                raise FileNotFoundError(
+                    f"the directory {target.parent} does not exist; create it first or choose another path for {target.name}"
+                )
         if args.graphml:
             print(f"wrote {export_graphml(store, args.shop, args.graphml)}")
         if args.neo4j:
@@ -192,8 +194,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "simulate" and all("=" in e and not e.startswith("-") for e in extra):
             args.overrides = [*args.overrides, *extra]
         else:
-            print(f"fedgraph {args.command or ''}: unrecognized arguments: {' '.join(extra)} "
-                  f"(see `fedgraph {args.command or ''} --help`)".replace("  ", " "), file=sys.stderr)
+            print(
+                f"fedgraph {args.command or ''}: unrecognized arguments: {' '.join(extra)} "
+                f"(see `fedgraph {args.command or ''} --help`)".replace("  ", " "),
+                file=sys.stderr,
+            )
             return 2
     if args.command is None:
         parser.print_help()
@@ -230,10 +235,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 2
     except Exception as exc:  # noqa: BLE001 - known failure types print cleanly, others keep the traceback
         from fedgraph.data.loaders import DataValidationError
+        from fedgraph.deploy.cli import known_errors
         from fedgraph.federation.run_dir import CheckpointError
         from fedgraph.flower_runtime import FlowerRunError
-
-        from fedgraph.deploy.cli import known_errors
 
         if isinstance(exc, (DataValidationError, CheckpointError, FlowerRunError, KeyError, RuntimeError, *known_errors())):
             print(f"fedgraph {args.command}: {exc}", file=sys.stderr)

@@ -80,7 +80,7 @@ class ModelConfig:
     #: "auto": federated_ease, or ease under privacy.enabled / secure aggregation.
     shop_private: str = "auto"
 
-    def private_part(self, privacy: "PrivacyConfig") -> str:
+    def private_part(self, privacy: PrivacyConfig) -> str:
         """``shop_private`` with ``auto`` resolved against the privacy settings."""
         if self.shop_private != "auto":
             return self.shop_private
@@ -133,7 +133,7 @@ class FederationConfig:
     #: only the weights), users otherwise. See PRIVACY.md, "What leaves a shop".
     weighting: str = "auto"
 
-    def weights(self, privacy: "PrivacyConfig") -> str:
+    def weights(self, privacy: PrivacyConfig) -> str:
         """``weighting`` with ``auto`` resolved against the privacy settings."""
         if self.weighting != "auto":
             return self.weighting
@@ -142,7 +142,17 @@ class FederationConfig:
 
 #: Every method a run reports, in report order: the federated system and the baselines.
 METHODS = (
-    "popularity", "content", "itemknn", "ease", "ease_dp", "local", "federated", "hybrid", "pooled", "pooled_ease", "lightgcn_pooled",
+    "popularity",
+    "content",
+    "itemknn",
+    "ease",
+    "ease_dp",
+    "local",
+    "federated",
+    "hybrid",
+    "pooled",
+    "pooled_ease",
+    "lightgcn_pooled",
 )
 #: The federated system's own rows (fedgraph.selection): the global model alone, and blended with the shop's EASE.
 FEDERATED = ("federated", "hybrid")
@@ -239,7 +249,7 @@ class RunConfig:
         return atomic_write_text(path, self.to_toml())
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], *, source: str = "<dict>") -> "RunConfig":
+    def from_dict(cls, raw: dict[str, Any], *, source: str = "<dict>") -> RunConfig:
         config = cls()
         for section_name, values in raw.items():
             section = _section(config, section_name, source)
@@ -251,7 +261,7 @@ class RunConfig:
         return config
 
     @classmethod
-    def load(cls, path: str | Path | None = None, overrides: list[str] | None = None) -> "RunConfig":
+    def load(cls, path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
         raw: dict[str, Any] = {}
         source = "defaults"
         if path is not None:
@@ -299,30 +309,44 @@ class RunConfig:
                 if message:
                     raise ConfigError(f"{source}: {message}")
         checks = [
-            (_DEVICE.fullmatch(self.train.device) is not None,
-             f"train.device must be auto, cpu, cuda, cuda:N or mps, got {self.train.device!r} (auto picks CUDA when present)"),
+            (
+                _DEVICE.fullmatch(self.train.device) is not None,
+                f"train.device must be auto, cpu, cuda, cuda:N or mps, got {self.train.device!r} (auto picks CUDA when present)",
+            ),
             (self.data.source in ("online_retail", "synthetic", "files"), "data.source must be online_retail, synthetic or files"),
-            (self.data.source != "files" or (self.data.events and self.data.catalog), "data.source=files needs data.events and data.catalog paths"),
+            (
+                self.data.source != "files" or (self.data.events and self.data.catalog),
+                "data.source=files needs data.events and data.catalog paths",
+            ),
             (0.0 < self.data.test_fraction < 1.0, "data.test_fraction must be between 0 and 1"),
             (self.train.rounds >= 1, "train.rounds must be >= 1"),
             (self.train.local_epochs >= 1, "train.local_epochs must be >= 1"),
             (self.train.batch_size >= 1, "train.batch_size must be >= 1"),
             (self.train.lr > 0, "train.lr must be > 0"),
-            (min(self.train.history, self.train.positives, self.train.negatives) >= 1, "train.history, train.positives and train.negatives must be >= 1"),
+            (
+                min(self.train.history, self.train.positives, self.train.negatives) >= 1,
+                "train.history, train.positives and train.negatives must be >= 1",
+            ),
             (self.federation.strategy in STRATEGIES, f"federation.strategy must be one of {', '.join(sorted(STRATEGIES))}"),
             (0.0 < self.federation.fraction_train <= 1.0, "federation.fraction_train must be in (0, 1]"),
             (self.federation.min_train_shops >= 1, "federation.min_train_shops must be >= 1"),
             (self.federation.simulation_wave >= 0, "federation.simulation_wave must be >= 0 (0 = ask every shop at once)"),
             (self.federation.weighting in ("auto", "users", "uniform"), "federation.weighting must be auto, users or uniform"),
-            (self.federation.weighting != "users" or not (self.privacy.enabled or self.privacy.secure_aggregation),
-             "federation.weighting=users sends each shop's exact number of users, which is outside the DP accounting "
-             "(privacy.enabled) and in the clear beside SecAgg+'s masked sum (privacy.secure_aggregation); use weighting=uniform or auto"),
+            (
+                self.federation.weighting != "users" or not (self.privacy.enabled or self.privacy.secure_aggregation),
+                "federation.weighting=users sends each shop's exact number of users, which is outside the DP accounting "
+                "(privacy.enabled) and in the clear beside SecAgg+'s masked sum (privacy.secure_aggregation); use weighting=uniform or auto",
+            ),
             (self.model.temperature > 0, "model.temperature must be > 0"),
-            (self.model.shop_private in ("auto", "federated_ease", "ease", "none"),
-             "model.shop_private must be auto, federated_ease, ease (the shop's own EASE only) or none (the global model alone)"),
-            (self.model.shop_private != "federated_ease" or not (self.privacy.enabled or self.privacy.secure_aggregation),
-             "model.shop_private=federated_ease sends each shop's item co-occurrence counts, which are not differentially private "
-             "and would be seen one shop at a time: with privacy.enabled or privacy.secure_aggregation use model.shop_private=ease or none"),
+            (
+                self.model.shop_private in ("auto", "federated_ease", "ease", "none"),
+                "model.shop_private must be auto, federated_ease, ease (the shop's own EASE only) or none (the global model alone)",
+            ),
+            (
+                self.model.shop_private != "federated_ease" or not (self.privacy.enabled or self.privacy.secure_aggregation),
+                "model.shop_private=federated_ease sends each shop's item co-occurrence counts, which are not differentially private "
+                "and would be seen one shop at a time: with privacy.enabled or privacy.secure_aggregation use model.shop_private=ease or none",
+            ),
             (self.evaluation.k >= 1, "evaluation.k must be >= 1"),
             (set(self.evaluation.baselines) <= set(BASELINES), f"evaluation.baselines may hold {', '.join(BASELINES)}"),
             (self.privacy.target_epsilon > 0, "privacy.target_epsilon must be > 0 (set privacy.enabled=false for no DP)"),
@@ -332,20 +356,29 @@ class RunConfig:
             (self.privacy.accountant in ("rdp", "prv"), "privacy.accountant must be rdp or prv"),
             (self.privacy.grad_sample_mode in ("ghost", "hooks"), "privacy.grad_sample_mode must be ghost or hooks"),
             (self.privacy.client_dp in ("off", "fixed", "adaptive"), "privacy.client_dp must be off, fixed or adaptive"),
-            (self.privacy.client_noise_multiplier >= 0 and self.privacy.client_clipping_norm > 0,
-             "privacy.client_noise_multiplier must be >= 0 and privacy.client_clipping_norm > 0"),
+            (
+                self.privacy.client_noise_multiplier >= 0 and self.privacy.client_clipping_norm > 0,
+                "privacy.client_noise_multiplier must be >= 0 and privacy.client_clipping_norm > 0",
+            ),
             (0.0 < self.privacy.client_delta < 1.0, "privacy.client_delta must be in (0, 1)"),
-            (not (self.privacy.secure_aggregation and self.privacy.client_dp != "off"),
-             "privacy.client_dp needs the server to clip each shop's update, which secure aggregation hides from it; "
-             "use one of the two"),
-            (not (self.privacy.secure_aggregation and not getattr(STRATEGIES.get(self.federation.strategy), "secure_aggregation", True)),
-             f"federation.strategy={self.federation.strategy} cannot run with secure aggregation: "
-             f"{getattr(STRATEGIES.get(self.federation.strategy), 'why_not', '')}; use federation.strategy="
-             f"{' or '.join(sorted(n for n, s in STRATEGIES.items() if s.secure_aggregation))}, or privacy.secure_aggregation=false"),
-            (self.privacy.secagg_num_shares >= 3 and self.privacy.secagg_num_shares % 2 == 1,
-             "privacy.secagg_num_shares must be odd and >= 3 (Flower's SecAgg+ halts with an even number of shares)"),
-            (2 <= self.privacy.secagg_reconstruction_threshold < self.privacy.secagg_num_shares,
-             "privacy.secagg_reconstruction_threshold must be at least 2 and below privacy.secagg_num_shares"),
+            (
+                not (self.privacy.secure_aggregation and self.privacy.client_dp != "off"),
+                "privacy.client_dp needs the server to clip each shop's update, which secure aggregation hides from it; use one of the two",
+            ),
+            (
+                not (self.privacy.secure_aggregation and not getattr(STRATEGIES.get(self.federation.strategy), "secure_aggregation", True)),
+                f"federation.strategy={self.federation.strategy} cannot run with secure aggregation: "
+                f"{getattr(STRATEGIES.get(self.federation.strategy), 'why_not', '')}; use federation.strategy="
+                f"{' or '.join(sorted(n for n, s in STRATEGIES.items() if s.secure_aggregation))}, or privacy.secure_aggregation=false",
+            ),
+            (
+                self.privacy.secagg_num_shares >= 3 and self.privacy.secagg_num_shares % 2 == 1,
+                "privacy.secagg_num_shares must be odd and >= 3 (Flower's SecAgg+ halts with an even number of shares)",
+            ),
+            (
+                2 <= self.privacy.secagg_reconstruction_threshold < self.privacy.secagg_num_shares,
+                "privacy.secagg_reconstruction_threshold must be at least 2 and below privacy.secagg_num_shares",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -419,12 +452,16 @@ def check_device(name: str) -> None:
 
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ConfigError(f"train.device={name}: this machine has no CUDA device (torch {torch.__version__}); "
-                              "use train.device=auto (CUDA when present, else CPU) or train.device=cpu")
+            raise ConfigError(
+                f"train.device={name}: this machine has no CUDA device (torch {torch.__version__}); "
+                "use train.device=auto (CUDA when present, else CPU) or train.device=cpu"
+            )
         index = int(name.split(":", 1)[1]) if ":" in name else 0
         if index >= torch.cuda.device_count():
-            raise ConfigError(f"train.device={name}: this machine has {torch.cuda.device_count()} CUDA device(s) "
-                              f"(cuda:0 to cuda:{torch.cuda.device_count() - 1}); use one of them or train.device=auto")
+            raise ConfigError(
+                f"train.device={name}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                f"(cuda:0 to cuda:{torch.cuda.device_count() - 1}); use one of them or train.device=auto"
+            )
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ConfigError("train.device=mps: this machine has no MPS device; use train.device=auto or cpu")
 
@@ -447,7 +484,5 @@ def _assign(section: Any, section_name: str, key: str, value: Any, source: str) 
     if expected is list and isinstance(value, str):
         value = [v for v in value.split(",") if v]
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-        raise ConfigError(
-            f"{source}: {section_name}.{key} must be {expected.__name__} (default {current!r}), got {value!r}"
-        )
+        raise ConfigError(f"{source}: {section_name}.{key} must be {expected.__name__} (default {current!r}), got {value!r}")
     setattr(section, key, value)

@@ -81,9 +81,8 @@ def content_scores(data: ShopData, users: np.ndarray, *, history: int) -> torch.
     """``[len(users), items]`` cosine between every item's text embedding (the first
     :data:`~fedgraph.features.TEXT_DIM` columns of its public features) and the mean of those of
     the user's ``history`` most recent training items: a recommender with no training and no
-    other user's data (the ``content`` baseline). On Online Retail the text block alone scores
-    above the whole feature vector (macro NDCG@20 0.072 vs 0.060: price and the smoothed block
-    blur it)."""
+    other user's data (the ``content`` baseline). Why the text block and not the whole feature
+    vector: simulations/RESULTS.md, 'Implementation measurements'."""
     from fedgraph.features import TEXT_DIM
 
     text = torch.from_numpy(data.item_features[:, :TEXT_DIM]).float()
@@ -96,7 +95,10 @@ def evaluate_content(data: ShopData, *, k: int = 20, history: int = 64, chunk: i
     """The content baseline: the unseen items closest in text embedding to the user's recent items."""
     users = data.evaluable_users()
     relevant, exclude = _relevant_and_exclude(data, users)
-    top = [top_k_items(content_scores(data, users[s : s + chunk], history=history), k, exclude[s : s + chunk]) for s in range(0, len(users), chunk)]
+    top = [
+        top_k_items(content_scores(data, users[s : s + chunk], history=history), k, exclude[s : s + chunk])
+        for s in range(0, len(users), chunk)
+    ]
     return evaluate_ranking(np.concatenate(top) if top else np.empty((0, k), dtype=np.int64), relevant, k)
 
 

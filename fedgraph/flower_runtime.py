@@ -16,8 +16,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import httpx
 
@@ -168,12 +168,24 @@ def run_flower_simulation(
     console = open(console_path, "ab")
     superlink = subprocess.Popen(
         [
-            _bin("flower-superlink"), "--insecure", "--simulation", "--disable-runtime-dependency-installation",
-            "--host", "127.0.0.1", "--port", str(port),
-            "--database", str(flower_dir / "state.db"), "--log-file", str(flower_dir / "superlink.log"),
+            _bin("flower-superlink"),
+            "--insecure",
+            "--simulation",
+            "--disable-runtime-dependency-installation",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--database",
+            str(flower_dir / "state.db"),
+            "--log-file",
+            str(flower_dir / "superlink.log"),
         ],
-        env=env, stdout=console, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        env=env,
+        stdout=console,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     console.close()
     try:
         deadline = time.monotonic() + startup_timeout
@@ -189,16 +201,30 @@ def run_flower_simulation(
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise FlowerRunError(f"flower-superlink did not become ready in {startup_timeout:.0f} s; see {flower_dir / 'superlink.log'}")
+                raise FlowerRunError(
+                    f"flower-superlink did not become ready in {startup_timeout:.0f} s; see {flower_dir / 'superlink.log'}"
+                )
             time.sleep(0.3)
-        fed = [f"num-supernodes={num_shops}", f"client-resources-num-cpus={max(1, int(cpus_per_shop))}",
-               f"client-resources-num-gpus={float(gpus_per_shop)}", 'init-args-logging-level="error"', "init-args-log-to-driver=true"]  # fmt: skip
+        fed = [
+            f"num-supernodes={num_shops}",
+            f"client-resources-num-cpus={max(1, int(cpus_per_shop))}",
+            f"client-resources-num-gpus={float(gpus_per_shop)}",
+            'init-args-logging-level="error"',
+            "init-args-log-to-driver=true",
+        ]
         if total_cpus:
             fed.append(f"init-args-num-cpus={int(total_cpus)}")
         command = [
-            _bin("flwr"), "run", str(app_dir), "fedgraph", "--stream",
-            "--run-config", f"run-dir='{run_dir}'", "--federation-config", " ".join(fed),
-        ]  # fmt: skip
+            _bin("flwr"),
+            "run",
+            str(app_dir),
+            "fedgraph",
+            "--stream",
+            "--run-config",
+            f"run-dir='{run_dir}'",
+            "--federation-config",
+            " ".join(fed),
+        ]
         with open(log_path, "a", encoding="utf-8") as log:
             log.write("$ " + " ".join(command) + "\n")  # the `flwr run` this run submitted (README: Why not `flwr run .`?)
             runner = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)

@@ -18,7 +18,7 @@ Conventions
 from __future__ import annotations
 
 import math
-from typing import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -61,9 +61,7 @@ def _relevant_set(items: Collection[int] | np.ndarray | None) -> set[int]:
     return {i for i in _as_index_list(items) if i >= 0}
 
 
-def _hits(
-    ranked: np.ndarray, relevant: Sequence[Collection[int]], k: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _hits(ranked: np.ndarray, relevant: Sequence[Collection[int]], k: int) -> tuple[np.ndarray, np.ndarray]:
     """Boolean hit matrix [U, k] and relevant-set sizes [U].
 
     A repeated item in a row counts once (at its first position); padding never hits.
@@ -160,9 +158,7 @@ def top_k_items(
                 if idx.size == 0:
                     continue
                 if idx.min() < 0 or idx.max() >= n_items:
-                    raise IndexError(
-                        f"exclude[{start + r}] has item indices outside [0, {n_items})"
-                    )
+                    raise IndexError(f"exclude[{start + r}] has item indices outside [0, {n_items})")
                 rows.append(np.full(idx.size, r, dtype=np.int64))
                 cols.append(idx)
             if rows:
@@ -198,9 +194,7 @@ def _topk_stable(block: torch.Tensor, k: int) -> np.ndarray:
     return idx.cpu().numpy()
 
 
-def evaluate_ranking(
-    ranked: np.ndarray, relevant: Sequence[Collection[int]], k: int = 20
-) -> dict[str, float | int]:
+def evaluate_ranking(ranked: np.ndarray, relevant: Sequence[Collection[int]], k: int = 20) -> dict[str, float | int]:
     """Mean recall@k and NDCG@k over users with at least one relevant item.
 
     Returns ``{"recall@k": float, "ndcg@k": float, "users": n_evaluated}`` (metrics are NaN when
@@ -224,9 +218,7 @@ def figure(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
 
-def aggregate_shops(
-    per_shop: Mapping[str, Mapping[str, float]], weights: Mapping[str, int] | None = None
-) -> dict[str, object]:
+def aggregate_shops(per_shop: Mapping[str, Mapping[str, float]], weights: Mapping[str, int] | None = None) -> dict[str, object]:
     """Combine per-shop metric dicts into macro and user-weighted averages.
 
     ``per_shop[shop]`` is an :func:`evaluate_ranking` result; ``weights[shop]`` the number of
@@ -267,5 +259,10 @@ def aggregate_shops(
         macro[key] = float(vals[ok].mean()) if ok.any() else math.nan
         wsum = w[ok].sum()
         weighted[key] = float((w[ok] * vals[ok]).sum() / wsum) if wsum > 0 else math.nan
-    return {"macro": macro, "weighted": weighted, "shops": len(shops), "users": int(w.sum()),
-            "shops_evaluated": int(evaluated.sum()) if keys else 0}
+    return {
+        "macro": macro,
+        "weighted": weighted,
+        "shops": len(shops),
+        "users": int(w.sum()),
+        "shops_evaluated": int(evaluated.sum()) if keys else 0,
+    }

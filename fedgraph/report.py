@@ -26,7 +26,8 @@ Every ε in ``privacy`` is read from the shops' verified ledgers (:mod:`fedgraph
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import matplotlib
 
@@ -54,7 +55,9 @@ LABELS = {
     "pooled_ease": "EASE, all data pooled",
     "lightgcn_pooled": "LightGCN pooled (PyG)",
 }
-COLOURS = dict(zip(ORDER, ("#999999", "#8c564b", "#bcbd22", "#d62728", "#ff9896", "#e08a2c", "#1f6fb4", "#17becf", "#2ca02c", "#98df8a", "#9467bd")))
+COLOURS = dict(
+    zip(ORDER, ("#999999", "#8c564b", "#bcbd22", "#d62728", "#ff9896", "#e08a2c", "#1f6fb4", "#17becf", "#2ca02c", "#98df8a", "#9467bd"))
+)
 
 
 def _summarise(per_shop: dict[str, dict], k: int, largest: str) -> dict[str, Any]:
@@ -93,15 +96,28 @@ def write_report(
     methods = {m: _summarise(results[m], k, largest) for m in ORDER if m in results}
     rounds = []
     for r in run.read_history()["rounds"]:
-        agg = aggregate_shops({s: {f"recall@{k}": e[f"recall@{k}"], f"ndcg@{k}": e[f"ndcg@{k}"], "users": e.get("users", 0)} for s, e in r["eval"].items()})
+        agg = aggregate_shops(
+            {s: {f"recall@{k}": e[f"recall@{k}"], f"ndcg@{k}": e[f"ndcg@{k}"], "users": e.get("users", 0)} for s, e in r["eval"].items()}
+        )
         rounds.append({"round": r["round"], **agg["macro"], "seconds": r.get("seconds", 0.0), "failures": len(r.get("failures", []))})
     doc = {
-        "k": k, "methods": methods, "rounds": rounds, "shops": summary, "largest_shop": largest,
-        "timings": timings, "environment": environment, "graphs": graphs, "privacy": privacy_summary(run),
-        "config": run.config.to_dict(), "dataset": run.index.get("dataset", {}),
-        "selection": {"split": "validation: each user's latest items of the training period; test figures computed once",
-                      "round": (selection or {}).get("round"), "hybrid": (selection or {}).get("per_shop", {})},
-    }  # fmt: skip
+        "k": k,
+        "methods": methods,
+        "rounds": rounds,
+        "shops": summary,
+        "largest_shop": largest,
+        "timings": timings,
+        "environment": environment,
+        "graphs": graphs,
+        "privacy": privacy_summary(run),
+        "config": run.config.to_dict(),
+        "dataset": run.index.get("dataset", {}),
+        "selection": {
+            "split": "validation: each user's latest items of the training period; test figures computed once",
+            "round": (selection or {}).get("round"),
+            "hybrid": (selection or {}).get("per_shop", {}),
+        },
+    }
     atomic_write_json(run.metrics_file, doc)
     atomic_write_with(run.path / "metrics.png", lambda tmp: _plot(doc, tmp))
     for line in summary_table(doc).splitlines():
@@ -124,10 +140,14 @@ def privacy_summary(run: RunDir) -> dict[str, Any]:
         entries = PrivacyLedger(run.server_privacy_dir).verify()
         rounds = [e for e in entries if e.get("kind") == "round"]
         out["client_level"] = {
-            "unit": "one whole shop", "mechanism": entries[0]["mechanism"] if entries else p.client_dp,
-            "epsilon": float(rounds[-1]["epsilon"]) if rounds else 0.0, "delta": float(p.client_delta),
-            "noise_multiplier": float(p.client_noise_multiplier), "releases": len(rounds), "accountant": "rdp",
-        }  # fmt: skip
+            "unit": "one whole shop",
+            "mechanism": entries[0]["mechanism"] if entries else p.client_dp,
+            "epsilon": float(rounds[-1]["epsilon"]) if rounds else 0.0,
+            "delta": float(p.client_delta),
+            "noise_multiplier": float(p.client_noise_multiplier),
+            "releases": len(rounds),
+            "accountant": "rdp",
+        }
     if not p.enabled:
         out["statement"] = "no differential privacy (privacy.enabled = false): the model carries no formal guarantee"
         return out
@@ -138,20 +158,27 @@ def privacy_summary(run: RunDir) -> dict[str, Any]:
         trained = [e for e in entries if e.get("kind") == "round"]
         last = trained[-1] if trained else {}
         per_shop[shop] = {
-            "epsilon": float(last.get("epsilon", 0.0)), "epsilon_rdp": float(last.get("epsilon_rdp", 0.0)),
-            "epsilon_prv": last.get("epsilon_prv"), "accountant": plan.get("accountant", p.accountant),
-            "delta": float(plan.get("delta", 0.0)), "target_epsilon": float(plan.get("target_epsilon", p.target_epsilon)),
-            "noise_multiplier": float(plan.get("noise_multiplier", 0.0)), "sample_rate": float(plan.get("sample_rate", 0.0)),
-            "max_grad_norm": float(plan.get("max_grad_norm", p.max_grad_norm)), "steps": int(sum(e["steps"] for e in trained)),
-            "rounds_trained": len(trained), "rounds_refused": sum(1 for e in entries if e.get("kind") == "skip"),
-        }  # fmt: skip
+            "epsilon": float(last.get("epsilon", 0.0)),
+            "epsilon_rdp": float(last.get("epsilon_rdp", 0.0)),
+            "epsilon_prv": last.get("epsilon_prv"),
+            "accountant": plan.get("accountant", p.accountant),
+            "delta": float(plan.get("delta", 0.0)),
+            "target_epsilon": float(plan.get("target_epsilon", p.target_epsilon)),
+            "noise_multiplier": float(plan.get("noise_multiplier", 0.0)),
+            "sample_rate": float(plan.get("sample_rate", 0.0)),
+            "max_grad_norm": float(plan.get("max_grad_norm", p.max_grad_norm)),
+            "steps": int(sum(e["steps"] for e in trained)),
+            "rounds_trained": len(trained),
+            "rounds_refused": sum(1 for e in entries if e.get("kind") == "skip"),
+        }
     out.update(
         unit="one customer's whole history in one shop",
         mechanism="DP-SGD (Opacus): Poisson sampling of users, per-user clipping, Gaussian noise",
-        accountant=p.accountant, per_shop=per_shop,
+        accountant=p.accountant,
+        per_shop=per_shop,
         max_epsilon=max((v["epsilon"] for v in per_shop.values()), default=0.0),
         max_delta=max((v["delta"] for v in per_shop.values()), default=0.0),
-    )  # fmt: skip
+    )
     return out
 
 
@@ -168,15 +195,21 @@ def summary_table(doc: dict[str, Any]) -> str:
         )
     evaluated = [s for s in doc["shops"] if s.get("evaluable_users", 1)]
     users = sum(int(s.get("evaluable_users", 0)) for s in evaluated)
-    lines.append(f"(macro averages over the {plural(len(evaluated), 'shop')} of {len(doc['shops'])} with evaluable users, "
-                 f"{users:,} users; 'w.' = weighted by evaluated users)")
+    lines.append(
+        f"(macro averages over the {plural(len(evaluated), 'shop')} of {len(doc['shops'])} with evaluable users, "
+        f"{users:,} users; 'w.' = weighted by evaluated users)"
+    )
     if len(evaluated) < len(doc["shops"]):
-        lines.append(f"warning: {plural(len(doc['shops']) - len(evaluated), 'shop')} without a user with held-out items: no figure "
-                     "(null in metrics.json); see data.min_user_items")
+        lines.append(
+            f"warning: {plural(len(doc['shops']) - len(evaluated), 'shop')} without a user with held-out items: no figure "
+            "(null in metrics.json); see data.min_user_items"
+        )
     selection = doc.get("selection") or {}
     if selection.get("round") is not None:
-        lines.append(f"chosen on validation: federated round {selection['round']}; the hybrid's λ and blend weight per shop "
-                     "(metrics.json: selection); every baseline's settings likewise (baselines/*.json)")
+        lines.append(
+            f"chosen on validation: federated round {selection['round']}; the hybrid's λ and blend weight per shop "
+            "(metrics.json: selection); every baseline's settings likewise (baselines/*.json)"
+        )
     privacy = doc.get("privacy", {})
     if privacy.get("enabled"):
         lines.append(
@@ -227,7 +260,9 @@ def _plot(doc: dict[str, Any], path) -> None:
         vals = [methods[m]["per_shop"].get(s, {}).get(metric, float("nan")) for s in shops]
         ax.bar([i + j * width for i in range(len(shops))], vals, width=width, color=COLOURS[m], label=LABELS[m])
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(shops))])
-    ax.set_xticklabels([f"{s}\n({next(x['users'] for x in doc['shops'] if x['shop'] == s)})" for s in shops], rotation=45, fontsize=7, ha="right")
+    ax.set_xticklabels(
+        [f"{s}\n({next(x['users'] for x in doc['shops'] if x['shop'] == s)})" for s in shops], rotation=45, fontsize=7, ha="right"
+    )
     ax.set_ylabel(f"test {metric.upper()}")
     ax.set_title("per shop (users)")
     ax.grid(axis="y", alpha=0.3)

@@ -20,7 +20,8 @@ they steer choices only and are not part of the DP accounting (PRIVACY.md says s
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -82,7 +83,13 @@ class PrivateCandidates:
 
 
 def hybrid_choice(
-    model, val: ShopData, candidates: PrivateCandidates, *, k: int, history: int, device: torch.device,
+    model,
+    val: ShopData,
+    candidates: PrivateCandidates,
+    *,
+    k: int,
+    history: int,
+    device: torch.device,
     known_l2: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """The shop's hybrid, chosen on its validation split: for each candidate the λ that
@@ -109,8 +116,14 @@ def hybrid_choice(
     order = candidates.names
     name = max(order, key=lambda c: (tried[c][1][tried[c][0]], -order.index(c)))  # ties: the own log
     alpha = tried[name][0]
-    return {"gram": name, "l2": chosen_l2[name], "alpha": alpha, "validation_ndcg": tried[name][1][alpha],
-            "global_validation_ndcg": tried[order[0]][1][1.0], "ease_l2": chosen_l2}
+    return {
+        "gram": name,
+        "l2": chosen_l2[name],
+        "alpha": alpha,
+        "validation_ndcg": tried[name][1][alpha],
+        "global_validation_ndcg": tried[order[0]][1][1.0],
+        "ease_l2": chosen_l2,
+    }
 
 
 def select_and_test(run: RunDir, *, private_part: str, own_l2: dict[str, float] | None = None, say: Say = print) -> dict[str, Any]:
@@ -137,7 +150,9 @@ def select_and_test(run: RunDir, *, private_part: str, own_l2: dict[str, float] 
     k, history = cfg.evaluation.k, cfg.evaluation.history
     device = resolve_device(cfg.train.device)
     best, per_round = select_round(rounds, k)
-    say(f"selection: round {best} kept (macro validation NDCG@{k} {per_round[best]:.4f}; last round {max(per_round)}: {per_round[max(per_round)]:.4f})")
+    say(
+        f"selection: round {best} kept (macro validation NDCG@{k} {per_round[best]:.4f}; last round {max(per_round)}: {per_round[max(per_round)]:.4f})"
+    )
     state = run.load_checkpoint(best)["state_dict"] if best > 0 else run.new_model().state_dict()
     federated, hybrid, choices = {}, {}, {}
     on_validation, on_test = PrivateCandidates(run, "train", private_part), PrivateCandidates(run, "final", private_part)
@@ -154,8 +169,15 @@ def select_and_test(run: RunDir, *, private_part: str, own_l2: dict[str, float] 
             hybrid[name] = {**evaluate_scores(final, users, blend(global_scores, private, choice["alpha"]), k=k), **choice}
             choices[name] = choice
     _prune_private_rounds(run, keep=(best, max(per_round) - 1, max(per_round)))
-    doc = {"round": best, "model_versions": versions, "validation_ndcg": {str(r): v for r, v in per_round.items()}, "private_part": private_part,
-           "per_shop": choices, "federated": federated, "hybrid": hybrid}
+    doc = {
+        "round": best,
+        "model_versions": versions,
+        "validation_ndcg": {str(r): v for r, v in per_round.items()},
+        "private_part": private_part,
+        "per_shop": choices,
+        "federated": federated,
+        "hybrid": hybrid,
+    }
     atomic_write_json(path, doc)
     return doc
 

@@ -80,7 +80,7 @@ class ShopData:
         return atomic_write_bytes(path, buffer.getvalue())
 
     @classmethod
-    def load(cls, path: str | Path) -> "ShopData":
+    def load(cls, path: str | Path) -> ShopData:
         path = Path(path)
         if not path.exists():
             raise ShopDataError(f"shop data file {path} does not exist; re-run the data preparation (fedgraph simulate)")
@@ -167,8 +167,13 @@ def build_shop_data(
     grouped = grouped.sort_values(["u", "last", "i"], kind="stable")
     # Recency from the user's *own* latest event, never the shop's (user-level DP, see PRIVACY.md).
     seconds = (grouped["last"] - pd.Timestamp("1970-01-01", tz=grouped["last"].dt.tz)).dt.total_seconds().to_numpy()
-    attr = edge_attributes(grouped["u"].to_numpy(), seconds, grouped["weight"].to_numpy(), grouped["kind_rank"].to_numpy(),
-                           recency_halflife_days=recency_halflife_days)  # fmt: skip
+    attr = edge_attributes(
+        grouped["u"].to_numpy(),
+        seconds,
+        grouped["weight"].to_numpy(),
+        grouped["kind_rank"].to_numpy(),
+        recency_halflife_days=recency_halflife_days,
+    )
     counts = np.bincount(grouped["u"].to_numpy(), minlength=len(users))
 
     test_pairs = test[["user", "item"]].drop_duplicates()

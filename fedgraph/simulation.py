@@ -14,19 +14,21 @@ import platform
 import resource
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
 from fedgraph.atomic import atomic_write_json
-from fedgraph.console import plural, strip_ansi
 from fedgraph.config import ConfigError, RunConfig
-from fedgraph.federation.run_dir import RunDir, state_digest
+from fedgraph.console import plural, strip_ansi
 from fedgraph.features import feature_size, pipeline
+from fedgraph.federation.run_dir import RunDir, state_digest
 from fedgraph.shop import ShopData
 
 Say = Callable[[str], None]
@@ -53,7 +55,10 @@ def load_dataset(config: RunConfig) -> Dataset:
         from fedgraph.data.synthetic import generate_federation
 
         fed = generate_federation(
-            d.synthetic_shops, seed=d.seed, users_per_shop=tuple(d.synthetic_users_per_shop), items_per_shop=tuple(d.synthetic_items_per_shop)
+            d.synthetic_shops,
+            seed=d.seed,
+            users_per_shop=tuple(d.synthetic_users_per_shop),
+            items_per_shop=tuple(d.synthetic_items_per_shop),
         )
         return Dataset(fed.events, fed.catalog, {"source": f"synthetic ({d.synthetic_shops} shops, seed {d.seed})"})
     from fedgraph.data.loaders import check_events_against_catalog, load_catalog, load_events
@@ -93,11 +98,15 @@ def prepare(config: RunConfig, run: RunDir, say: Say = print, *, dataset: Datase
     # items before the test items). Every choice is made on it; test figures are computed once.
     fit, val = pipeline.split_events(train, config)
     catalog = dataset.catalog.reset_index(drop=True)
-    say(f"data: {len(dataset.events):,} events, {plural(catalog['shop'].nunique(), 'shop')}, {len(catalog):,} catalog rows "
-        f"({len(fit):,} train / {len(val):,} validation / {len(test):,} test events) in {time.perf_counter() - started:.1f} s")
+    say(
+        f"data: {len(dataset.events):,} events, {plural(catalog['shop'].nunique(), 'shop')}, {len(catalog):,} catalog rows "
+        f"({len(fit):,} train / {len(val):,} validation / {len(test):,} test events) in {time.perf_counter() - started:.1f} s"
+    )
     text, st = pipeline.text_vectors(catalog, config)
-    say(f"text features: {len(catalog):,} items ({st.hits:,} from the cache, {st.embedded:,} embedded"
-        f"{', model loaded' if st.model_loads else ''})")
+    say(
+        f"text features: {len(catalog):,} items ({st.hits:,} from the cache, {st.embedded:,} embedded"
+        f"{', model loaded' if st.model_loads else ''})"
+    )
     # Order shops by size (largest first) so partition ids are stable and readable.
     users_per_shop = dataset.events.groupby("shop")["user"].nunique()
     shops = sorted(users_per_shop.index, key=lambda s: (-int(users_per_shop[s]), s))
@@ -107,7 +116,10 @@ def prepare(config: RunConfig, run: RunDir, say: Say = print, *, dataset: Datase
     # quadratic: 1,000 shops x 3.4M events). build_shop_data gets the shop's own rows, in
     # their original order, so its result is unchanged.
     no_rows = np.zeros(0, dtype=np.int64)
-    parts = {name: (frame, frame.groupby("shop", sort=False).indices) for name, frame in (("train", train), ("test", test), ("fit", fit), ("val", val))}
+    parts = {
+        name: (frame, frame.groupby("shop", sort=False).indices)
+        for name, frame in (("train", train), ("test", test), ("fit", fit), ("val", val))
+    }
 
     def rows(name: str, shop: str) -> pd.DataFrame:
         frame, index = parts[name]
@@ -121,10 +133,18 @@ def prepare(config: RunConfig, run: RunDir, say: Say = print, *, dataset: Datase
         final.save(run.final_shop_file(shop))  # first: shop_file's presence marks the shop as prepared
         data.save(run.shop_file(shop))
         # users, items, interactions: of the data trained on (run.shop_file); evaluable users: of the test split
-        summary.append({"shop": shop, "users": data.num_users, "items": data.num_items, "interactions": data.num_interactions,
-                        "evaluable_users": int(len(final.evaluable_users())), "validation_users": int(len(data.evaluable_users())),
-                        "trainable_users": int(len(data.trainable_users())),
-                        "history_interactions": final.num_interactions})
+        summary.append(
+            {
+                "shop": shop,
+                "users": data.num_users,
+                "items": data.num_items,
+                "interactions": data.num_interactions,
+                "evaluable_users": int(len(final.evaluable_users())),
+                "validation_users": int(len(data.evaluable_users())),
+                "trainable_users": int(len(data.trainable_users())),
+                "history_interactions": final.num_interactions,
+            }
+        )
     for split, key in (("validation", "validation_users"), ("test", "evaluable_users")):
         if not any(s[key] for s in summary):
             raise ConfigError(
@@ -155,12 +175,16 @@ def _warn_about_small_shops(summary: list[dict[str, Any]], say: Say) -> None:
     no figure covers them)."""
     idle = [s["shop"] for s in summary if s["trainable_users"] == 0]
     if idle:
-        say(f"warning: {plural(len(idle), 'shop')} cannot train (no customer with two or more training events) and "
-            f"{'is' if len(idle) == 1 else 'are'} left out of the federated rounds; still evaluated with the global model: {_names(idle)}")
+        say(
+            f"warning: {plural(len(idle), 'shop')} cannot train (no customer with two or more training events) and "
+            f"{'is' if len(idle) == 1 else 'are'} left out of the federated rounds; still evaluated with the global model: {_names(idle)}"
+        )
     blind = [s["shop"] for s in summary if s["evaluable_users"] == 0 or s["validation_users"] == 0]
     if blind:
-        say(f"warning: {plural(len(blind), 'shop')} cannot be evaluated (no customer with both a training and a held-out event "
-            f"in the validation or the test split), so no figure or choice covers {'it' if len(blind) == 1 else 'them'}: {_names(blind)}")
+        say(
+            f"warning: {plural(len(blind), 'shop')} cannot be evaluated (no customer with both a training and a held-out event "
+            f"in the validation or the test split), so no figure or choice covers {'it' if len(blind) == 1 else 'them'}: {_names(blind)}"
+        )
 
 
 def load_shops(run: RunDir, *, final: bool = False) -> list[ShopData]:
@@ -187,8 +211,16 @@ def _train_alone(run_path: str, shop_name: str) -> tuple[str, dict]:
     device = resolve_device(cfg.train.device)
     dp = _alone_dp(run, shop)
     per_shop = baselines.local_alone(
-        [shop], [final], run.new_model, _baseline_settings(run), k=cfg.evaluation.k, history=cfg.evaluation.history, device=device,
-        chunk_epochs=cfg.train.local_epochs, max_chunks=cfg.train.rounds, dp=dp,
+        [shop],
+        [final],
+        run.new_model,
+        _baseline_settings(run),
+        k=cfg.evaluation.k,
+        history=cfg.evaluation.history,
+        device=device,
+        chunk_epochs=cfg.train.local_epochs,
+        max_chunks=cfg.train.rounds,
+        dp=dp,
     )[shop_name]
     if dp is not None:
         per_shop = {**per_shop, "epsilon": _alone_epsilon(run, shop, dp), "delta": dp.delta}
@@ -199,7 +231,13 @@ def _alone_plan(run: RunDir, shop: ShopData) -> dict:
     from fedgraph.privacy.budget import plan_for
 
     cfg = run.config
-    return plan_for(len(shop.trainable_users()), cfg.privacy, rounds=cfg.train.rounds, local_epochs=cfg.train.local_epochs, batch_size=cfg.train.batch_size)
+    return plan_for(
+        len(shop.trainable_users()),
+        cfg.privacy,
+        rounds=cfg.train.rounds,
+        local_epochs=cfg.train.local_epochs,
+        batch_size=cfg.train.batch_size,
+    )
 
 
 def _alone_dp(run: RunDir, shop: ShopData):
@@ -212,9 +250,14 @@ def _alone_dp(run: RunDir, shop: ShopData):
     plan = _alone_plan(run, shop)
     seed = run.config.train.seed if p.deterministic_noise else None
     return DPSettings(
-        noise_multiplier=plan["noise_multiplier"], max_grad_norm=plan["max_grad_norm"], sample_rate=plan["sample_rate"],
-        delta=plan["delta"], accountant=plan["accountant"], grad_sample_mode=p.grad_sample_mode, noise_seed=seed,
-    )  # fmt: skip
+        noise_multiplier=plan["noise_multiplier"],
+        max_grad_norm=plan["max_grad_norm"],
+        sample_rate=plan["sample_rate"],
+        delta=plan["delta"],
+        accountant=plan["accountant"],
+        grad_sample_mode=p.grad_sample_mode,
+        noise_seed=seed,
+    )
 
 
 def _alone_epsilon(run: RunDir, shop: ShopData, dp) -> float:
@@ -276,13 +319,28 @@ def _baseline_methods() -> dict[str, Callable[[BaselineContext], dict[str, dict]
         "ease_dp": lambda c: b.ease_dp_alone(c.shops, c.finals, k=ev(c).k, epsilon=_shop_epsilon(c.run), seed=c.run.config.train.seed),
         "local": lambda c: _local_in_parallel(c.run, c.device),
         "pooled": lambda c: b.pooled_central(
-            c.shops, c.finals, c.run.new_model, _baseline_settings(c.run), k=ev(c).k, history=ev(c).history, device=c.device,
-            max_epochs=c.run.config.train.rounds * c.run.config.train.local_epochs, progress=c.say,
+            c.shops,
+            c.finals,
+            c.run.new_model,
+            _baseline_settings(c.run),
+            k=ev(c).k,
+            history=ev(c).history,
+            device=c.device,
+            max_epochs=c.run.config.train.rounds * c.run.config.train.local_epochs,
+            progress=c.say,
         ),
         "pooled_ease": lambda c: b.pooled_ease(c.shops, c.finals, k=ev(c).k),
         "lightgcn_pooled": lambda c: b.lightgcn_pooled(
-            c.finals, k=ev(c).k, epochs=ev(c).lightgcn_epochs, layers=ev(c).lightgcn_layers, dim=ev(c).lightgcn_dim,
-            lr=ev(c).lightgcn_lr, batch_size=ev(c).lightgcn_batch_size, seed=c.run.config.train.seed, device=c.device, progress=c.say,
+            c.finals,
+            k=ev(c).k,
+            epochs=ev(c).lightgcn_epochs,
+            layers=ev(c).lightgcn_layers,
+            dim=ev(c).lightgcn_dim,
+            lr=ev(c).lightgcn_lr,
+            batch_size=ev(c).lightgcn_batch_size,
+            seed=c.run.config.train.seed,
+            device=c.device,
+            progress=c.say,
         ),
     }
 
@@ -322,7 +380,9 @@ def federated_results(run: RunDir) -> dict[str, dict]:
     rounds = history["rounds"]
     if not rounds or (rounds[-1]["round"] != run.config.train.rounds and "stopped" not in history):
         done = rounds[-1]["round"] if rounds else 0
-        raise RuntimeError(f"federated training did not finish ({done} of {run.config.train.rounds} rounds); see flower.log in the run directory, then resume the run")
+        raise RuntimeError(
+            f"federated training did not finish ({done} of {run.config.train.rounds} rounds); see flower.log in the run directory, then resume the run"
+        )
     run.latest_checkpoint()  # a damaged last checkpoint is reported (with how to recover) before anything uses the run
     return {shop: {k: v for k, v in m.items() if k != "num-examples"} for shop, m in rounds[-1]["eval"].items()}
 
@@ -363,12 +423,23 @@ def build_graphs(run: RunDir, selection: dict[str, Any], say: Say = print) -> di
         # Scores are z_u . e_i / tau + b_i (exactly the evaluation's ranking): the builder
         # gets the unit item vectors (for similarities and interests) and the bias apart.
         graph = build_interest_graph(
-            shop.shop, list(shop.users), (user_emb / model.temperature).cpu().numpy(), list(shop.items),
-            items[:, :-1].cpu().numpy(), list(shop.item_titles), list(shop.item_categories),
-            exclude=[shop.history(u) for u in users], item_bias=items[:, -1].cpu().numpy(),
-            top_k_items=cfg.graph.top_k_items, top_k_interests=cfg.graph.top_k_interests,
-            top_k_neighbours=cfg.graph.top_k_neighbours, model_version=version, round=kept, device=device, rescore=rescore,
-        )  # fmt: skip
+            shop.shop,
+            list(shop.users),
+            (user_emb / model.temperature).cpu().numpy(),
+            list(shop.items),
+            items[:, :-1].cpu().numpy(),
+            list(shop.item_titles),
+            list(shop.item_categories),
+            exclude=[shop.history(u) for u in users],
+            item_bias=items[:, -1].cpu().numpy(),
+            top_k_items=cfg.graph.top_k_items,
+            top_k_interests=cfg.graph.top_k_interests,
+            top_k_neighbours=cfg.graph.top_k_neighbours,
+            model_version=version,
+            round=kept,
+            device=device,
+            rescore=rescore,
+        )
         store.write(graph)
         sizes[shop.shop] = store.summary(shop.shop)
         say(f"graph {shop.shop}: {shop.num_users} users, {shop.num_items} items in {time.perf_counter() - started:.1f} s")
@@ -381,16 +452,23 @@ def _record_provenance(run: RunDir) -> None:
     import getpass
     import hashlib
     import socket
-    from datetime import datetime, timezone
+    from datetime import datetime
+
     from fedgraph import version
 
     fedgraph_version = version()
-    atomic_write_json(run.path / "run.json", {
-        "config_sha256": hashlib.sha256(run.config_file.read_bytes()).hexdigest(),
-        "user": getpass.getuser(), "host": socket.gethostname(),
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(sys.argv), "fedgraph": fedgraph_version, "python": sys.version.split()[0],
-    })  # fmt: skip
+    atomic_write_json(
+        run.path / "run.json",
+        {
+            "config_sha256": hashlib.sha256(run.config_file.read_bytes()).hexdigest(),
+            "user": getpass.getuser(),
+            "host": socket.gethostname(),
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
+            "command": " ".join(sys.argv),
+            "fedgraph": fedgraph_version,
+            "python": sys.version.split()[0],
+        },
+    )
 
 
 def _peak_rss_mb() -> dict[str, float]:
@@ -443,12 +521,18 @@ def simulate(config: RunConfig | None, out_dir: str | Path, *, resume: bool = Fa
     history = run.read_history()
     if not history.get("rounds") or (history["rounds"][-1]["round"] < config.train.rounds and "stopped" not in history):
         fed = config.federation
-        say(f"federated training: {plural(len(run.round_shops), 'shop')}, {plural(config.train.rounds, 'round')}, {fed.strategy} (Flower simulation engine)")
+        say(
+            f"federated training: {plural(len(run.round_shops), 'shop')}, {plural(config.train.rounds, 'round')}, {fed.strategy} (Flower simulation engine)"
+        )
         run_flower_simulation(
-            run.path, num_shops=len(run.round_shops), cpus_per_shop=fed.cpus_per_shop, gpus_per_shop=fed.gpus_per_shop,
-            total_cpus=fed.total_cpus, on_line=lambda line: _forward_flower_line(line, say),
+            run.path,
+            num_shops=len(run.round_shops),
+            cpus_per_shop=fed.cpus_per_shop,
+            gpus_per_shop=fed.gpus_per_shop,
+            total_cpus=fed.total_cpus,
+            on_line=lambda line: _forward_flower_line(line, say),
             clientapp="clients.client_app:secagg_app" if config.privacy.secure_aggregation else "clients.client_app:app",
-        )  # fmt: skip
+        )
     federated_results(run)  # raises unless training finished
     timings["federated_s"] = time.perf_counter() - t
 
@@ -469,8 +553,11 @@ def simulate(config: RunConfig | None, out_dir: str | Path, *, resume: bool = Fa
     timings["graphs_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - started
     environment = {
-        "python": sys.version.split()[0], "torch": torch.__version__, "platform": platform.platform(),
-        "device": str(torch.cuda.get_device_name(0)) if torch.cuda.is_available() else "cpu", **_peak_rss_mb(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "device": str(torch.cuda.get_device_name(0)) if torch.cuda.is_available() else "cpu",
+        **_peak_rss_mb(),
     }
     return write_report(run, results, selection=selection, timings=timings, environment=environment, graphs=graphs, say=say)
 

@@ -34,9 +34,10 @@ import sqlite3
 import threading
 import time
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -96,7 +97,7 @@ class EmbedStats:
         return asdict(self)
 
 
-def _file_digest(path: Path, h: "hashlib._Hash") -> None:
+def _file_digest(path: Path, h: hashlib._Hash) -> None:
     h.update(path.name.encode())
     h.update(b"\0")
     if path.is_file():
@@ -106,7 +107,7 @@ def _file_digest(path: Path, h: "hashlib._Hash") -> None:
     h.update(b"\0")
 
 
-def _weights_digest(path: Path, h: "hashlib._Hash", span: int = 1 << 20) -> None:
+def _weights_digest(path: Path, h: hashlib._Hash, span: int = 1 << 20) -> None:
     """Size plus the first and last ``span`` bytes: cheap, and it covers the safetensors header."""
     size = path.stat().st_size
     h.update(f"{path.name}:{size}".encode())
@@ -181,16 +182,12 @@ class _VectorCache:
     # -- connection management -------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(
-            self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-        )
+        conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         try:
             conn.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT_S * 1000)}")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
-            )
+            conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             conn.execute(
                 # A rowid table (not WITHOUT ROWID): 1.5 KB rows would spill to overflow pages.
                 "CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, vec BLOB NOT NULL)"
@@ -243,8 +240,7 @@ class _VectorCache:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{os.getpid()}")
         warnings.warn(
-            f"fedgraph text cache {self.path} is corrupt ({exc}); moved it to {aside.name} "
-            "and starting a fresh cache.",
+            f"fedgraph text cache {self.path} is corrupt ({exc}); moved it to {aside.name} and starting a fresh cache.",
             RuntimeWarning,
             stacklevel=4,
         )
@@ -288,9 +284,7 @@ class _VectorCache:
             for start in range(0, len(keys), _LOOKUP_CHUNK):
                 chunk = keys[start : start + _LOOKUP_CHUNK]
                 marks = ",".join("?" * len(chunk))
-                rows = conn.execute(
-                    f"SELECT key, vec FROM vectors WHERE key IN ({marks})", chunk
-                ).fetchall()
+                rows = conn.execute(f"SELECT key, vec FROM vectors WHERE key IN ({marks})", chunk).fetchall()
                 for key, blob in rows:
                     vec = self._decode(blob)
                     if vec is not None:
@@ -318,9 +312,7 @@ class _VectorCache:
         return vec
 
     def put(self, keys: Sequence[bytes], vecs: np.ndarray) -> None:
-        payload = [
-            (key, np.ascontiguousarray(vec, dtype="<f4").tobytes()) for key, vec in zip(keys, vecs)
-        ]
+        payload = [(key, np.ascontiguousarray(vec, dtype="<f4").tobytes()) for key, vec in zip(keys, vecs)]
 
         def store(conn: sqlite3.Connection) -> bool:
             conn.execute("BEGIN IMMEDIATE")
@@ -402,16 +394,9 @@ class TextEmbedder:
         if not pooling.is_file():
             return  # plain transformers checkpoint: mean pooling is our documented choice
         cfg = json.loads(pooling.read_text(encoding="utf-8"))
-        others = [
-            k
-            for k, v in cfg.items()
-            if k.startswith("pooling_mode_") and v and k != "pooling_mode_mean_tokens"
-        ]
+        others = [k for k, v in cfg.items() if k.startswith("pooling_mode_") and v and k != "pooling_mode_mean_tokens"]
         if not cfg.get("pooling_mode_mean_tokens", False) or others:
-            raise ValueError(
-                f"{pooling} asks for pooling {others or 'other than mean'}; TextEmbedder only "
-                "implements mean pooling."
-            )
+            raise ValueError(f"{pooling} asks for pooling {others or 'other than mean'}; TextEmbedder only implements mean pooling.")
         dim = cfg.get("word_embedding_dimension")
         if dim is not None and int(dim) != self.dim:
             raise ValueError(f"{pooling} dimension {dim} != model hidden_size {self.dim}")
@@ -445,9 +430,7 @@ class TextEmbedder:
                 hf_logging.disable_progress_bar()
             try:
                 tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
-                model = AutoModel.from_pretrained(
-                    self.model_dir, local_files_only=True, dtype=torch.float32
-                )
+                model = AutoModel.from_pretrained(self.model_dir, local_files_only=True, dtype=torch.float32)
             finally:
                 if bar_was_on and not self.progress:
                     hf_logging.enable_progress_bar()
@@ -530,17 +513,13 @@ class TextEmbedder:
             np.take(vecs, index, axis=0, out=out)
         return out
 
-    def _embed_missing(
-        self, missing: list[int], uniq_texts: list[str], keys: list[bytes], vecs: np.ndarray
-    ) -> None:
+    def _embed_missing(self, missing: list[int], uniq_texts: list[str], keys: list[bytes], vecs: np.ndarray) -> None:
         from tqdm.auto import tqdm
 
         if self._model is None:
             self._load_model()
         order = sorted(missing, key=lambda i: len(uniq_texts[i]), reverse=True)
-        with tqdm(
-            total=len(order), desc="Embedding texts", unit="text", disable=not self.progress
-        ) as bar:
+        with tqdm(total=len(order), desc="Embedding texts", unit="text", disable=not self.progress) as bar:
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
                 emb = self._embed([uniq_texts[i] for i in idx])
@@ -576,7 +555,7 @@ class TextEmbedder:
         )
 
 
-def catalog_texts(catalog: "pd.DataFrame") -> list[str]:
+def catalog_texts(catalog: pd.DataFrame) -> list[str]:
     """One text per catalogue row: ``title. description. Category: category``.
 
     The description part is dropped when empty/missing, and so is the category part.
@@ -607,7 +586,7 @@ def catalog_texts(catalog: "pd.DataFrame") -> list[str]:
     return texts
 
 
-def embed_catalog(catalog: "pd.DataFrame", embedder: TextEmbedder | None = None) -> np.ndarray:
+def embed_catalog(catalog: pd.DataFrame, embedder: TextEmbedder | None = None) -> np.ndarray:
     """Embed every catalogue item -> float32 [n_items, dim] in catalogue row order."""
     embedder = embedder if embedder is not None else TextEmbedder()
     return embedder.encode(catalog_texts(catalog))

@@ -14,7 +14,8 @@ import os
 import platform
 import threading
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import psutil
 
@@ -38,8 +39,10 @@ def machine(device: str = "cpu") -> str:
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     ram = psutil.virtual_memory().total / 2**30
-    return (f"{cpu}, {os.cpu_count()} logical CPUs, {ram:.0f} GiB RAM, {gpu}; torch {torch.__version__}, "
-            f"{torch.get_num_threads()} torch threads; device {device}; python {platform.python_version()}")
+    return (
+        f"{cpu}, {os.cpu_count()} logical CPUs, {ram:.0f} GiB RAM, {gpu}; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} torch threads; device {device}; python {platform.python_version()}"
+    )
 
 
 class MemorySampler:
@@ -86,7 +89,7 @@ class MemorySampler:
             except psutil.Error:
                 pass
 
-    def __enter__(self) -> "MemorySampler":
+    def __enter__(self) -> MemorySampler:
         self._start = self._me.memory_info().rss / 2**20
         self._sample()
         self._thread = threading.Thread(target=self._loop, daemon=True)

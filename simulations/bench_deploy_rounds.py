@@ -40,9 +40,18 @@ def run(root: Path, isolation: str, rounds: int, cache: str) -> dict:
     started = time.monotonic()
     try:
         for shop in demo.shops:
-            procs.append(subprocess.Popen([*cli, "client", "start", "--config", str(demo.shop_config(shop))], cwd=root,
-                                          start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
-        server = subprocess.run([*cli, "server", "start", "--config", str(demo.server_config)], cwd=root, capture_output=True, text=True, timeout=1800)
+            procs.append(
+                subprocess.Popen(
+                    [*cli, "client", "start", "--config", str(demo.shop_config(shop))],
+                    cwd=root,
+                    start_new_session=True,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        server = subprocess.run(
+            [*cli, "server", "start", "--config", str(demo.server_config)], cwd=root, capture_output=True, text=True, timeout=1800
+        )
         if server.returncode != 0:
             raise SystemExit(f"server failed ({isolation}):\n{server.stdout}\n{server.stderr}")
         total = time.monotonic() - started
@@ -61,8 +70,15 @@ def run(root: Path, isolation: str, rounds: int, cache: str) -> dict:
             entry = json.loads(line)
             if entry["event"] == "clientapp_task":
                 tasks.append(entry["seconds"])
-    return {"isolation": isolation, "rounds": len(secs), "mean_s": statistics.mean(secs), "median_s": statistics.median(secs),
-            "first_s": secs[0], "total_s": total, "task_mean_s": statistics.mean(tasks) if tasks else float("nan")}  # fmt: skip
+    return {
+        "isolation": isolation,
+        "rounds": len(secs),
+        "mean_s": statistics.mean(secs),
+        "median_s": statistics.median(secs),
+        "first_s": secs[0],
+        "total_s": total,
+        "task_mean_s": statistics.mean(tasks) if tasks else float("nan"),
+    }
 
 
 def main() -> None:
@@ -75,12 +91,16 @@ def main() -> None:
     for mode in args.modes.split(","):
         with tempfile.TemporaryDirectory(prefix=f"fedgraph-bench-rounds-{mode}-") as tmp:
             rows.append(run(Path(tmp), mode, args.rounds, args.cache_dir))
-    print(f"\nseconds per round, SuperLink + 2 shop daemons on 127.0.0.1, TLS + SuperNode auth, {args.rounds} rounds "
-          f"(train + evaluate messages per round)")  # fmt: skip
+    print(
+        f"\nseconds per round, SuperLink + 2 shop daemons on 127.0.0.1, TLS + SuperNode auth, {args.rounds} rounds "
+        f"(train + evaluate messages per round)"
+    )
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load avg {os.getloadavg()[0]:.1f}")
     print(f"{'isolation':<11} | {'mean s/round':>12} {'median':>7} {'round 1':>8} | {'warm task s':>11} | {'wall s (start..end)':>19}")
     for r in rows:
-        print(f"{r['isolation']:<11} | {r['mean_s']:>12.1f} {r['median_s']:>7.1f} {r['first_s']:>8.1f} | {r['task_mean_s']:>11.2f} | {r['total_s']:>19.0f}")
+        print(
+            f"{r['isolation']:<11} | {r['mean_s']:>12.1f} {r['median_s']:>7.1f} {r['first_s']:>8.1f} | {r['task_mean_s']:>11.2f} | {r['total_s']:>19.0f}"
+        )
 
 
 if __name__ == "__main__":

@@ -61,6 +61,7 @@ def _worker(args: argparse.Namespace) -> dict:
 
         def forward(self, per_user: torch.Tensor, _target: object = None) -> torch.Tensor:
             return per_user if self.reduction == "none" else per_user.mean()
+
     from fedgraph.training.rows import RowSampler
 
     warnings.filterwarnings("ignore")
@@ -72,20 +73,29 @@ def _worker(args: argparse.Namespace) -> dict:
     n, items, per_user = args.users, args.items, 40
     indptr = np.arange(0, (n + 1) * per_user, per_user, dtype=np.int64)
     shop = ShopData(
-        shop="bench", items=np.array([f"i{i}" for i in range(items)]), item_titles=np.array([""] * items),
-        item_categories=np.array(["c"] * items), item_features=rng.standard_normal((items, 769)).astype(np.float32),
-        users=np.array([f"u{u}" for u in range(n)]), indptr=indptr, item=rng.integers(0, items, n * per_user),
-        attr=rng.random((n * per_user, 5)).astype(np.float32), test_indptr=np.zeros(n + 1, dtype=np.int64),
+        shop="bench",
+        items=np.array([f"i{i}" for i in range(items)]),
+        item_titles=np.array([""] * items),
+        item_categories=np.array(["c"] * items),
+        item_features=rng.standard_normal((items, 769)).astype(np.float32),
+        users=np.array([f"u{u}" for u in range(n)]),
+        indptr=indptr,
+        item=rng.integers(0, items, n * per_user),
+        attr=rng.random((n * per_user, 5)).astype(np.float32),
+        test_indptr=np.zeros(n + 1, dtype=np.int64),
         test_item=np.zeros(0, dtype=np.int64),
-    )  # fmt: skip
+    )
     t = cfg.train
-    batch = RowSampler(shop, history=t.history, positives=t.positives, negatives=t.negatives).training_batch(
-        np.arange(args.batch), np.random.default_rng(1)
-    ).to(device)
+    batch = (
+        RowSampler(shop, history=t.history, positives=t.positives, negatives=t.negatives)
+        .training_batch(np.arange(args.batch), np.random.default_rng(1))
+        .to(device)
+    )
     features = torch.from_numpy(shop.item_features).to(device)
     m = cfg.model
-    model = InterestModel(769, dim=m.dim, hidden=m.hidden, temperature=m.temperature, num_local_items=items,
-                          content_dim=384 if m.content_score else 0).to(device)  # fmt: skip
+    model = InterestModel(
+        769, dim=m.dim, hidden=m.hidden, temperature=m.temperature, num_local_items=items, content_dim=384 if m.content_score else 0
+    ).to(device)
     base = torch.optim.Adam(model.parameters(), lr=t.lr)
     mode = args.worker
     if mode.startswith("dp-ghost"):
@@ -126,11 +136,14 @@ def _worker(args: argparse.Namespace) -> dict:
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     params = sum(p.numel() for p in model.parameters())
     return {
-        "mode": mode, "median_step_ms": 1000 * statistics.median(times), "params": params,
-        "peak_rss_mb": rss_peak / 1024, "rss_growth_mb": (rss_peak - rss_before) / 1024,
+        "mode": mode,
+        "median_step_ms": 1000 * statistics.median(times),
+        "params": params,
+        "peak_rss_mb": rss_peak / 1024,
+        "rss_growth_mb": (rss_peak - rss_before) / 1024,
         "tensor_peak_mb": _tensor_peak_mb(step) if device.type == "cpu" else None,
         "cuda_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None,
-    }  # fmt: skip
+    }
 
 
 def _tensor_peak_mb(step) -> float:
@@ -139,7 +152,6 @@ def _tensor_peak_mb(step) -> float:
     import tempfile
     import warnings
 
-    import torch
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
@@ -178,8 +190,10 @@ def main() -> None:
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     plain = next((r for r in rows if r["mode"] == "plain"), rows[0])
     mem_key = "cuda_peak_mb" if args.device.startswith("cuda") else "peak_rss_mb"
-    print(f"# DP step vs plain step, same batch of {args.batch} users; {args.items} items; {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cpus, device {args.device}, load {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print(
+        f"# DP step vs plain step, same batch of {args.batch} users; {args.items} items; {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cpus, device {args.device}, load {os.getloadavg()[0]:.1f}"
+    )
     print("| mode | median step (ms) | × plain | peak memory (MB) | × plain | RSS growth in steps (MB) | tensor peak (MB) | × plain |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:

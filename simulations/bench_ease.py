@@ -57,8 +57,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'items':>7} {'active':>7} {'fit s':>7} {'score s':>8} {'RSS growth MB':>14}")
     for items in (int(x) for x in args.items.split(",")):
         out = subprocess.run(
-            [sys.executable, __file__, "--one", str(items), "--users", str(args.users), "--max-items", str(args.max_items), "--seed", str(args.seed)],
-            capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                __file__,
+                "--one",
+                str(items),
+                "--users",
+                str(args.users),
+                "--max-items",
+                str(args.max_items),
+                "--seed",
+                str(args.seed),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         r = json.loads(out.strip().splitlines()[-1])
         print(f"{r['items']:>7} {r['active']:>7} {r['fit_s']:>7.1f} {r['score_s']:>8.2f} {r['rss_growth_mb']:>14.0f}")

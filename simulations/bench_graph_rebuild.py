@@ -52,14 +52,14 @@ def _inputs(n_users: int, n_items: int, dim: int, history: int, categories: int,
     lengths = rng.integers(1, 2 * history + 1, n_users)
     indptr = np.concatenate([[0], np.cumsum(lengths)])
     seen = rng.integers(0, n_items, int(indptr[-1]))
-    exclude = [seen[indptr[u]:indptr[u + 1]] for u in range(n_users)]
+    exclude = [seen[indptr[u] : indptr[u + 1]] for u in range(n_users)]
     return users, user_vec, items, item_vec, titles, cats, bias, exclude
 
 
 def one_size(args: argparse.Namespace, n_users: int) -> dict:
-    from fedgraph.graph import GraphStore, build_interest_graph
-
     import torch
+
+    from fedgraph.graph import GraphStore, build_interest_graph
 
     torch.manual_seed(0)
     users, U, items, I, titles, cats, bias, exclude = _inputs(n_users, args.items, args.dim, args.history, args.categories, args.seed)
@@ -67,10 +67,22 @@ def one_size(args: argparse.Namespace, n_users: int) -> dict:
     with MemorySampler() as mem:
         t = time.perf_counter()
         graph = build_interest_graph(
-            "bench", users, U, items, I, titles, cats, exclude=exclude, item_bias=bias,
-            top_k_items=args.top_k_items, top_k_interests=args.top_k_interests,
-            top_k_neighbours=args.top_k_neighbours, model_version="bench", round=1, device=args.device,
-        )  # fmt: skip
+            "bench",
+            users,
+            U,
+            items,
+            I,
+            titles,
+            cats,
+            exclude=exclude,
+            item_bias=bias,
+            top_k_items=args.top_k_items,
+            top_k_interests=args.top_k_interests,
+            top_k_neighbours=args.top_k_neighbours,
+            model_version="bench",
+            round=1,
+            device=args.device,
+        )
         row["build_s"] = time.perf_counter() - t
     row["build_peak_mb"] = mem.delta_mb
     rows = len(graph.user_item) + len(graph.user_interest) + len(graph.item_item) + n_users + args.items
@@ -120,11 +132,16 @@ def one_size(args: argparse.Namespace, n_users: int) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="Each size runs in its own subprocess; figures are wall-clock on a possibly shared machine.")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Each size runs in its own subprocess; figures are wall-clock on a possibly shared machine.",
+    )
     p.add_argument("--users", default="10000,100000,1000000", help="comma-separated shop sizes in users (default %(default)s)")
     p.add_argument("--items", type=int, default=5000, help="catalog items of the shop (default %(default)s)")
-    p.add_argument("--dim", type=int, default=448, help="embedding width (default %(default)s: the default model's 64 learned + 384 text columns)")
+    p.add_argument(
+        "--dim", type=int, default=448, help="embedding width (default %(default)s: the default model's 64 learned + 384 text columns)"
+    )
     p.add_argument("--history", type=int, default=16, help="mean seen items excluded per user (default %(default)s)")
     p.add_argument("--categories", type=int, default=20, help="interests (item categories) (default %(default)s)")
     p.add_argument("--top-k-items", type=int, default=20)
@@ -153,9 +170,29 @@ def main() -> None:
         row = json.loads(out.stdout.strip().splitlines()[-1])
         row["load"] = f"{before} → {load()}"
         rows.append(row)
-        print(f"  {n:,} users done: build {row['build_s']:.1f} s, write {row['write_s']:.1f} s (load {row['load']})", file=sys.stderr, flush=True)
-    cols = ["users", "items", "build_s", "write_s", "total_s", "rows", "rows_per_s", "build_peak_mb", "write_peak_mb",
-            "process_peak_mb", "db_mb", "upsert_ms_median", "upsert_ms_p95", "score+upsert_ms_median", "score+upsert_ms_p95", "load"]
+        print(
+            f"  {n:,} users done: build {row['build_s']:.1f} s, write {row['write_s']:.1f} s (load {row['load']})",
+            file=sys.stderr,
+            flush=True,
+        )
+    cols = [
+        "users",
+        "items",
+        "build_s",
+        "write_s",
+        "total_s",
+        "rows",
+        "rows_per_s",
+        "build_peak_mb",
+        "write_peak_mb",
+        "process_peak_mb",
+        "db_mb",
+        "upsert_ms_median",
+        "upsert_ms_p95",
+        "score+upsert_ms_median",
+        "score+upsert_ms_p95",
+        "load",
+    ]
     print(table(rows, cols))
     if args.json:
         print(json.dumps(rows))

@@ -43,12 +43,16 @@ def _new_events(base: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     users = base["user"].unique()
     items = base["item"].unique()
     t0 = pd.Timestamp(base["timestamp"].max()) + pd.Timedelta(hours=1)
-    return pd.DataFrame({
-        "event_id": [f"bench{seed}-{k:06d}" for k in range(n)],
-        "user": rng.choice(users, n), "item": rng.choice(items, n),
-        "timestamp": [t0 + pd.Timedelta(seconds=int(k)) for k in range(n)],
-        "kind": rng.choice(["view", "cart", "purchase"], n), "weight": 1.0,
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "event_id": [f"bench{seed}-{k:06d}" for k in range(n)],
+            "user": rng.choice(users, n),
+            "item": rng.choice(items, n),
+            "timestamp": [t0 + pd.Timedelta(seconds=int(k)) for k in range(n)],
+            "kind": rng.choice(["view", "cart", "purchase"], n),
+            "weight": 1.0,
+        }
+    )
 
 
 def _graph_offsets(db: sqlite3.Connection, shop: str) -> dict[str, int]:
@@ -64,8 +68,14 @@ def run_config(root: Path, *, events: int, per_file: int, interval_s: float, pol
     history = demo.events[shop]
     write_events(history, demo.drop(shop) / "history.csv")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    daemon = subprocess.Popen([sys.executable, "-m", "fedgraph.cli", "client", "start", "--config", str(demo.shop_config(shop))],
-                              env=env, cwd=root, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "fedgraph.cli", "client", "start", "--config", str(demo.shop_config(shop))],
+        env=env,
+        cwd=root,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         graph = demo.state(shop) / "graph.sqlite"
         base = len(history)
@@ -107,11 +117,21 @@ def run_config(root: Path, *, events: int, per_file: int, interval_s: float, pol
         log_lines = [__import__("json").loads(x) for x in (demo.state(shop) / "logs" / "daemon.jsonl").read_text().splitlines()]
         updates = [x for x in log_lines if x["event"] == "graph_update"]
         ingests = [x for x in log_lines if x["event"] == "file_ingested"]
-        return {"poll_s": poll_s, "settle_s": settle_s, "events": events, "median_ms": float(np.median(lat)),
-                "p95_ms": float(np.percentile(lat, 95)), "max_ms": float(lat.max()), "users": int(history["user"].nunique()),
-                "items": int(history["item"].nunique()), "history_events": base,
-                "updates": len(updates), "update_ms": 1000 * float(np.mean([u["seconds"] for u in updates])) if updates else float("nan"),
-                "users_per_update": float(np.mean([u["users"] for u in updates])) if updates else float("nan"), "files": len(ingests)}  # fmt: skip
+        return {
+            "poll_s": poll_s,
+            "settle_s": settle_s,
+            "events": events,
+            "median_ms": float(np.median(lat)),
+            "p95_ms": float(np.percentile(lat, 95)),
+            "max_ms": float(lat.max()),
+            "users": int(history["user"].nunique()),
+            "items": int(history["item"].nunique()),
+            "history_events": base,
+            "updates": len(updates),
+            "update_ms": 1000 * float(np.mean([u["seconds"] for u in updates])) if updates else float("nan"),
+            "users_per_update": float(np.mean([u["users"] for u in updates])) if updates else float("nan"),
+            "files": len(ingests),
+        }
     finally:
         try:
             os.killpg(daemon.pid, signal.SIGTERM)
@@ -132,15 +152,32 @@ def main() -> None:
     for pair in args.configs.split(","):
         poll_s, settle_s = (float(x) for x in pair.split(":"))
         with tempfile.TemporaryDirectory(prefix="fedgraph-bench-ingest-") as tmp:
-            rows.append(run_config(Path(tmp), events=args.events, per_file=args.per_file, interval_s=args.interval_s,
-                                   poll_s=poll_s, settle_s=settle_s, cache=args.cache_dir))  # fmt: skip
-    print(f"\ningest-to-graph latency: {args.events} events, {args.per_file} per file, a file every {args.interval_s * 1000:.0f} ms; "
-          f"shop of {rows[0]['users']} users, {rows[0]['items']} items, {rows[0]['history_events']} prior events")  # fmt: skip
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.python_implementation()} {platform.python_version()}, load avg {os.getloadavg()[0]:.1f}")
-    print(f"{'poll_s':>7} {'settle_s':>8} | {'median ms':>9} {'p95 ms':>8} {'max ms':>8} | {'graph passes':>12} {'users/pass':>10} {'ms/pass':>8}")
+            rows.append(
+                run_config(
+                    Path(tmp),
+                    events=args.events,
+                    per_file=args.per_file,
+                    interval_s=args.interval_s,
+                    poll_s=poll_s,
+                    settle_s=settle_s,
+                    cache=args.cache_dir,
+                )
+            )
+    print(
+        f"\ningest-to-graph latency: {args.events} events, {args.per_file} per file, a file every {args.interval_s * 1000:.0f} ms; "
+        f"shop of {rows[0]['users']} users, {rows[0]['items']} items, {rows[0]['history_events']} prior events"
+    )
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.python_implementation()} {platform.python_version()}, load avg {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"{'poll_s':>7} {'settle_s':>8} | {'median ms':>9} {'p95 ms':>8} {'max ms':>8} | {'graph passes':>12} {'users/pass':>10} {'ms/pass':>8}"
+    )
     for r in rows:
-        print(f"{r['poll_s']:>7.2f} {r['settle_s']:>8.2f} | {r['median_ms']:>9.0f} {r['p95_ms']:>8.0f} {r['max_ms']:>8.0f} | "
-              f"{r['updates']:>12} {r['users_per_update']:>10.1f} {r['update_ms']:>8.0f}")
+        print(
+            f"{r['poll_s']:>7.2f} {r['settle_s']:>8.2f} | {r['median_ms']:>9.0f} {r['p95_ms']:>8.0f} {r['max_ms']:>8.0f} | "
+            f"{r['updates']:>12} {r['users_per_update']:>10.1f} {r['update_ms']:>8.0f}"
+        )
 
 
 if __name__ == "__main__":

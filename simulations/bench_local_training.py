@@ -67,9 +67,10 @@ def shop_file(args: argparse.Namespace, n_users: int) -> Path:
 
 def dp_available() -> str:
     try:
+        import inspect
+
         from fedgraph.privacy import DPSettings  # noqa: F401
         from fedgraph.training.local import train_local
-        import inspect
 
         return "" if "dp" in inspect.signature(train_local).parameters else "train_local takes no dp="
     except ImportError as exc:
@@ -79,16 +80,15 @@ def dp_available() -> str:
 def one_run(args: argparse.Namespace, n_users: int, mode: str) -> dict:
     import torch
 
+    # train_local imports the DP module (Opacus, SciPy) on first use: a one-time process cost of
+    # about 1.6 s and tens of MB that is not training. Import it here, before the timed and
+    # measured region, in both modes, so the two are compared on the same footing.
+    import fedgraph.training.dp  # noqa: F401
     from fedgraph.config import RunConfig
     from fedgraph.features import feature_size
     from fedgraph.models.interest_model import InterestModel
     from fedgraph.shop import ShopData
     from fedgraph.training.local import TrainSettings, train_local
-
-    # train_local imports the DP module (Opacus, SciPy) on first use: a one-time process cost of
-    # about 1.6 s and tens of MB that is not training. Import it here, before the timed and
-    # measured region, in both modes, so the two are compared on the same footing.
-    import fedgraph.training.dp  # noqa: F401
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -97,18 +97,39 @@ def one_run(args: argparse.Namespace, n_users: int, mode: str) -> dict:
     users = data.trainable_users()
     interactions = int((data.indptr[users + 1] - data.indptr[users]).sum())
     t = cfg.train
-    settings = TrainSettings(epochs=args.epochs, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay, history=t.history,
-                             positives=t.positives, negatives=t.negatives, seed=t.seed)  # fmt: skip
+    settings = TrainSettings(
+        epochs=args.epochs,
+        batch_size=t.batch_size,
+        lr=t.lr,
+        weight_decay=t.weight_decay,
+        history=t.history,
+        positives=t.positives,
+        negatives=t.negatives,
+        seed=t.seed,
+    )
     torch.manual_seed(0)
     m = cfg.model
-    model = InterestModel(feature_size(hops=cfg.features.hops), dim=m.dim, hidden=m.hidden, temperature=m.temperature,
-                          num_local_items=data.num_items if m.local_items else 0, content_dim=384 if m.content_score else 0)  # fmt: skip
+    model = InterestModel(
+        feature_size(hops=cfg.features.hops),
+        dim=m.dim,
+        hidden=m.hidden,
+        temperature=m.temperature,
+        num_local_items=data.num_items if m.local_items else 0,
+        content_dim=384 if m.content_score else 0,
+    )
     dp = None
     if mode != "non-DP":
         from fedgraph.privacy import DPSettings
 
-        dp = DPSettings(noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=min(1.0, t.batch_size / len(users)),
-                        delta=1.0 / max(len(users), 2), accountant="rdp", grad_sample_mode=mode.split()[-1], noise_seed=0)  # fmt: skip
+        dp = DPSettings(
+            noise_multiplier=1.0,
+            max_grad_norm=1.0,
+            sample_rate=min(1.0, t.batch_size / len(users)),
+            delta=1.0 / max(len(users), 2),
+            accountant="rdp",
+            grad_sample_mode=mode.split()[-1],
+            noise_seed=0,
+        )
     kwargs = {"dp": dp} if dp is not None else {}
     device = torch.device(args.device)
     if device.type == "cuda":
@@ -120,19 +141,31 @@ def one_run(args: argparse.Namespace, n_users: int, mode: str) -> dict:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - started
     row = {
-        "users": n_users, "trainable": int(len(users)), "interactions": interactions, "mode": mode, "epochs": args.epochs,
-        "steps": int(result.steps), "seconds": seconds, "interactions_per_s": interactions * args.epochs / seconds,
-        "users_per_s": len(users) * args.epochs / seconds, "steps_per_s": result.steps / seconds,
-        "peak_mb": mem.delta_mb, "process_peak_mb": mem.peak_mb, "loss": float(result.loss),
-    }  # fmt: skip
+        "users": n_users,
+        "trainable": int(len(users)),
+        "interactions": interactions,
+        "mode": mode,
+        "epochs": args.epochs,
+        "steps": int(result.steps),
+        "seconds": seconds,
+        "interactions_per_s": interactions * args.epochs / seconds,
+        "users_per_s": len(users) * args.epochs / seconds,
+        "steps_per_s": result.steps / seconds,
+        "peak_mb": mem.delta_mb,
+        "process_peak_mb": mem.peak_mb,
+        "loss": float(result.loss),
+    }
     if device.type == "cuda":
         row["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return row
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="Every (size, mode) runs in a fresh subprocess; shops are cached under --cache.")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Every (size, mode) runs in a fresh subprocess; shops are cached under --cache.",
+    )
     p.add_argument("--users", default="1000,10000,100000", help="comma-separated shop sizes (default %(default)s)")
     p.add_argument("--items", type=int, default=2000, help="catalog items per shop (default %(default)s)")
     p.add_argument("--epochs", type=int, default=1, help="local epochs timed (default %(default)s)")
@@ -140,8 +173,11 @@ def main() -> None:
     p.add_argument("--no-dp", action="store_true", help="run non-DP only")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
-    p.add_argument("--cache", default=str(Path(__file__).resolve().parents[1] / "runs" / "bench-cache" / "shops"),
-                   help="where prepared shops are kept (default %(default)s)")
+    p.add_argument(
+        "--cache",
+        default=str(Path(__file__).resolve().parents[1] / "runs" / "bench-cache" / "shops"),
+        help="where prepared shops are kept (default %(default)s)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="also print the rows as JSON")
     p.add_argument("--one", nargs=2, metavar=("USERS", "MODE"), help=argparse.SUPPRESS)
@@ -176,8 +212,24 @@ def main() -> None:
             print(f"  {n:,} users {mode}: {row['seconds']:.1f} s (load {row['load']})", file=sys.stderr, flush=True)
         if unavailable:
             rows.append({"users": n, "mode": f"DP {unavailable}"})
-    cols = ["users", "trainable", "interactions", "mode", "epochs", "steps", "seconds", "interactions_per_s", "users_per_s",
-            "steps_per_s", "peak_mb", "process_peak_mb", "time_ratio", "mem_ratio", "process_mem_ratio", "load"]
+    cols = [
+        "users",
+        "trainable",
+        "interactions",
+        "mode",
+        "epochs",
+        "steps",
+        "seconds",
+        "interactions_per_s",
+        "users_per_s",
+        "steps_per_s",
+        "peak_mb",
+        "process_peak_mb",
+        "time_ratio",
+        "mem_ratio",
+        "process_mem_ratio",
+        "load",
+    ]
     if args.device.startswith("cuda"):
         cols.insert(cols.index("peak_mb") + 1, "gpu_peak_mb")
     print(table(rows, cols))

@@ -35,8 +35,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import load, machine, table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-LABELS = {"lightgcn_pooled": "LightGCN (PyG), central, non-private", "federated": "fedgraph federated",
-          "pooled": "fedgraph model, central (pooled)", "local": "each shop alone", "popularity": "popularity"}  # fmt: skip
+LABELS = {
+    "lightgcn_pooled": "LightGCN (PyG), central, non-private",
+    "federated": "fedgraph federated",
+    "pooled": "fedgraph model, central (pooled)",
+    "local": "each shop alone",
+    "popularity": "popularity",
+}
 
 
 def has_privacy() -> bool:
@@ -63,8 +68,12 @@ def run(args: argparse.Namespace, dataset: str, mode: str) -> tuple[Path, float,
     before = load()
     started = time.perf_counter()
     with open(out.with_suffix(".log"), "w") as log:
-        proc = subprocess.run([sys.executable, "-m", "fedgraph.cli", "simulate", "--out", str(out), *overrides],
-                              stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, "-m", "fedgraph.cli", "simulate", "--out", str(out), *overrides],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
     if proc.returncode != 0:
         raise SystemExit(f"{key}: fedgraph simulate failed (exit {proc.returncode}); see {out.with_suffix('.log')}")
     return out, time.perf_counter() - started, f"{before} → {load()}"
@@ -101,14 +110,28 @@ def main() -> None:
             for method, m in metrics["methods"].items():
                 if mode == "dp" and method != "federated":
                     continue
-                label = LABELS.get(method, method) + (f", DP ε={args.epsilon:g}" if mode == "dp" and method == "federated" else
-                                                      ", non-private" if method == "federated" else "")  # fmt: skip
-                rows.append({
-                    "dataset": dataset, "method": label, "shops": len(m.get("per_shop", {})),
-                    f"Recall@{k}": m[f"recall@{k}"], f"NDCG@{k}": m[f"ndcg@{k}"],
-                    f"Recall@{k} (weighted)": m["weighted"][f"recall@{k}"], f"NDCG@{k} (weighted)": m["weighted"][f"ndcg@{k}"],
-                    "rounds": cfg.get("train", {}).get("rounds", ""), "run_s": seconds, "run": str(path), "load": loads,
-                })  # fmt: skip
+                label = LABELS.get(method, method) + (
+                    f", DP ε={args.epsilon:g}"
+                    if mode == "dp" and method == "federated"
+                    else ", non-private"
+                    if method == "federated"
+                    else ""
+                )
+                rows.append(
+                    {
+                        "dataset": dataset,
+                        "method": label,
+                        "shops": len(m.get("per_shop", {})),
+                        f"Recall@{k}": m[f"recall@{k}"],
+                        f"NDCG@{k}": m[f"ndcg@{k}"],
+                        f"Recall@{k} (weighted)": m["weighted"][f"recall@{k}"],
+                        f"NDCG@{k} (weighted)": m["weighted"][f"ndcg@{k}"],
+                        "rounds": cfg.get("train", {}).get("rounds", ""),
+                        "run_s": seconds,
+                        "run": str(path),
+                        "load": loads,
+                    }
+                )
             print(f"  {dataset} {mode}: done ({loads})", file=sys.stderr, flush=True)
     print(table(rows))
     if note:

@@ -49,19 +49,31 @@ def run_one(args: argparse.Namespace, n: int) -> dict:
     if out.exists():
         shutil.rmtree(out)
     overrides = [
-        "data.source=synthetic", f"data.synthetic_shops={n}", f"train.rounds={args.rounds}", "evaluation.baselines=[]", "model.shop_private=none",
-        f"data.synthetic_users_per_shop=[{args.users_per_shop}]", f"data.synthetic_items_per_shop=[{args.items_per_shop}]",
-        f"features.cache_dir={args.cache_dir}", f"federation.cpus_per_shop={args.cpus_per_shop}",
-        f"federation.gpus_per_shop={args.gpus_per_shop}", f"federation.total_cpus={args.total_cpus}", f"train.device={args.device}",
+        "data.source=synthetic",
+        f"data.synthetic_shops={n}",
+        f"train.rounds={args.rounds}",
+        "evaluation.baselines=[]",
+        "model.shop_private=none",
+        f"data.synthetic_users_per_shop=[{args.users_per_shop}]",
+        f"data.synthetic_items_per_shop=[{args.items_per_shop}]",
+        f"features.cache_dir={args.cache_dir}",
+        f"federation.cpus_per_shop={args.cpus_per_shop}",
+        f"federation.gpus_per_shop={args.gpus_per_shop}",
+        f"federation.total_cpus={args.total_cpus}",
+        f"train.device={args.device}",
         *args.set,
-    ]  # fmt: skip
+    ]
     out.parent.mkdir(parents=True, exist_ok=True)
     log = Path(args.out) / f"shops-{n}.log"
     before = load()
     with open(log, "w") as handle, MemorySampler(tree=True, interval=1.0) as mem:
         started = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "fedgraph.cli", "simulate", "--out", str(out), *overrides],
-                              stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, "-m", "fedgraph.cli", "simulate", "--out", str(out), *overrides],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
         wall = time.perf_counter() - started
     row: dict = {"shops": n, "load": f"{before} → {load()}"}
     if proc.returncode != 0:
@@ -73,14 +85,24 @@ def run_one(args: argparse.Namespace, n: int) -> dict:
     rounds = [r["seconds"] for r in history if r["round"] > 0]
     text = re.search(r"'embedded': (\d+)", log.read_text())
     index = json.loads((out / "shops" / "index.json").read_text())
-    row.update({
-        "users": sum(s["users"] for s in index["summary"]), "interactions": sum(s["interactions"] for s in index["summary"]),
-        "text": int(text.group(1)) if text else -1, "prepare_s": timings["prepare_s"],
-        "startup_s": timings["federated_s"] - sum(rounds), "round_s": " / ".join(f"{s:.1f}" for s in rounds),
-        "mean_round_s": sum(rounds) / len(rounds), "per_shop_ms": 1000 * sum(rounds) / len(rounds) / n,
-        "graphs_s": timings["graphs_s"], "total_s": wall, "peak_pss_mb": mem.peak_mb, "peak_rss_mb": mem.peak_rss_mb,
-        "procs": mem.peak_procs, "ndcg@20": sum(e["ndcg@20"] for e in history[-1]["eval"].values()) / max(1, len(history[-1]["eval"])),
-    })  # fmt: skip
+    row.update(
+        {
+            "users": sum(s["users"] for s in index["summary"]),
+            "interactions": sum(s["interactions"] for s in index["summary"]),
+            "text": int(text.group(1)) if text else -1,
+            "prepare_s": timings["prepare_s"],
+            "startup_s": timings["federated_s"] - sum(rounds),
+            "round_s": " / ".join(f"{s:.1f}" for s in rounds),
+            "mean_round_s": sum(rounds) / len(rounds),
+            "per_shop_ms": 1000 * sum(rounds) / len(rounds) / n,
+            "graphs_s": timings["graphs_s"],
+            "total_s": wall,
+            "peak_pss_mb": mem.peak_mb,
+            "peak_rss_mb": mem.peak_rss_mb,
+            "procs": mem.peak_procs,
+            "ndcg@20": sum(e["ndcg@20"] for e in history[-1]["eval"].values()) / max(1, len(history[-1]["eval"])),
+        }
+    )
     if not args.keep:
         shutil.rmtree(out, ignore_errors=True)
     return row
@@ -107,10 +129,29 @@ def main() -> None:
     for n in [int(x) for x in args.shops.split(",") if x]:
         row = run_one(args, n)
         rows.append(row)
-        print(f"  {n:,} shops: rounds {row.get('round_s')} s, total {row.get('total_s', float('nan')):.0f} s (load {row['load']})",
-              file=sys.stderr, flush=True)
-    cols = ["shops", "users", "interactions", "text", "prepare_s", "startup_s", "round_s", "mean_round_s", "per_shop_ms", "graphs_s",
-            "total_s", "peak_pss_mb", "peak_rss_mb", "procs", "ndcg@20", "load"]
+        print(
+            f"  {n:,} shops: rounds {row.get('round_s')} s, total {row.get('total_s', float('nan')):.0f} s (load {row['load']})",
+            file=sys.stderr,
+            flush=True,
+        )
+    cols = [
+        "shops",
+        "users",
+        "interactions",
+        "text",
+        "prepare_s",
+        "startup_s",
+        "round_s",
+        "mean_round_s",
+        "per_shop_ms",
+        "graphs_s",
+        "total_s",
+        "peak_pss_mb",
+        "peak_rss_mb",
+        "procs",
+        "ndcg@20",
+        "load",
+    ]
     print(table(rows, cols))
     if args.json:
         print(json.dumps(rows))

@@ -87,9 +87,19 @@ def main() -> None:
                 t = time.perf_counter()
                 e.encode(texts)
                 cold = time.perf_counter() - t
-            rows.append({"source": source, "items": len(texts), "mean_tokens": mean_tokens, "phase": "cold (empty cache)",
-                         "seconds": cold + load_s, "items_per_s": len(texts) / (cold + load_s), "model_load_s": load_s,
-                         "peak_mb": mem.peak_mb, "load": f"{before} → {load()}"})  # fmt: skip
+            rows.append(
+                {
+                    "source": source,
+                    "items": len(texts),
+                    "mean_tokens": mean_tokens,
+                    "phase": "cold (empty cache)",
+                    "seconds": cold + load_s,
+                    "items_per_s": len(texts) / (cold + load_s),
+                    "model_load_s": load_s,
+                    "peak_mb": mem.peak_mb,
+                    "load": f"{before} → {load()}",
+                }
+            )
             # no cache: forward passes only (model loaded)
             before = load()
             e2 = TextEmbedder(cache_dir=cache, device=args.device, batch_size=args.batch_size, progress=False)
@@ -98,8 +108,17 @@ def main() -> None:
             t = time.perf_counter()
             e2.encode(texts)
             nocache = time.perf_counter() - t
-            rows.append({"source": source, "items": len(texts), "mean_tokens": mean_tokens, "phase": "no cache (model loaded)",
-                         "seconds": nocache, "items_per_s": len(texts) / nocache, "load": f"{before} → {load()}"})  # fmt: skip
+            rows.append(
+                {
+                    "source": source,
+                    "items": len(texts),
+                    "mean_tokens": mean_tokens,
+                    "phase": "no cache (model loaded)",
+                    "seconds": nocache,
+                    "items_per_s": len(texts) / nocache,
+                    "load": f"{before} → {load()}",
+                }
+            )
             # warm: a new embedder on the filled cache
             warm = []
             before = load()
@@ -111,8 +130,17 @@ def main() -> None:
                 assert not e3.model_loaded and e3.stats.hits == len(texts)
                 e3.close()
             best = min(warm)
-            rows.append({"source": source, "items": len(texts), "mean_tokens": mean_tokens, "phase": "warm (cache hit), best of 3",
-                         "seconds": best, "items_per_s": len(texts) / best, "load": f"{before} → {load()}"})  # fmt: skip
+            rows.append(
+                {
+                    "source": source,
+                    "items": len(texts),
+                    "mean_tokens": mean_tokens,
+                    "phase": "warm (cache hit), best of 3",
+                    "seconds": best,
+                    "items_per_s": len(texts) / best,
+                    "load": f"{before} → {load()}",
+                }
+            )
             e.close()
     print(table(rows, ["source", "items", "mean_tokens", "phase", "seconds", "items_per_s", "model_load_s", "peak_mb", "load"]))
     if args.json:

@@ -45,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"best single-shop method: {best_single} {methods[best_single][key]:.4f} -> ratio {system[key] / methods[best_single][key]:.3f}")
     if pooled:
         best_pooled = max(pooled, key=lambda m: methods[m][key])
-        print(f"best pooled reference: {best_pooled} {methods[best_pooled][key]:.4f} -> ratio {system[key] / methods[best_pooled][key]:.3f}")
+        print(
+            f"best pooled reference: {best_pooled} {methods[best_pooled][key]:.4f} -> ratio {system[key] / methods[best_pooled][key]:.3f}"
+        )
     shops = [s["shop"] for s in doc["shops"]]
     wins = 0
     print(f"\n{'shop':<14} {'users':>6} {args.system:>9} " + " ".join(f"{m:>9}" for m in single) + "   best alone   wins")
@@ -56,7 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         best = max(alone, key=alone.get)
         win = own > alone[best]
         wins += win
-        print(f"{shop:<14} {s['users']:>6} {own:>9.4f} " + " ".join(f"{alone[m]:>9.4f}" for m in single) + f"   {best:<10}   {'yes' if win else 'no'}")
+        print(
+            f"{shop:<14} {s['users']:>6} {own:>9.4f} "
+            + " ".join(f"{alone[m]:>9.4f}" for m in single)
+            + f"   {best:<10}   {'yes' if win else 'no'}"
+        )
     print(f"\n{args.system} beats the shop's best single-shop method in {wins} of {len(shops)} shops")
     return 0
 

@@ -44,8 +44,18 @@ def _row(run: Path, reference: dict | None) -> tuple[list[str], dict]:
     def fmt(m: dict | None, key: str) -> str:
         return f"{m[key]:.4f}" if m else "–"
 
-    cells = [eps, delta, noise, fmt(fed, "ndcg@20"), fmt(fed, "recall@20"), keep or "100 %", fmt(local, "ndcg@20"), fmt(local, "recall@20"),
-             fmt(methods.get("popularity"), "ndcg@20"), fmt(pooled, "ndcg@20")]  # fmt: skip
+    cells = [
+        eps,
+        delta,
+        noise,
+        fmt(fed, "ndcg@20"),
+        fmt(fed, "recall@20"),
+        keep or "100 %",
+        fmt(local, "ndcg@20"),
+        fmt(local, "recall@20"),
+        fmt(methods.get("popularity"), "ndcg@20"),
+        fmt(pooled, "ndcg@20"),
+    ]
     return cells, doc
 
 
@@ -62,15 +72,27 @@ def main(argv: list[str] | None = None) -> int:
         if not doc["privacy"].get("enabled"):
             reference = doc
             break
-    head = ["user-level ε (max over shops)", "δ per shop", "σ", "federated NDCG@20", "federated Recall@20", "of non-private NDCG",
-            "alone NDCG@20", "alone Recall@20", "popularity NDCG@20", "pooled NDCG@20 (no DP)"]  # fmt: skip
+    head = [
+        "user-level ε (max over shops)",
+        "δ per shop",
+        "σ",
+        "federated NDCG@20",
+        "federated Recall@20",
+        "of non-private NDCG",
+        "alone NDCG@20",
+        "alone Recall@20",
+        "popularity NDCG@20",
+        "pooled NDCG@20 (no DP)",
+    ]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for run in args.runs:
         cells, _ = _row(run, reference)
         print("| " + " | ".join(cells) + " |")
-    print("\nNDCG/Recall: macro averages over shops, held-out last interactions per user; "
-          "'alone' at each ε is trained under the same per-shop DP plan as federation.")  # fmt: skip
+    print(
+        "\nNDCG/Recall: macro averages over shops, held-out last interactions per user; "
+        "'alone' at each ε is trained under the same per-shop DP plan as federation."
+    )
     return 0
 
 

@@ -16,8 +16,15 @@ def text_cache(tmp_path_factory):
 
 # Longest files first (longest-processing-time order): with two xdist workers taking one file
 # at a time, the long Flower-backed files then do not end up queued behind each other at the end.
-_LONG_FIRST = ("test_deploy_federation.py", "test_simulation_e2e.py", "test_audit.py", "test_secure_aggregation.py",
-               "test_privacy.py", "test_shop_training.py", "test_text.py")  # fmt: skip
+_LONG_FIRST = (
+    "test_deploy_federation.py",
+    "test_simulation_e2e.py",
+    "test_audit.py",
+    "test_secure_aggregation.py",
+    "test_privacy.py",
+    "test_shop_training.py",
+    "test_text.py",
+)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -56,19 +56,29 @@ def test_one_run_bound_grows_with_right_guesses_and_respects_the_claim():
 def _fedgraph(*args, timeout=480):
     venv_bin = os.path.dirname(sys.executable)
     path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p != venv_bin)
-    return subprocess.run([sys.executable, "-m", "fedgraph.cli", *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PATH": path})  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "fedgraph.cli", *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, "PATH": path}
+    )
 
 
 @pytest.fixture(scope="module")
 def dp_run(tmp_path_factory, text_cache):
     out = tmp_path_factory.mktemp("audit") / "run"
     result = _fedgraph(
-        "simulate", "--out", str(out), "data.source=synthetic", "data.synthetic_shops=2",
-        "data.synthetic_users_per_shop=[30, 50]", "data.synthetic_items_per_shop=[30, 50]", "train.rounds=2",
-        "train.local_epochs=1", f"features.cache_dir='{text_cache}'", 'evaluation.baselines=["popularity"]',
-        "privacy.enabled=true", "privacy.target_epsilon=8",
-    )  # fmt: skip
+        "simulate",
+        "--out",
+        str(out),
+        "data.source=synthetic",
+        "data.synthetic_shops=2",
+        "data.synthetic_users_per_shop=[30, 50]",
+        "data.synthetic_items_per_shop=[30, 50]",
+        "train.rounds=2",
+        "train.local_epochs=1",
+        f"features.cache_dir='{text_cache}'",
+        'evaluation.baselines=["popularity"]',
+        "privacy.enabled=true",
+        "privacy.target_epsilon=8",
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return out
 
@@ -145,12 +155,27 @@ def test_report_renders_offline_in_a_headless_browser(audited, tmp_path):
     page = tmp_path / "audit.html"
     page.write_text(probe)
     result = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-         "--host-resolver-rules=MAP * ~NOTFOUND", "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000",
-         "--dump-dom", page.as_uri()],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     match = re.search(r'<pre id="audit-check">(.*?)</pre>', result.stdout, re.S)
     assert match, f"page did not load: {result.stderr[-2000:]}"
     check = json.loads(match.group(1).replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"'))
@@ -253,9 +278,14 @@ def _attacks(epsilon, canaries, lower_bound=0.5, auc=0.52):
     fig = {"auc": auc, "auc_ci95": [auc - 0.04, auc + 0.04]}
     return {
         "membership": {"audited_epsilon": epsilon, "dp_max_auc": dp_max_auc(epsilon, 1e-5), "loss_threshold": fig, "calibrated": fig},
-        "canary": {"canaries": canaries, "delta": 1e-5, "epsilon_lower_bound": lower_bound, "audited_epsilon": epsilon,
-                   "max_possible_lower_bound": max_epsilon_lower_bound(canaries, 1e-5)},
-    }  # fmt: skip
+        "canary": {
+            "canaries": canaries,
+            "delta": 1e-5,
+            "epsilon_lower_bound": lower_bound,
+            "audited_epsilon": epsilon,
+            "max_possible_lower_bound": max_epsilon_lower_bound(canaries, 1e-5),
+        },
+    }
 
 
 def test_a_run_with_seeded_noise_is_not_private_never_consistent():
@@ -284,13 +314,20 @@ def test_channels_beside_the_weights_are_listed_and_exact_ones_are_outside_the_c
     the shop's customers is outside the claim, a data-independent one is public."""
     from fedgraph.audit.channels import released_channels
 
-    history = {"rounds": [
-        {"round": 0, "eval": {"a": {"recall@20": 0.1, "users": 40}}},
-        {"round": 1, "train": {"a": {"epsilon": 2.0, "delta": 1e-5, "target-epsilon": 8, "ledger-seq": 1, "shop-weight": 1},
-                               "b": {"target-epsilon": 8, "ledger-seq": 1, "shop-weight": 1}},
-         "eval": {"a": {"recall@20": 0.2, "users": 40}}},
-        {"round": 2, "train": {"b": {"num-examples": 37, "train_seconds": 1.5}}},
-    ]}
+    history = {
+        "rounds": [
+            {"round": 0, "eval": {"a": {"recall@20": 0.1, "users": 40}}},
+            {
+                "round": 1,
+                "train": {
+                    "a": {"epsilon": 2.0, "delta": 1e-5, "target-epsilon": 8, "ledger-seq": 1, "shop-weight": 1},
+                    "b": {"target-epsilon": 8, "ledger-seq": 1, "shop-weight": 1},
+                },
+                "eval": {"a": {"recall@20": 0.2, "users": 40}},
+            },
+            {"round": 2, "train": {"b": {"num-examples": 37, "train_seconds": 1.5}}},
+        ]
+    }
     found = released_channels(history, ["a", "b"], private=True)
     by = {shop: {c["channel"]: c for c in chans} for shop, chans in found.items()}
     assert by["a"]["weights"]["status"] == "accounted" and by["a"]["weights"]["rounds"] == 1

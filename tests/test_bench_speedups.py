@@ -15,8 +15,8 @@ def test_prepare_per_shop_grouping_gives_the_same_shops(tmp_path, monkeypatch):
     import fedgraph.text
     from fedgraph.config import RunConfig
     from fedgraph.data.split import temporal_split
-    from fedgraph.federation.run_dir import RunDir
     from fedgraph.features import item_features
+    from fedgraph.federation.run_dir import RunDir
     from fedgraph.shop import ShopData, build_shop_data
     from fedgraph.simulation import load_dataset, prepare
 
@@ -26,8 +26,14 @@ def test_prepare_per_shop_grouping_gives_the_same_shops(tmp_path, monkeypatch):
         return v / np.linalg.norm(v, axis=1, keepdims=True)
 
     monkeypatch.setattr(fedgraph.text, "embed_catalog", fake_embed)
-    config = RunConfig.load(overrides=["data.source=synthetic", "data.synthetic_shops=6", "data.synthetic_users_per_shop=[20,80]",
-                                       f"features.cache_dir='{tmp_path / 'cache'}'"])  # fmt: skip
+    config = RunConfig.load(
+        overrides=[
+            "data.source=synthetic",
+            "data.synthetic_shops=6",
+            "data.synthetic_users_per_shop=[20,80]",
+            f"features.cache_dir='{tmp_path / 'cache'}'",
+        ]
+    )
     config.save(tmp_path / "config.toml")
     run = RunDir.at(tmp_path)
     shops = prepare(config, run, say=lambda _: None)
@@ -40,9 +46,13 @@ def test_prepare_per_shop_grouping_gives_the_same_shops(tmp_path, monkeypatch):
     text = fake_embed(catalog)
     for shop in shops:
         rows = np.flatnonzero(catalog["shop"].to_numpy() == shop)
-        feats = item_features(text[rows], catalog.iloc[rows]["price"].to_numpy(), neighbours=config.features.neighbours, hops=config.features.hops)
+        feats = item_features(
+            text[rows], catalog.iloc[rows]["price"].to_numpy(), neighbours=config.features.neighbours, hops=config.features.hops
+        )
         for path, (history, held_out) in ((run.shop_file(shop), (fit, val)), (run.final_shop_file(shop), (train, test))):
-            want = build_shop_data(shop, history, held_out, catalog.iloc[rows], feats, recency_halflife_days=config.model.recency_halflife_days)
+            want = build_shop_data(
+                shop, history, held_out, catalog.iloc[rows], feats, recency_halflife_days=config.model.recency_halflife_days
+            )
             got = ShopData.load(path)
             for name, value in want.__dict__.items():
                 if isinstance(value, np.ndarray):
@@ -50,8 +60,19 @@ def test_prepare_per_shop_grouping_gives_the_same_shops(tmp_path, monkeypatch):
             assert got.meta == want.meta
 
 
-@pytest.mark.parametrize("name", ["bench_rounds", "bench_local_training", "bench_text_embedding", "bench_graph_rebuild", "bench_quality",
-                                  "bench_ease", "join_or_not", "compare_blends"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "bench_rounds",
+        "bench_local_training",
+        "bench_text_embedding",
+        "bench_graph_rebuild",
+        "bench_quality",
+        "bench_ease",
+        "join_or_not",
+        "compare_blends",
+    ],
+)
 def test_benchmark_help(name):
     out = subprocess.run([sys.executable, str(ROOT / "simulations" / f"{name}.py"), "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 import torch
 
 from fedgraph.baselines import early_stopped, tuned_shop_model
@@ -125,10 +124,17 @@ def _view(train_rows, held_out_rows, n_items):
     t_indptr = np.cumsum([0] + [len(r) for r in held_out_rows])
     n_users = len(train_rows)
     return ShopData(
-        shop="s", items=np.array([f"i{i}" for i in range(n_items)]), item_titles=np.array([""] * n_items),
-        item_categories=np.array([""] * n_items), item_features=np.zeros((n_items, 2), np.float32),
-        users=np.array([f"u{u}" for u in range(n_users)]), indptr=indptr, item=np.array([i for r in train_rows for i in r], dtype=np.int64),
-        attr=np.zeros((indptr[-1], 5), np.float32), test_indptr=t_indptr, test_item=np.array([i for r in held_out_rows for i in r], dtype=np.int64),
+        shop="s",
+        items=np.array([f"i{i}" for i in range(n_items)]),
+        item_titles=np.array([""] * n_items),
+        item_categories=np.array([""] * n_items),
+        item_features=np.zeros((n_items, 2), np.float32),
+        users=np.array([f"u{u}" for u in range(n_users)]),
+        indptr=indptr,
+        item=np.array([i for r in train_rows for i in r], dtype=np.int64),
+        attr=np.zeros((indptr[-1], 5), np.float32),
+        test_indptr=t_indptr,
+        test_item=np.array([i for r in held_out_rows for i in r], dtype=np.int64),
     )
 
 
@@ -152,8 +158,16 @@ def test_early_stopping_keeps_the_validation_best_chunk(monkeypatch):
 
     monkeypatch.setattr(b, "train_local", fake_train)
     scores = {0: 0.1, 1: 0.3, 2: 0.5, 3: 0.4, 4: 0.2, 5: 0.45, 6: 0.1}
-    chosen = early_stopped(model, None, b.TrainSettings(), chunk_epochs=2, max_chunks=10, patience=3, device=torch.device("cpu"),
-                           validate=lambda m: scores[int(m.weight.item())])
+    chosen = early_stopped(
+        model,
+        None,
+        b.TrainSettings(),
+        chunk_epochs=2,
+        max_chunks=10,
+        patience=3,
+        device=torch.device("cpu"),
+        validate=lambda m: scores[int(m.weight.item())],
+    )
     assert chosen["chunks"] == 2 and chosen["validation_ndcg"] == 0.5
     assert chosen["curve"] == [0.1, 0.3, 0.5, 0.4, 0.2, 0.45]  # stopped after 3 chunks without a better score
     assert model.weight.item() == 2.0  # the best state is left in the model
@@ -202,7 +216,9 @@ def test_a_shop_refuses_to_send_counts_unless_its_own_config_allows_it(tmp_path,
 def test_federated_ease_with_dp_is_refused_with_the_way_out():
     from fedgraph.config import ConfigError, RunConfig
 
-    assert RunConfig.load(None, ["privacy.enabled=true"]).model.private_part(RunConfig.load(None, ["privacy.enabled=true"]).privacy) == "ease"
+    assert (
+        RunConfig.load(None, ["privacy.enabled=true"]).model.private_part(RunConfig.load(None, ["privacy.enabled=true"]).privacy) == "ease"
+    )
     assert RunConfig().model.private_part(RunConfig().privacy) == "federated_ease"
     with pytest.raises(ConfigError, match="use model.shop_private=ease or none"):
         RunConfig.load(None, ["privacy.enabled=true", "model.shop_private=federated_ease"])

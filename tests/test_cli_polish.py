@@ -98,19 +98,15 @@ def test_flower_lines_reach_the_console_and_logs_without_colour_codes():
 
 
 def test_failed_shops_are_named_not_node_numbers():
-    from types import SimpleNamespace
-
     from fedgraph.federation.rounds import _name_failures
 
-    run = SimpleNamespace(round_shops=["uk-1", "germany"])
     names = {7: "germany"}
     assert _name_failures(["node 7: out of memory", "node 9: timeout"], names) == ["germany: out of memory", "node 9: timeout"]
 
 
 def test_reading_a_graph_does_not_import_torch():
     """`fedgraph graph` reads SQLite; importing torch cost 2.9 s per query."""
-    code = ("import sys; import fedgraph.cli as c; from fedgraph.graph import GraphStore, export_graphml; "
-            "print('torch' in sys.modules)")
+    code = "import sys; import fedgraph.cli as c; from fedgraph.graph import GraphStore, export_graphml; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.stdout.strip() == "False", out.stderr
 
@@ -151,8 +147,16 @@ def test_every_data_error_exits_with_the_same_code(tmp_path, capsys):
     catalog = tmp_path / "catalog.csv"
     catalog.write_text("shop,item,title,description,category,price\ns1,i1,Mug,,kitchen,2.5\n")
     bad = main(["simulate", "--out", str(tmp_path / "a"), "data.source=files", f"data.events='{events}'", f"data.catalog='{catalog}'"])
-    missing = main(["simulate", "--out", str(tmp_path / "b"), "data.source=files", f"data.events='{tmp_path / 'nope.csv'}'",
-                    f"data.catalog='{catalog}'"])
+    missing = main(
+        [
+            "simulate",
+            "--out",
+            str(tmp_path / "b"),
+            "data.source=files",
+            f"data.events='{tmp_path / 'nope.csv'}'",
+            f"data.catalog='{catalog}'",
+        ]
+    )
     assert bad == missing == 2, capsys.readouterr().err
 
 

@@ -5,16 +5,25 @@ import pytest
 from flwr.app import ArrayRecord, Message, Metadata, MetricRecord, RecordDict
 
 from fedgraph.config import RunConfig
+from fedgraph.federation.server_strategy import build_strategy
 from fedgraph.privacy import epsilon
 from fedgraph.privacy.client_level import UNIFORM_WEIGHT_KEY, ServerPrivacyLedger
-from fedgraph.federation.server_strategy import build_strategy
 
 
 def _reply(update, users, node):
     """A shop's reply as the server receives it."""
     content = RecordDict({"arrays": ArrayRecord([update]), "metrics": MetricRecord({"num-examples": users, UNIFORM_WEIGHT_KEY: 1.0})})
-    meta = Metadata(run_id=1, message_id=f"m{node}", src_node_id=node, dst_node_id=0, reply_to_message_id=f"i{node}",
-                    group_id="1", created_at=0.0, ttl=60.0, message_type="train")  # fmt: skip
+    meta = Metadata(
+        run_id=1,
+        message_id=f"m{node}",
+        src_node_id=node,
+        dst_node_id=0,
+        reply_to_message_id=f"i{node}",
+        group_id="1",
+        created_at=0.0,
+        ttl=60.0,
+        message_type="train",
+    )
     return Message(content=content, metadata=meta)
 
 
@@ -27,7 +36,9 @@ def _config(**privacy):
 
 def _aggregate(strategy, updates, users):
     strategy.current_arrays = ArrayRecord([np.zeros(2, dtype=np.float32)])  # the global model it sent
-    arrays, _ = strategy.aggregate_train(1, [_reply(np.asarray(u, dtype=np.float32), n, i + 1) for i, (u, n) in enumerate(zip(updates, users))])
+    arrays, _ = strategy.aggregate_train(
+        1, [_reply(np.asarray(u, dtype=np.float32), n, i + 1) for i, (u, n) in enumerate(zip(updates, users))]
+    )
     return arrays.to_numpy_ndarrays()[0]
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import os
 import pickle
 
 import numpy as np
@@ -173,8 +172,7 @@ def test_empty_file(tmp_path):
 def test_header_only_has_no_data_rows(tmp_path):
     err = events_error(tmp_path, [])
     assert str(err) == (
-        "events.csv: expected at least one data row, found no data rows. "
-        "Add events rows, or check that you passed the right file."
+        "events.csv: expected at least one data row, found no data rows. Add events rows, or check that you passed the right file."
     )
     err = catalog_error(tmp_path, [])
     assert "found no data rows" in str(err)
@@ -223,8 +221,7 @@ def test_unparsable_timestamp_exact_message(tmp_path):
     rows = GOOD_EVENTS + ["e4,s1,u1,i2,yesterday,view,1"]
     err = events_error(tmp_path, rows)
     assert str(err) == (
-        "events.csv, row 4, column 'timestamp': expected a timestamp like 2011-03-01 12:30:00, "
-        "found 'yesterday'. Fix or remove that row."
+        "events.csv, row 4, column 'timestamp': expected a timestamp like 2011-03-01 12:30:00, found 'yesterday'. Fix or remove that row."
     )
     assert (err.file, err.row, err.column, err.found) == ("events.csv", 4, "timestamp", "yesterday")
 
@@ -250,8 +247,7 @@ def test_tz_aware_frame_rejected():
 def test_unknown_kind_lists_allowed(tmp_path):
     err = events_error(tmp_path, GOOD_EVENTS + ["e4,s1,u1,i2,2011-03-01,click,1"])
     assert str(err) == (
-        "events.csv, row 4, column 'kind': expected one of 'view', 'cart', 'purchase', "
-        "found 'click'. Fix or remove that row."
+        "events.csv, row 4, column 'kind': expected one of 'view', 'cart', 'purchase', found 'click'. Fix or remove that row."
     )
 
 

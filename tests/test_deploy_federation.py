@@ -59,19 +59,35 @@ def _ours(root: Path) -> list[int]:
 class Federation:
     def __init__(self, root: Path, text_cache: Path):
         self.port = free_port()
-        self.demo = make_demo(root, shops=2, extra_keys=("intruder",), port=self.port, rounds=ROUNDS, min_train_shops=1,
-                              cache_dir=text_cache, poll_s=0.2, settle_s=0.3,
-                              # SecAgg+ cannot finish a round when one of only two shops dies in it (the
-                              # kill test below); tests/test_deploy_secagg.py covers SecAgg+ over the network
-                              secure_aggregation=False)  # fmt: skip
+        self.demo = make_demo(
+            root,
+            shops=2,
+            extra_keys=("intruder",),
+            port=self.port,
+            rounds=ROUNDS,
+            min_train_shops=1,
+            cache_dir=text_cache,
+            poll_s=0.2,
+            settle_s=0.3,
+            # SecAgg+ cannot finish a round when one of only two shops dies in it (the
+            # kill test below); tests/test_deploy_secagg.py covers SecAgg+ over the network
+            secure_aggregation=False,
+        )
         self.root = self.demo.root
         self.procs: dict[str, subprocess.Popen] = {}
         self.dropped: dict[str, set[str]] = {s: set() for s in self.demo.events}
         self.a, self.b = self.demo.shops
 
     def cli(self, *args: str, **kw) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "fedgraph.cli", *args], env=_env(), start_new_session=True,
-                                stdout=kw.pop("stdout", subprocess.DEVNULL), stderr=subprocess.STDOUT, cwd=self.root, **kw)  # fmt: skip
+        return subprocess.Popen(
+            [sys.executable, "-m", "fedgraph.cli", *args],
+            env=_env(),
+            start_new_session=True,
+            stdout=kw.pop("stdout", subprocess.DEVNULL),
+            stderr=subprocess.STDOUT,
+            cwd=self.root,
+            **kw,
+        )
 
     def start_server(self) -> None:
         log = open(self.root / "server.out", "ab")
@@ -106,8 +122,13 @@ class Federation:
         return collect(ShopConfig.load(self.demo.shop_config(shop)))
 
     def status_cli(self, shop: str) -> dict:
-        out = subprocess.run([sys.executable, "-m", "fedgraph.cli", "client", "status", "--config", str(self.demo.shop_config(shop)), "--json"],
-                             capture_output=True, text=True, env=_env(), timeout=180)  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-m", "fedgraph.cli", "client", "status", "--config", str(self.demo.shop_config(shop)), "--json"],
+            capture_output=True,
+            text=True,
+            env=_env(),
+            timeout=180,
+        )
         assert out.returncode == 0, out.stdout + out.stderr
         return json.loads(out.stdout)
 
@@ -125,8 +146,12 @@ class Federation:
 
     def diagnostics(self) -> str:
         parts = []
-        for path in [self.root / "server.out", *[self.root / f"{s}.out" for s in self.demo.events], self.root / "server-state" / "logs" / "run.log",
-                     *[self.demo.state(s) / "logs" / "daemon.jsonl" for s in self.demo.events]]:  # fmt: skip
+        for path in [
+            self.root / "server.out",
+            *[self.root / f"{s}.out" for s in self.demo.events],
+            self.root / "server-state" / "logs" / "run.log",
+            *[self.demo.state(s) / "logs" / "daemon.jsonl" for s in self.demo.events],
+        ]:
             if path.exists():
                 parts.append(f"--- {path}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-25:]))
         return "\n".join(parts)
@@ -188,7 +213,10 @@ def test_rounds_over_tls_with_node_auth(fed):
     print(f"\nround seconds over TLS with auth (2 shops, warm ClientApp): {seconds}")
     # Each shop's graph was rebuilt with the global model it received
     for shop in fed.demo.shops:
-        fed.wait(f"{shop} graph on a global model", lambda: (s := fed.status(shop))["graph"] and not str(s["graph"]["model_version"]).startswith("init"))
+        fed.wait(
+            f"{shop} graph on a global model",
+            lambda shop=shop: (s := fed.status(shop))["graph"] and not str(s["graph"]["model_version"]).startswith("init"),
+        )
         st = fed.status_cli(shop)  # the command itself, once
         assert st["connected"] is True and st["daemon"] == "running"
         assert st["last_round"] >= 1 and st["model_version"] and st["privacy"].startswith(("n/a", "ε"))
@@ -211,13 +239,18 @@ def test_shop_killed_mid_round_rejoins_without_losing_events(fed):
     armed = time.time()
     # wait until shop B is inside a train message that arrived after the delay was armed: it is
     # sleeping in it, so the round is in flight and B has not replied
-    msg = fed.wait("B in a train round", lambda: (m := _json(b_state / "last_message.json")) and m["type"].startswith("train") and m["at"] > armed and m)
+    msg = fed.wait(
+        "B in a train round",
+        lambda: (m := _json(b_state / "last_message.json")) and m["type"].startswith("train") and m["at"] > armed and m,
+    )
     in_flight = msg["round"]
     fed.kill(fed.b)  # SIGKILL the daemon mid-round
     (b_state / "fault-train-delay-s").unlink()
     # the SuperNode (SIGTERM from the kernel when its daemon died) leaves; the round goes on with A
     run_log = fed.root / "server-state" / "logs" / "run.log"
-    fed.wait("round aggregated from A alone", lambda: "aggregate_train: Received 1 results" in run_log.read_text(errors="replace"), timeout=120)
+    fed.wait(
+        "round aggregated from A alone", lambda: "aggregate_train: Received 1 results" in run_log.read_text(errors="replace"), timeout=120
+    )
     # Issue 13.1: the round finishes with the shops that answer (min_train_shops = 1) while B is
     # still down; before, its evaluation waited for every shop until B came back.
     r = fed.wait(f"round {in_flight} recorded while B is down", lambda: _round(fed.history(), in_flight), timeout=120)
@@ -228,7 +261,11 @@ def test_shop_killed_mid_round_rejoins_without_losing_events(fed):
     held = fed.demo.events[fed.b].iloc[-HELD_BACK:]
     fed.drop(fed.b, pd.concat([fed.demo.events[fed.b].iloc[:10], held.iloc[:20]]), "while-down.csv")
     fed.start_shop(fed.b)
-    h = fed.wait("B back in a round", lambda: any(rr["round"] > in_flight and fed.b in rr.get("train", {}) for rr in fed.history()["rounds"]) and fed.history(), timeout=240)
+    fed.wait(
+        "B back in a round",
+        lambda: any(rr["round"] > in_flight and fed.b in rr.get("train", {}) for rr in fed.history()["rounds"]) and fed.history(),
+        timeout=240,
+    )
     st = fed.status(fed.b)
     assert st["events"]["events"] == len(fed.dropped[fed.b])  # nothing lost, nothing counted twice
 
@@ -240,16 +277,21 @@ def test_superlink_restart_daemons_reconnect(fed):
     fed.kill("server")  # SIGKILL: the SuperLink (its child) gets SIGTERM and stops
     fed.wait("SuperLink gone", lambda: not any("flower-superlink" in c for c in _cmdlines(fed.root)), timeout=30)
     for shop in fed.demo.shops:
-        fed.wait(f"{shop} sees the SuperLink gone", lambda: fed.status(shop)["connected"] is False, timeout=30)
+        fed.wait(f"{shop} sees the SuperLink gone", lambda shop=shop: fed.status(shop)["connected"] is False, timeout=30)
     fed.start_server()
-    h = fed.wait("a round after the restart", lambda: (h := fed.history()) and max(r["round"] for r in h["rounds"]) > before and h, timeout=240)
+    h = fed.wait(
+        "a round after the restart", lambda: (h := fed.history()) and max(r["round"] for r in h["rounds"]) > before and h, timeout=240
+    )
     after = [r for r in h["rounds"] if r["round"] > before]
     assert after and after[0]["train"], after  # the next round ran
     # Both daemons are back in training. Not always in that first round: a SuperNode still in
     # Flower's reconnect back-off is restarted by its daemon's watchdog, which deactivates and
     # re-activates its node (2 s); a round that starts in that window goes on without the shop.
-    fed.wait("both shops in a round after the restart",
-             lambda: any(r["round"] > before and set(r["train"]) == {fed.a, fed.b} for r in fed.history()["rounds"]), timeout=120)  # fmt: skip
+    fed.wait(
+        "both shops in a round after the restart",
+        lambda: any(r["round"] > before and set(r["train"]) == {fed.a, fed.b} for r in fed.history()["rounds"]),
+        timeout=120,
+    )
     for shop in fed.demo.shops:
         assert fed.status(shop)["connected"] is True
 
@@ -271,7 +313,9 @@ def test_corrupt_and_half_written_files_are_quarantined(fed):
     st = fed.wait("A counts", lambda: (s := fed.status(fed.a))["events"]["events"] == len(fed.dropped[fed.a]) and s, timeout=30)
     assert st["events"]["files_quarantined"] == 2
     # the graph caught up with the new events: the touched users' rows carry the newest offset
-    fed.wait("A graph caught up", lambda: fed.status(fed.a)["graph_event_offset"] == fed.status(fed.a)["events"]["event_offset"], timeout=30)
+    fed.wait(
+        "A graph caught up", lambda: fed.status(fed.a)["graph_event_offset"] == fed.status(fed.a)["events"]["event_offset"], timeout=30
+    )
 
 
 def test_every_event_counted_exactly_once(fed):

@@ -45,8 +45,17 @@ def test_12_1_deployments_draw_dp_noise_from_a_csprng_and_refuse_seeded_noise(de
 
 
 def _message(kind: str, content: RecordDict) -> Message:
-    meta = Metadata(run_id=1, message_id="m1", src_node_id=0, dst_node_id=7, reply_to_message_id="", group_id="1",
-                    created_at=0.0, ttl=60.0, message_type=kind)  # fmt: skip
+    meta = Metadata(
+        run_id=1,
+        message_id="m1",
+        src_node_id=0,
+        dst_node_id=7,
+        reply_to_message_id="",
+        group_id="1",
+        created_at=0.0,
+        ttl=60.0,
+        message_type=kind,
+    )
     return Message(content=content, metadata=meta)
 
 
@@ -116,9 +125,9 @@ def test_12_7_error_text_stays_in_the_shop_and_refusals_reach_the_server(demo, c
 
 
 def test_12_2_secure_aggregation_runs_with_weight_one_and_sends_no_counts():
-    from fedgraph.federation.secure_aggregation import SHOP_WEIGHT, state_to_fitres
-
     import flwr.compat.common.recorddict_compat as compat
+
+    from fedgraph.federation.secure_aggregation import SHOP_WEIGHT, state_to_fitres
 
     fitres = compat.recorddict_to_fitres(state_to_fitres({"w": torch.ones(3)}, {"partition-id": 1, "shop-weight": 1.0}), keep_input=True)
     assert fitres.num_examples == SHOP_WEIGHT == 1
@@ -135,12 +144,15 @@ def test_12_11_the_server_refuses_a_shop_whose_ledger_went_backwards():
     it passes the shop's own check; the server remembers each shop's ε and ledger length."""
     from fedgraph.federation.rounds import _ledger_regressions
 
-    history = {"rounds": [
-        {"round": 1, "train": {"a": {"ledger-seq": 1, "epsilon": 2.0}, "b": {"ledger-seq": 1, "epsilon": 2.0}}},
-        {"round": 2, "train": {"a": {"ledger-seq": 2, "epsilon": 3.0}}, "budget_exhausted": {"b": {"ledger-seq": 2, "epsilon": 2.0}}},
-    ]}  # fmt: skip
-    flagged = _ledger_regressions(history, {"a": {"ledger-seq": 1, "epsilon": 0.5}, "b": {"ledger-seq": 3, "epsilon": 2.5},
-                                            "c": {"ledger-seq": 1, "epsilon": 1.0}})  # fmt: skip
+    history = {
+        "rounds": [
+            {"round": 1, "train": {"a": {"ledger-seq": 1, "epsilon": 2.0}, "b": {"ledger-seq": 1, "epsilon": 2.0}}},
+            {"round": 2, "train": {"a": {"ledger-seq": 2, "epsilon": 3.0}}, "budget_exhausted": {"b": {"ledger-seq": 2, "epsilon": 2.0}}},
+        ]
+    }
+    flagged = _ledger_regressions(
+        history, {"a": {"ledger-seq": 1, "epsilon": 0.5}, "b": {"ledger-seq": 3, "epsilon": 2.5}, "c": {"ledger-seq": 1, "epsilon": 1.0}}
+    )
     assert list(flagged) == ["a"] and "went backwards" in flagged["a"] and "entry 2, ε 3.00 by round 2" in flagged["a"]
     assert _ledger_regressions(history, {"b": {"ledger-seq": 2, "epsilon": 2.0}})  # a replayed entry is not new either
 

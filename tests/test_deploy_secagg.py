@@ -24,11 +24,21 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 def _run_federation(tmp_path, demo, env=None) -> subprocess.CompletedProcess:
     """Start every shop daemon, run the server to the end, stop the daemons; the server's result."""
     cli = [sys.executable, "-m", "fedgraph.cli"]
-    daemons = [subprocess.Popen([*cli, "client", "start", "--config", str(demo.shop_config(shop))], cwd=tmp_path, start_new_session=True,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env) for shop in demo.shops]  # fmt: skip
+    daemons = [
+        subprocess.Popen(
+            [*cli, "client", "start", "--config", str(demo.shop_config(shop))],
+            cwd=tmp_path,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        for shop in demo.shops
+    ]
     try:
-        return subprocess.run([*cli, "server", "start", "--config", str(demo.server_config)], cwd=tmp_path, capture_output=True,
-                              text=True, timeout=600)  # fmt: skip
+        return subprocess.run(
+            [*cli, "server", "start", "--config", str(demo.server_config)], cwd=tmp_path, capture_output=True, text=True, timeout=600
+        )
     finally:
         for p in daemons:
             try:

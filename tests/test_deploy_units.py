@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import threading
 import logging
 import os
 import shutil
 import sqlite3
 import stat
+import threading
 import time
 
 import numpy as np
@@ -30,14 +30,16 @@ ITEMS = [f"i{n:03d}" for n in range(30)]
 
 def _events(start: int, n: int, *, users: int = 5, t0: str = "2024-01-01") -> pd.DataFrame:
     rng = np.random.default_rng(start)
-    return pd.DataFrame({
-        "event_id": [f"e{start + k:06d}" for k in range(n)],
-        "user": [f"u{(start + k) % users}" for k in range(n)],
-        "item": [ITEMS[int(i)] for i in rng.integers(0, len(ITEMS), n)],
-        "timestamp": (pd.Timestamp(t0) + pd.to_timedelta(np.arange(start, start + n) * 3600, unit="s")).astype(str),
-        "kind": ["view", "cart", "purchase"] * (n // 3) + ["view"] * (n % 3),
-        "weight": [1.0] * n,
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "event_id": [f"e{start + k:06d}" for k in range(n)],
+            "user": [f"u{(start + k) % users}" for k in range(n)],
+            "item": [ITEMS[int(i)] for i in rng.integers(0, len(ITEMS), n)],
+            "timestamp": (pd.Timestamp(t0) + pd.to_timedelta(np.arange(start, start + n) * 3600, unit="s")).astype(str),
+            "kind": ["view", "cart", "purchase"] * (n // 3) + ["view"] * (n % 3),
+            "weight": [1.0] * n,
+        }
+    )
 
 
 @pytest.fixture
@@ -140,8 +142,14 @@ def test_malformed_files_are_quarantined_with_a_reason_and_ingestion_goes_on(tmp
     report = folder.poll()
     assert report.quarantined == 3 and report.new_events == 8
     q = drop / "quarantine"
-    assert {p.name for p in q.iterdir()} == {"half.csv", "junk.parquet", "unknown_item.csv",
-                                             "half.csv.reason.txt", "junk.parquet.reason.txt", "unknown_item.csv.reason.txt"}  # fmt: skip
+    assert {p.name for p in q.iterdir()} == {
+        "half.csv",
+        "junk.parquet",
+        "unknown_item.csv",
+        "half.csv.reason.txt",
+        "junk.parquet.reason.txt",
+        "unknown_item.csv.reason.txt",
+    }
     assert "no-such-item" in (q / "unknown_item.csv.reason.txt").read_text()
     lines = [x for x in _log_lines(tmp_path) if x["event"] == "file_quarantined"]
     assert {x["file"] for x in lines} == {"half.csv", "junk.parquet", "unknown_item.csv"}
@@ -198,8 +206,16 @@ def test_graph_updates_touch_only_affected_users_and_record_model_and_offset(tmp
     paths = ShopPaths(tmp_path / "state")
     write_run_dir(paths, config, [SHOP], feature_dim=feature_size(hops=config.features.hops))
     rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"shop": SHOP, "item": ITEMS, "title": [f"t{i}" for i in ITEMS], "description": "",
-                          "category": [["a", "b", "c"][k % 3] for k in range(len(ITEMS))], "price": 1.0})  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "shop": SHOP,
+            "item": ITEMS,
+            "title": [f"t{i}" for i in ITEMS],
+            "description": "",
+            "category": [["a", "b", "c"][k % 3] for k in range(len(ITEMS))],
+            "price": 1.0,
+        }
+    )
     catalog = Catalog(SHOP, frame, rng.normal(size=(len(ITEMS), feature_size(hops=1))).astype(np.float32))
     events = EventLog(paths.events)
     events.ingest(_events(0, 50, users=5).assign(shop=SHOP).pipe(_canonical), source="s1", name="s1")
@@ -273,7 +289,9 @@ def test_status_without_a_daemon_reports_stopped_and_no_ledger(tmp_path):
 
     certs.init_federation(tmp_path / "certs", shops=[SHOP])
     p = tmp_path / "shop.toml"
-    p.write_text(f'[shop]\nname = "{SHOP}"\n[source]\ncatalog = "c.csv"\n[server]\nca_cert = "certs/ca.pem"\nauth_key = "certs/shops/{SHOP}/auth.key"\n')
+    p.write_text(
+        f'[shop]\nname = "{SHOP}"\n[source]\ncatalog = "c.csv"\n[server]\nca_cert = "certs/ca.pem"\nauth_key = "certs/shops/{SHOP}/auth.key"\n'
+    )
     info = collect(ShopConfig.load(p))
     assert info["daemon"] == "stopped" and info["connected"] is False and info["privacy"] == "n/a (no DP ledger)"
     text = render(info)
@@ -291,7 +309,9 @@ def test_status_command_reads_state_without_importing_torch(tmp_path):
 
     certs.init_federation(tmp_path / "certs", shops=[SHOP])
     p = tmp_path / "shop.toml"
-    p.write_text(f'[shop]\nname = "{SHOP}"\n[source]\ncatalog = "c.csv"\n[server]\nca_cert = "certs/ca.pem"\nauth_key = "certs/shops/{SHOP}/auth.key"\n')
+    p.write_text(
+        f'[shop]\nname = "{SHOP}"\n[source]\ncatalog = "c.csv"\n[server]\nca_cert = "certs/ca.pem"\nauth_key = "certs/shops/{SHOP}/auth.key"\n'
+    )
     cfg = ShopConfig.load(p)
     ledger = PrivacyLedger(cfg.state_dir / "run" / "privacy" / SHOP, key_path=cfg.ledger_key_path)
     ledger.append("plan", shop=SHOP, target_epsilon=8.0)
@@ -529,14 +549,23 @@ def test_serving_features_depend_only_on_the_users_own_events_as_in_training(tmp
     from fedgraph.graph import GraphStore
     from fedgraph.shop import edge_attributes
 
-    attr = edge_attributes(np.array(["a", "a", "b"]), np.array([0.0, 86400.0 * 60, 10.0]), np.ones(3), np.array([0, 2, 1]),
-                           recency_halflife_days=60.0)  # fmt: skip
+    attr = edge_attributes(
+        np.array(["a", "a", "b"]), np.array([0.0, 86400.0 * 60, 10.0]), np.ones(3), np.array([0, 2, 1]), recency_halflife_days=60.0
+    )
     assert attr[:, 0] == pytest.approx([0.5, 1.0, 1.0])  # each user's own latest event is fresh, whatever the others did
     assert attr[:, 1] == pytest.approx(np.log1p(1.0)) and attr[[0, 1, 2], [2, 4, 3]].tolist() == [1.0, 1.0, 1.0]
     config = RunConfig.from_dict({"model": {"dim": 8, "hidden": 8}, "train": {"device": "cpu"}, "evaluation": {"history": 8}})
     rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"shop": SHOP, "item": ITEMS, "title": [f"t{i}" for i in ITEMS], "description": "",
-                          "category": [["a", "b", "c"][k % 3] for k in range(len(ITEMS))], "price": 1.0})  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "shop": SHOP,
+            "item": ITEMS,
+            "title": [f"t{i}" for i in ITEMS],
+            "description": "",
+            "category": [["a", "b", "c"][k % 3] for k in range(len(ITEMS))],
+            "price": 1.0,
+        }
+    )
     catalog = Catalog(SHOP, frame, rng.normal(size=(len(ITEMS), feature_size(hops=1))).astype(np.float32))
     base = _events(0, 40, users=4)
     later = _events(40, 3, users=1, t0="2025-06-01").assign(user="u9")  # another customer, a year later
@@ -560,8 +589,10 @@ def test_serving_features_depend_only_on_the_users_own_events_as_in_training(tmp
 def _shop_config(tmp_path, extra: str = "") -> ShopConfig:
     certs.init_federation(tmp_path / "certs", shops=[SHOP])
     p = tmp_path / "shop.toml"
-    p.write_text(f'[shop]\nname = "{SHOP}"\n{extra}[source]\ncatalog = "c.csv"\n[server]\nca_cert = "certs/ca.pem"\n'
-                 f'auth_key = "certs/shops/{SHOP}/auth.key"\n')  # fmt: skip
+    p.write_text(
+        f'[shop]\nname = "{SHOP}"\n{extra}[source]\ncatalog = "c.csv"\n[server]\nca_cert = "certs/ca.pem"\n'
+        f'auth_key = "certs/shops/{SHOP}/auth.key"\n'
+    )
     return ShopConfig.load(p)
 
 

@@ -7,12 +7,12 @@ a CUDA device. Skipped where there is none.
 import numpy as np
 import pytest
 import torch
+from test_shop_training import _planted_shop
 
 from fedgraph.evaluation import evaluate_model, evaluate_popularity
 from fedgraph.models import InterestModel
 from fedgraph.privacy import DPSettings
 from fedgraph.training import TrainSettings, train_local
-from test_shop_training import _planted_shop
 
 pytestmark = [
     pytest.mark.gpu,
@@ -52,8 +52,15 @@ def test_interest_graph_on_cuda_matches_cpu():
 
     rng = np.random.default_rng(0)
     users, items = rng.standard_normal((50, 16)).astype(np.float32), rng.standard_normal((40, 16)).astype(np.float32)
-    args = ("s", [f"u{i}" for i in range(50)], users, [f"i{i}" for i in range(40)], items,
-            [f"t{i}" for i in range(40)], [f"c{i % 4}" for i in range(40)])  # fmt: skip
+    args = (
+        "s",
+        [f"u{i}" for i in range(50)],
+        users,
+        [f"i{i}" for i in range(40)],
+        items,
+        [f"t{i}" for i in range(40)],
+        [f"c{i % 4}" for i in range(40)],
+    )
     cpu = build_interest_graph(*args, device="cpu")
     gpu = build_interest_graph(*args, device="cuda")
     for edges in ("user_item", "item_item", "user_interest"):

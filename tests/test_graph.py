@@ -35,7 +35,7 @@ ITEM_EMB = np.array(
     ],
     dtype=np.float32,
 )
-TITLES = ["Headphones", "Speaker, \"bass\" edition", "Novel", "Poems\nvol. 2", "Pan", "Wok"]
+TITLES = ["Headphones", 'Speaker, "bass" edition', "Novel", "Poems\nvol. 2", "Pan", "Wok"]
 CATEGORIES = ["audio", "audio", "books", "books", "cooking", "cooking"]
 USERS = ["alice", "bob", "carol"]
 USER_EMB = np.array(
@@ -52,8 +52,7 @@ def build(shop="fr", *, model_version="v1", round=3, users=USERS, user_emb=USER_
     kw.setdefault("top_k_items", 3)
     kw.setdefault("top_k_interests", 2)
     kw.setdefault("top_k_neighbours", 2)
-    graph = build_interest_graph(shop, users, user_emb, ITEMS, ITEM_EMB, TITLES, CATEGORIES,
-                                 model_version=model_version, round=round, **kw)
+    graph = build_interest_graph(shop, users, user_emb, ITEMS, ITEM_EMB, TITLES, CATEGORIES, model_version=model_version, round=round, **kw)
     graph.event_offset = f"events@{round}"
     return graph
 
@@ -152,8 +151,7 @@ def test_chunked_equals_unchunked_and_brute_force():
     In = I / np.linalg.norm(I, axis=1, keepdims=True)
     sims = In @ In.T
     np.fill_diagonal(sims, -np.inf)
-    np.testing.assert_array_equal(small.item_item["dst_idx"].reshape(n_items, 5),
-                                  np.argsort(-sims, axis=1)[:, :5])
+    np.testing.assert_array_equal(small.item_item["dst_idx"].reshape(n_items, 5), np.argsort(-sims, axis=1)[:, :5])
 
 
 def test_to_hetero_data():
@@ -209,22 +207,31 @@ def test_bulk_write_round_trips_exactly(store):
     rng = np.random.default_rng(3)
     n = 1234  # not a multiple of the rows per INSERT statement
     users = [f"user-{i}" for i in rng.permutation(n)]
-    g = build_interest_graph("fr", users, rng.standard_normal((n, 4)).astype(np.float32),
-                             ITEMS, ITEM_EMB, TITLES, CATEGORIES, top_k_items=4,
-                             top_k_interests=2, top_k_neighbours=3, model_version="v7", round=9)
+    g = build_interest_graph(
+        "fr",
+        users,
+        rng.standard_normal((n, 4)).astype(np.float32),
+        ITEMS,
+        ITEM_EMB,
+        TITLES,
+        CATEGORIES,
+        top_k_items=4,
+        top_k_interests=2,
+        top_k_neighbours=3,
+        model_version="v7",
+        round=9,
+    )
     store.write(g)
     back = store.read_graph("fr")
 
     def edges(graph, name, src_nodes, dst_nodes, src, dst, w):
         e = getattr(graph, name)
-        return sorted(zip([src_nodes[i] for i in e[src]], [dst_nodes[i] for i in e[dst]],
-                          e[w].tolist()))
+        return sorted(zip([src_nodes[i] for i in e[src]], [dst_nodes[i] for i in e[dst]], e[w].tolist()))
 
     def all_edges(gr):
         return {
             "ui": edges(gr, "user_item", gr.users, gr.items, "user_idx", "item_idx", "score"),
-            "uc": edges(gr, "user_interest", gr.users, gr.interests, "user_idx", "interest_idx",
-                        "weight"),
+            "uc": edges(gr, "user_interest", gr.users, gr.interests, "user_idx", "interest_idx", "weight"),
             "ii": edges(gr, "item_item", gr.items, gr.items, "src_idx", "dst_idx", "similarity"),
         }
 
@@ -238,8 +245,7 @@ def test_bulk_write_round_trips_exactly(store):
 def test_replace_keeps_other_shops_and_history(store):
     store.write(build("fr"))
     store.write(build("de", model_version="v1"))
-    store.write(build("fr", model_version="v2", round=4, users=["alice", "carol"],
-                      user_emb=USER_EMB[[0, 2]]))
+    store.write(build("fr", model_version="v2", round=4, users=["alice", "carol"], user_emb=USER_EMB[[0, 2]]))
     assert store.shops() == ["de", "fr"]
     fr = store.summary("fr")
     assert (fr.model_version, fr.round, fr.n_users, fr.n_user_item) == ("v2", 4, 2, 6)
@@ -248,8 +254,7 @@ def test_replace_keeps_other_shops_and_history(store):
         store.user_recommendations("fr", "bob")
     assert [r.item for r in store.user_recommendations("de", "bob")][:2] == ["C1", "C2"]
     assert store.summary("de").n_users == 3
-    rows = store._conn.execute("SELECT DISTINCT model_version, round FROM user_item "
-                               "WHERE shop = 'fr'").fetchall()
+    rows = store._conn.execute("SELECT DISTINCT model_version, round FROM user_item WHERE shop = 'fr'").fetchall()
     assert rows == [("v2", 4)]
 
 
@@ -259,6 +264,7 @@ def _interrupting(original, hook, after=3):
             if i == after:
                 hook()
             yield row
+
     return rows
 
 
@@ -293,8 +299,9 @@ def test_reader_sees_old_graph_until_commit(store, monkeypatch):
     store.write(build("fr"))
     reader = GraphStore(store.path)
     seen = []
-    monkeypatch.setattr(store_mod, "_user_item_rows", _interrupting(
-        store_mod._user_item_rows, lambda: seen.append(reader.summary("fr").model_version)))
+    monkeypatch.setattr(
+        store_mod, "_user_item_rows", _interrupting(store_mod._user_item_rows, lambda: seen.append(reader.summary("fr").model_version))
+    )
     store.write(build("fr", model_version="v2"))
     assert seen == ["v1"]
     assert reader.summary("fr").model_version == "v2"
@@ -303,11 +310,11 @@ def test_reader_sees_old_graph_until_commit(store, monkeypatch):
 
 def test_upsert_user(store):
     store.write(build("fr"))
-    store.upsert_user("fr", "alice", [("books", 0.7), ("audio", 0.2)],
-                      [("B1", 0.5), ("C1", 0.9)], model_version="v2", round=5, event_offset="e9")
+    store.upsert_user(
+        "fr", "alice", [("books", 0.7), ("audio", 0.2)], [("B1", 0.5), ("C1", 0.9)], model_version="v2", round=5, event_offset="e9"
+    )
     recs = store.user_recommendations("fr", "alice")
-    assert [(r.item, r.rank, r.model_version, r.round) for r in recs] == [
-        ("C1", 1, "v2", 5), ("B1", 2, "v2", 5)]
+    assert [(r.item, r.rank, r.model_version, r.round) for r in recs] == [("C1", 1, "v2", 5), ("B1", 2, "v2", 5)]
     assert [i.interest for i in store.user_interests("fr", "alice")] == ["books", "audio"]
     assert [r.item for r in store.user_recommendations("fr", "carol")] == ["B1", "B2", "A2"]
     store.upsert_user("fr", "dave", [("cooking", 1.0)], [("C2", 0.3)], "v2", 5)
@@ -370,9 +377,16 @@ def test_corrupt_store(tmp_path):
     path = tmp_path / "graphs.sqlite"
     rng = np.random.default_rng(0)
     n = 2000
-    g = build_interest_graph("fr", [f"user-{i:05d}" for i in range(n)],
-                             rng.standard_normal((n, 4)).astype(np.float32),
-                             ITEMS, ITEM_EMB, TITLES, CATEGORIES, top_k_items=5)
+    g = build_interest_graph(
+        "fr",
+        [f"user-{i:05d}" for i in range(n)],
+        rng.standard_normal((n, 4)).astype(np.float32),
+        ITEMS,
+        ITEM_EMB,
+        TITLES,
+        CATEGORIES,
+        top_k_items=5,
+    )
     with GraphStore(path) as s:
         s.write(g)
     data = path.read_bytes()
@@ -416,9 +430,14 @@ def test_export_neo4j(store, tmp_path):
     store.write(g)
     files = export_neo4j(store, "fr", tmp_path / "neo4j")
     assert set(files) == set(NEO4J_FILES) | {"import.cypher", "README.txt"}
-    expected_rows = {"users.csv": 3, "items.csv": 6, "interests.csv": 3,
-                     "interested_in.csv": len(g.user_interest),
-                     "recommended.csv": len(g.user_item), "similar_to.csv": len(g.item_item)}
+    expected_rows = {
+        "users.csv": 3,
+        "items.csv": 6,
+        "interests.csv": 3,
+        "interested_in.csv": len(g.user_interest),
+        "recommended.csv": len(g.user_item),
+        "similar_to.csv": len(g.item_item),
+    }
     tables = {}
     for name, n_rows in expected_rows.items():
         with open(files[name], newline="", encoding="utf-8") as fh:
@@ -431,8 +450,7 @@ def test_export_neo4j(store, tmp_path):
     titles = {r["itemId:ID(Item)"]: r["title"] for r in tables["items.csv"]}
     assert titles["A2"] == 'Speaker, "bass" edition' and titles["B2"] == "Poems vol. 2"
     rec = tables["recommended.csv"][0]
-    assert (rec[":START_ID(User)"], rec[":END_ID(Item)"], rec["rank:int"], rec[":TYPE"]) == (
-        "alice", "A1", "1", "RECOMMENDED")
+    assert (rec[":START_ID(User)"], rec[":END_ID(Item)"], rec["rank:int"], rec[":TYPE"]) == ("alice", "A1", "1", "RECOMMENDED")
     assert float(rec["weight:float"]) == pytest.approx(1.0)
     assert NEO4J_FILES["recommended.csv"][:3] == [":START_ID(User)", ":END_ID(Item)", "weight:float"]
     cypher = files["import.cypher"].read_text()

@@ -8,10 +8,14 @@ def _batch(b=4, h=6, p=2, n=5, items=20, seed=0):
     mask = torch.rand(b, h, generator=g) > 0.3
     mask[:, 0] = True
     return UserBatch(
-        torch.randint(0, items, (b, h), generator=g), torch.rand(b, h, 5, generator=g), mask,
-        torch.randint(0, items, (b, p), generator=g), torch.ones(b, p, dtype=torch.bool),
-        torch.randint(0, items, (b, n), generator=g), torch.ones(b, n, dtype=torch.bool),
-    )  # fmt: skip
+        torch.randint(0, items, (b, h), generator=g),
+        torch.rand(b, h, 5, generator=g),
+        mask,
+        torch.randint(0, items, (b, p), generator=g),
+        torch.ones(b, p, dtype=torch.bool),
+        torch.randint(0, items, (b, n), generator=g),
+        torch.ones(b, n, dtype=torch.bool),
+    )
 
 
 def _model(local=0, seed=0):

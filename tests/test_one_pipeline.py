@@ -14,8 +14,16 @@ SHOP = "berlin"
 
 def _catalog() -> pd.DataFrame:
     names = ["mug", "bowl", "plate", "lamp", "rug", "vase", "candle", "towel", "chair", "table", "shelf", "clock"]
-    return pd.DataFrame({"shop": SHOP, "item": [f"i{n:02d}" for n in range(len(names))], "title": [f"{n} no. {k}" for k, n in enumerate(names)],
-                         "description": "", "category": ["kitchen"] * 3 + ["home"] * (len(names) - 3), "price": np.linspace(1.5, 40, len(names))})
+    return pd.DataFrame(
+        {
+            "shop": SHOP,
+            "item": [f"i{n:02d}" for n in range(len(names))],
+            "title": [f"{n} no. {k}" for k, n in enumerate(names)],
+            "description": "",
+            "category": ["kitchen"] * 3 + ["home"] * (len(names) - 3),
+            "price": np.linspace(1.5, 40, len(names)),
+        }
+    )
 
 
 def _events(catalog: pd.DataFrame) -> pd.DataFrame:
@@ -24,9 +32,17 @@ def _events(catalog: pd.DataFrame) -> pd.DataFrame:
     for u in range(14):
         start = pd.Timestamp("2024-01-01") + pd.Timedelta(hours=int(rng.integers(0, 500)))
         for j in range(int(rng.integers(6, 11))):
-            rows.append({"event_id": f"e{u:02d}-{j:02d}", "shop": SHOP, "user": f"u{u:02d}", "item": catalog["item"].iloc[int(rng.integers(0, len(catalog)))],
-                         "timestamp": start + pd.Timedelta(hours=7 * j + int(rng.integers(0, 5))), "kind": ["view", "cart", "purchase"][j % 3],
-                         "weight": float(1 + j % 2)})
+            rows.append(
+                {
+                    "event_id": f"e{u:02d}-{j:02d}",
+                    "shop": SHOP,
+                    "user": f"u{u:02d}",
+                    "item": catalog["item"].iloc[int(rng.integers(0, len(catalog)))],
+                    "timestamp": start + pd.Timedelta(hours=7 * j + int(rng.integers(0, 5))),
+                    "kind": ["view", "cart", "purchase"][j % 3],
+                    "weight": float(1 + j % 2),
+                }
+            )
     return pd.DataFrame(rows)
 
 

@@ -2,14 +2,13 @@
 
 import json
 import math
-import warnings
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from opacus.accountants import PRVAccountant, RDPAccountant
 from opacus.grad_sample import GradSampleModule
+from test_shop_training import _catalog, _events, _planted_shop
 
 from fedgraph.config import PrivacyConfig
 from fedgraph.models import InterestModel
@@ -18,7 +17,6 @@ from fedgraph.privacy.accounting import BudgetError
 from fedgraph.privacy.budget import open_budget
 from fedgraph.shop import build_shop_data
 from fedgraph.training import RowSampler, TrainSettings, train_local
-from test_shop_training import _catalog, _events, _planted_shop
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -82,7 +80,7 @@ def test_ghost_clipping_gives_the_same_update_as_per_sample_gradients():
 def test_dp_training_counts_steps_and_is_deterministic_under_a_seed():
     data = _planted_shop()
     dp = DPSettings(noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=0.1, delta=1e-5, noise_seed=7)
-    (r1, s1), (r2, s2) = _trained(data, dp), _trained(data, dp)
+    (r1, s1), (_, s2) = _trained(data, dp), _trained(data, dp)
     assert r1.dp_history == [(1.0, 0.1, 20)] and r1.steps == 20  # 2 epochs of round(1/q) = 10 steps
     assert all(torch.equal(s1[k], s2[k]) for k in s1)
     _, s3 = _trained(data, DPSettings(noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=0.1, delta=1e-5, noise_seed=8))
@@ -103,8 +101,15 @@ def test_empty_poisson_samples_still_take_noisy_steps():
 
 
 def _shop(events_a):
-    rows = [("B", "i1", 1, "purchase", 1), ("B", "i2", 3, "view", 2), ("B", "i3", 4, "cart", 1), ("B", "i4", 6, "purchase", 1),
-            ("C", "i2", 2, "purchase", 1), ("C", "i5", 5, "view", 1), ("C", "i0", 9, "purchase", 1)] + events_a  # fmt: skip
+    rows = [
+        ("B", "i1", 1, "purchase", 1),
+        ("B", "i2", 3, "view", 2),
+        ("B", "i3", 4, "cart", 1),
+        ("B", "i4", 6, "purchase", 1),
+        ("C", "i2", 2, "purchase", 1),
+        ("C", "i5", 5, "view", 1),
+        ("C", "i0", 9, "purchase", 1),
+    ] + events_a
     items = [f"i{i}" for i in range(8)]
     feats = np.random.default_rng(0).standard_normal((8, 3)).astype(np.float32)
     return build_shop_data("s", _events(rows), _events(rows[:0]), _catalog(items), feats)
@@ -388,8 +393,15 @@ def test_budget_plans_noise_and_refuses_a_round_that_would_overspend(tmp_path):
     again = open_budget(tmp_path / "b", shop="s", users=100, config=cfg, rounds=3, local_epochs=1, batch_size=10)
     assert not again.next_round_fits() and again.spent().reported == pytest.approx(rounds[-1]["epsilon"])
     with pytest.raises(BudgetError, match="target_epsilon"):
-        open_budget(tmp_path / "b", shop="s", users=100, config=PrivacyConfig(target_epsilon=8.0, delta=1e-5),
-                    rounds=3, local_epochs=1, batch_size=10)  # fmt: skip
+        open_budget(
+            tmp_path / "b",
+            shop="s",
+            users=100,
+            config=PrivacyConfig(target_epsilon=8.0, delta=1e-5),
+            rounds=3,
+            local_epochs=1,
+            batch_size=10,
+        )
 
 
 def test_a_replayed_round_is_charged_again(tmp_path):
@@ -419,7 +431,15 @@ def test_a_growing_shop_keeps_its_planned_sample_rate_and_delta(tmp_path, delta)
     shrunk = open_budget(tmp_path / "b", shop="s", users=20, config=cfg, rounds=4, local_epochs=1, batch_size=32)
     assert shrunk.plan == first.plan
     with pytest.raises(BudgetError, match="target_epsilon"):
-        open_budget(tmp_path / "b", shop="s", users=501, config=PrivacyConfig(target_epsilon=4.0, delta=delta), rounds=4, local_epochs=1, batch_size=32)
+        open_budget(
+            tmp_path / "b",
+            shop="s",
+            users=501,
+            config=PrivacyConfig(target_epsilon=4.0, delta=delta),
+            rounds=4,
+            local_epochs=1,
+            batch_size=32,
+        )
 
 
 # ---------------------------------------------------------------------- noise source
@@ -428,11 +448,10 @@ def test_unseeded_dp_training_draws_noise_and_sampling_from_the_csprng(monkeypat
     """Without a seed, neither the noise nor the Poisson sample may come from torch's Mersenne
     Twister (predictable from its seed): both come from fedgraph.privacy.csprng."""
     import opacus.optimizers.optimizer as opacus_optimizer
+    import opacus.optimizers.optimizer_fast_gradient_clipping as opacus_fast
     import opacus.utils.uniform_sampler as opacus_sampler
 
     from fedgraph.privacy import csprng
-
-    import opacus.optimizers.optimizer_fast_gradient_clipping as opacus_fast
 
     def refuse(*_a, **_k):
         raise AssertionError("seeded torch noise or sampling used without a seed")

@@ -13,8 +13,17 @@ from fedgraph.federation.server_strategy import build_strategy
 
 def _reply(update: np.ndarray, users: int, partition: int, node: int) -> Message:
     metrics = MetricRecord({"num-examples": users, "partition-id": partition})
-    meta = Metadata(run_id=1, message_id=f"m{node}", src_node_id=node, dst_node_id=0, reply_to_message_id=f"i{node}",
-                    group_id="1", created_at=0.0, ttl=60.0, message_type="train")
+    meta = Metadata(
+        run_id=1,
+        message_id=f"m{node}",
+        src_node_id=node,
+        dst_node_id=0,
+        reply_to_message_id=f"i{node}",
+        group_id="1",
+        created_at=0.0,
+        ttl=60.0,
+        message_type="train",
+    )
     return Message(content=RecordDict({"arrays": ArrayRecord([update]), "metrics": metrics}), metadata=meta)
 
 

@@ -74,8 +74,13 @@ def test_a_restarted_server_waits_for_the_enrolled_shops_before_its_first_round(
     import fedgraph.federation.rounds as rounds
 
     cfg = RunConfig.load(None, ["model.shop_private=none", "federation.start_wait_s=30"])
-    run = SimpleNamespace(config=cfg, round_shops=["a", "b", "c"], read_history=lambda: {"rounds": []},
-                          latest_checkpoint=lambda: {"round": 2, "state_dict": {}}, checkpoint_file=lambda r: Path(f"round-{r}.pt"))
+    run = SimpleNamespace(
+        config=cfg,
+        round_shops=["a", "b", "c"],
+        read_history=lambda: {"rounds": []},
+        latest_checkpoint=lambda: {"round": 2, "state_dict": {}},
+        checkpoint_file=lambda r: Path(f"round-{r}.pt"),
+    )
     grid = FakeGrid([])
     threading.Timer(0.5, lambda: grid.nodes.extend([1, 2, 3])).start()  # the daemons reconnect
     seen = []

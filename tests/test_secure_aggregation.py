@@ -1,21 +1,26 @@
 """Secure aggregation with Flower's SecAgg+: equals FedAvg, survives a drop-out, refuses bad settings."""
 
 import pytest
-import torch
+from test_simulation_e2e import _fedgraph
 
 from fedgraph.config import ConfigError, RunConfig
 from fedgraph.federation.run_dir import RunDir
 from fedgraph.federation.secure_aggregation import check_settings, quantisation_error_bound
-from test_simulation_e2e import _fedgraph
 
 # Three synthetic shops of 47, 36 and 30 users (batch 32: q = 0.68, 0.89, 1.0). With σ = 1.5
 # and ε ≤ 4.3 the 30-user shop can afford one round, the others two: in round 2 it refuses
 # to train *after* SecAgg+ has set up its keys, which is a real mid-protocol drop-out.
 SHOPS = (
-    "data.source=synthetic", "data.synthetic_shops=3", "data.synthetic_users_per_shop=[30, 60]",
-    "data.synthetic_items_per_shop=[40, 80]", "train.local_epochs=1", "evaluation.baselines=['popularity']",
-    "privacy.enabled=true", "privacy.noise_multiplier=1.5", "privacy.target_epsilon=4.3",
-)  # fmt: skip
+    "data.source=synthetic",
+    "data.synthetic_shops=3",
+    "data.synthetic_users_per_shop=[30, 60]",
+    "data.synthetic_items_per_shop=[40, 80]",
+    "train.local_epochs=1",
+    "evaluation.baselines=['popularity']",
+    "privacy.enabled=true",
+    "privacy.noise_multiplier=1.5",
+    "privacy.target_epsilon=4.3",
+)
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +107,9 @@ def test_secure_aggregation_refuses_a_strategy_it_would_not_run():
 
     with pytest.raises(ConfigError, match="fedadam.*secure aggregation|secure aggregation.*fedadam"):
         RunConfig.load(overrides=["privacy.secure_aggregation=true", "federation.strategy=fedadam"])
-    RunConfig.load(overrides=["privacy.secure_aggregation=true", "federation.strategy=fedprox"])  # FedProx: the shops' term, FedAvg at the server
+    RunConfig.load(
+        overrides=["privacy.secure_aggregation=true", "federation.strategy=fedprox"]
+    )  # FedProx: the shops' term, FedAvg at the server
 
 
 def test_a_secure_aggregation_setup_that_cannot_survive_one_lost_shop_is_named_at_server_start():

@@ -14,10 +14,17 @@ T0 = pd.Timestamp("2011-01-01")
 
 def _events(rows):
     df = pd.DataFrame(rows, columns=["user", "item", "day", "kind", "weight"])
-    return pd.DataFrame({
-        "event_id": [f"e{i}" for i in range(len(df))], "shop": "s", "user": df["user"], "item": df["item"],
-        "timestamp": T0 + pd.to_timedelta(df["day"], unit="D"), "kind": df["kind"], "weight": df["weight"].astype(float),
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "event_id": [f"e{i}" for i in range(len(df))],
+            "shop": "s",
+            "user": df["user"],
+            "item": df["item"],
+            "timestamp": T0 + pd.to_timedelta(df["day"], unit="D"),
+            "kind": df["kind"],
+            "weight": df["weight"].astype(float),
+        }
+    )
 
 
 def _catalog(items):

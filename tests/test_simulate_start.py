@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from fedgraph.cli import main
 from fedgraph.config import RunConfig
 
@@ -58,15 +56,36 @@ def test_config_checks_cover_every_numeric_key_with_a_lower_bound():
     from fedgraph.config import RANGES
 
     checked_elsewhere = {
-        "data.seed", "data.test_fraction", "train.rounds", "train.local_epochs", "train.batch_size", "train.lr", "train.history",
-        "train.positives", "train.negatives", "train.seed", "federation.fraction_train", "federation.min_train_shops",
-        "federation.simulation_wave", "model.temperature", "evaluation.k", "privacy.target_epsilon", "privacy.delta",
-        "privacy.max_grad_norm", "privacy.noise_multiplier", "privacy.client_noise_multiplier", "privacy.client_clipping_norm",
-        "privacy.client_delta", "privacy.secagg_num_shares", "privacy.secagg_reconstruction_threshold",
+        "data.seed",
+        "data.test_fraction",
+        "train.rounds",
+        "train.local_epochs",
+        "train.batch_size",
+        "train.lr",
+        "train.history",
+        "train.positives",
+        "train.negatives",
+        "train.seed",
+        "federation.fraction_train",
+        "federation.min_train_shops",
+        "federation.simulation_wave",
+        "model.temperature",
+        "evaluation.k",
+        "privacy.target_epsilon",
+        "privacy.delta",
+        "privacy.max_grad_norm",
+        "privacy.noise_multiplier",
+        "privacy.client_noise_multiplier",
+        "privacy.client_clipping_norm",
+        "privacy.client_delta",
+        "privacy.secagg_num_shares",
+        "privacy.secagg_reconstruction_threshold",
     }
     config = RunConfig()
     numeric = {
-        f"{s.name}.{f.name}" for s in fields(config) for f in fields(getattr(config, s.name))
+        f"{s.name}.{f.name}"
+        for s in fields(config)
+        for f in fields(getattr(config, s.name))
         if type(getattr(getattr(config, s.name), f.name)) in (int, float)
     }
     assert numeric - set(RANGES) - checked_elsewhere == set()

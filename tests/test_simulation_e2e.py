@@ -30,11 +30,18 @@ def _no_process_mentions(text):
 def finished_run(tmp_path_factory, text_cache):
     out = tmp_path_factory.mktemp("e2e") / "run"
     result = _fedgraph(
-        "simulate", "--out", str(out),
-        "data.source=synthetic", "data.synthetic_shops=2", "data.synthetic_users_per_shop=[30, 60]",
-        "data.synthetic_items_per_shop=[40, 80]", "train.rounds=2", "train.local_epochs=1",
-        f"features.cache_dir='{text_cache}'", "evaluation.lightgcn_epochs=2",
-    )  # fmt: skip
+        "simulate",
+        "--out",
+        str(out),
+        "data.source=synthetic",
+        "data.synthetic_shops=2",
+        "data.synthetic_users_per_shop=[30, 60]",
+        "data.synthetic_items_per_shop=[40, 80]",
+        "train.rounds=2",
+        "train.local_epochs=1",
+        f"features.cache_dir='{text_cache}'",
+        "evaluation.lightgcn_epochs=2",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return out, result.stdout
 
@@ -44,7 +51,16 @@ def test_two_shops_two_rounds_end_to_end(finished_run):
     assert "round 2/2 | shops 2/2" in stdout
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["methods"]) == {
-        "popularity", "content", "itemknn", "ease", "local", "federated", "hybrid", "pooled", "pooled_ease", "lightgcn_pooled",
+        "popularity",
+        "content",
+        "itemknn",
+        "ease",
+        "local",
+        "federated",
+        "hybrid",
+        "pooled",
+        "pooled_ease",
+        "lightgcn_pooled",
     }
     shops = [s["shop"] for s in metrics["shops"]]
     assert len(shops) == 2
@@ -74,7 +90,9 @@ def test_validation_and_test_are_disjoint_and_the_history_is_the_whole_training_
         assert list(val.users) == list(final.users) and list(val.items) == list(final.items)
         assert len(val.evaluable_users()) > 0 and len(final.evaluable_users()) > 0
         for u in range(final.num_users):
-            fit, held_val, history, test = (set(a.tolist()) for a in (val.history(u), val.test_items(u), final.history(u), final.test_items(u)))
+            fit, held_val, history, test = (
+                set(a.tolist()) for a in (val.history(u), val.test_items(u), final.history(u), final.test_items(u))
+            )
             assert not held_val & test and not fit & held_val and not history & test
             assert fit | held_val == history  # validation comes out of the training period
 
@@ -105,6 +123,7 @@ def test_the_kept_round_is_the_validation_best_and_test_is_scored_on_it(finished
 def test_what_a_shop_sends_holds_no_private_part(finished_run, tmp_path, monkeypatch):
     """The reply of the ClientApp's train handler: the shared weights and numeric metrics only;
     neither the shop-private item table nor anything of the hybrid's EASE."""
+    import shutil
     from types import SimpleNamespace
 
     from flwr.app import ArrayRecord, ConfigRecord, Message, Metadata, RecordDict
@@ -115,8 +134,6 @@ def test_what_a_shop_sends_holds_no_private_part(finished_run, tmp_path, monkeyp
     from fedgraph.federation.shop_side import shared_names
     from fedgraph.shop import ShopData
 
-    import shutil
-
     for name, value in (("_run_id", 1), ("_task_id", "t"), ("_node_id", 1)):  # as inside a ClientApp process
         monkeypatch.setattr(TaskIdentity, name, value)
     copy = tmp_path / "run"
@@ -124,15 +141,26 @@ def test_what_a_shop_sends_holds_no_private_part(finished_run, tmp_path, monkeyp
     run = RunDir.at(copy)
     state = run.load_checkpoint(2)["state_dict"]
     for partition, shop in enumerate(run.round_shops):
-        meta = Metadata(run_id=1, message_id=f"m{partition}", src_node_id=0, dst_node_id=partition + 1, reply_to_message_id="",
-                        group_id="3", created_at=0.0, ttl=60.0, message_type="train")
+        meta = Metadata(
+            run_id=1,
+            message_id=f"m{partition}",
+            src_node_id=0,
+            dst_node_id=partition + 1,
+            reply_to_message_id="",
+            group_id="3",
+            created_at=0.0,
+            ttl=60.0,
+            message_type="train",
+        )
         msg = Message(content=RecordDict({"arrays": ArrayRecord(state), "config": ConfigRecord({"server-round": 3})}), metadata=meta)
         reply = train(msg, SimpleNamespace(node_config={"partition-id": partition}, run_config={"run-dir": str(run.path)}))
         assert set(reply.content.keys()) == {"arrays", "metrics"}
         sent = reply.content["arrays"].to_torch_state_dict()
         assert list(sent) == shared_names(str(run.path)) and not any(name.startswith("local.") for name in sent)
         assert {k: v.shape for k, v in sent.items()} == {k: v.shape for k, v in state.items()}  # nothing sized by the shop's catalog
-        assert ShopData.load(run.shop_file(shop)).num_items > 0 and (run.local_state_file(shop, 3)).exists()  # it did train, with its private part
+        assert (
+            ShopData.load(run.shop_file(shop)).num_items > 0 and (run.local_state_file(shop, 3)).exists()
+        )  # it did train, with its private part
         assert all(isinstance(v, (int, float)) for v in reply.content["metrics"].values())
 
 
@@ -194,12 +222,22 @@ def test_dp_run_accounts_every_round_and_stops_shops_out_of_budget(tmp_path, tex
     round, the other (47 users, q = 0.68) two; the run goes on without them, then stops."""
     out = tmp_path / "dp"
     result = _fedgraph(
-        "simulate", "--out", str(out),
-        "data.source=synthetic", "data.synthetic_shops=2", "data.synthetic_users_per_shop=[30, 60]",
-        "data.synthetic_items_per_shop=[40, 80]", "train.rounds=3", "train.local_epochs=1",
-        f"features.cache_dir='{text_cache}'", "evaluation.baselines=['popularity']", "federation.min_train_shops=1",
-        "privacy.enabled=true", "privacy.target_epsilon=4.0", "privacy.noise_multiplier=1.5",
-    )  # fmt: skip
+        "simulate",
+        "--out",
+        str(out),
+        "data.source=synthetic",
+        "data.synthetic_shops=2",
+        "data.synthetic_users_per_shop=[30, 60]",
+        "data.synthetic_items_per_shop=[40, 80]",
+        "train.rounds=3",
+        "train.local_epochs=1",
+        f"features.cache_dir='{text_cache}'",
+        "evaluation.baselines=['popularity']",
+        "federation.min_train_shops=1",
+        "privacy.enabled=true",
+        "privacy.target_epsilon=4.0",
+        "privacy.noise_multiplier=1.5",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "round 2/3 | shops 1/1" in result.stdout and "out of privacy budget, not trained: shop-00001" in result.stdout
     assert "every shop has spent its privacy budget" in result.stdout

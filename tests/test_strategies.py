@@ -36,8 +36,12 @@ def test_a_new_strategy_is_one_registry_entry(monkeypatch):
 
     from fedgraph.federation.server_strategy import build_strategy
 
-    spec = StrategySpec("fedavgm", build=lambda fed, common: FedAvgM(server_learning_rate=fed.server_lr, **common), secure_aggregation=False,
-                        why_not="its server momentum needs each round's aggregate")
+    spec = StrategySpec(
+        "fedavgm",
+        build=lambda fed, common: FedAvgM(server_learning_rate=fed.server_lr, **common),
+        secure_aggregation=False,
+        why_not="its server momentum needs each round's aggregate",
+    )
     monkeypatch.setitem(STRATEGIES, spec.name, spec)
     assert isinstance(build_strategy(RunConfig.load(overrides=["federation.strategy=fedavgm"]), num_shops=2), FedAvgM)
     with pytest.raises(ConfigError, match="fedavgm.*secure aggregation.*server momentum"):

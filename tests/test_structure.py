@@ -46,6 +46,5 @@ def test_no_import_cycle_and_no_private_import_across_packages():
         import pytest
 
         pytest.skip("archcheck is steering-side context, not part of a clean clone")
-    out = subprocess.run([sys.executable, str(tool)], cwd=LIBRARY.parent, capture_output=True, text=True, timeout=120).stdout
-    assert "import cycle" not in out, out
-    assert "private import" not in out, out
+    done = subprocess.run([sys.executable, str(tool)], cwd=LIBRARY.parent, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr  # 1 on a cycle, a private import, no linter or a fmt: skip marker

@@ -137,9 +137,7 @@ def test_view_fraction(fraction, expected):
 
 
 def test_tiny_shops_and_single_interest():
-    fed = generate_federation(
-        5, seed=9, users_per_shop=(1, 1), items_per_shop=(2, 2), events_per_user=(1, 1), n_interests_per_user=(3, 3)
-    )
+    fed = generate_federation(5, seed=9, users_per_shop=(1, 1), items_per_shop=(2, 2), events_per_user=(1, 1), n_interests_per_user=(3, 3))
     assert len(fed.events) == 5
     assert (fed.catalog.groupby("shop").size() == 2).all()
     # a shop with 2 items sells at most 2 categories, so users get at most 2 interests

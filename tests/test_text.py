@@ -79,7 +79,7 @@ def test_warm_cache_never_loads_model(shared, tmp_path, monkeypatch):
     assert warm.stats.misses == 0 and warm.stats.embedded == 0
     assert warm.stats.hits == len(TEXTS)
     assert not warm.model_loaded and warm.stats.model_loads == 0
-    np.testing.assert_array_equal(second[len(TEXTS):], first)  # bit-identical from the cache
+    np.testing.assert_array_equal(second[len(TEXTS) :], first)  # bit-identical from the cache
     np.testing.assert_array_equal(second[: len(TEXTS)], first[::-1])
 
 

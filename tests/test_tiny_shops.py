@@ -13,12 +13,23 @@ def _dataset() -> Dataset:
     """Shop ``big``: 12 users with 8 items each; shop ``tiny``: 3 customers with one purchase each."""
     events, catalog = [], []
     for shop, users, per_user, items in (("big", 12, 8, 10), ("tiny", 3, 1, 4)):
-        catalog += [{"shop": shop, "item": f"{shop}-i{i}", "title": f"{shop} thing {i}", "description": "", "category": "c", "price": 1.0 + i}
-                    for i in range(items)]
+        catalog += [
+            {"shop": shop, "item": f"{shop}-i{i}", "title": f"{shop} thing {i}", "description": "", "category": "c", "price": 1.0 + i}
+            for i in range(items)
+        ]
         for u in range(users):
             for j in range(per_user):
-                events.append({"event_id": f"{shop}-{u}-{j}", "shop": shop, "user": f"{shop}-u{u}", "item": f"{shop}-i{(u + j) % items}",
-                               "timestamp": pd.Timestamp("2011-03-01") + pd.Timedelta(days=j), "kind": "purchase", "weight": 1.0})
+                events.append(
+                    {
+                        "event_id": f"{shop}-{u}-{j}",
+                        "shop": shop,
+                        "user": f"{shop}-u{u}",
+                        "item": f"{shop}-i{(u + j) % items}",
+                        "timestamp": pd.Timestamp("2011-03-01") + pd.Timedelta(days=j),
+                        "kind": "purchase",
+                        "weight": 1.0,
+                    }
+                )
     return Dataset(pd.DataFrame(events), pd.DataFrame(catalog), {"source": "test"})
 
 
@@ -85,7 +96,16 @@ def test_a_shop_with_no_validation_users_does_not_drag_the_pooled_validation_fig
     prepare(config, run, lambda line: None, dataset=_dataset())
     said: list[str] = []
     settings = _baseline_settings(run)
-    pooled_central(load_shops(run), load_shops(run, final=True), run.new_model, settings, k=20, history=8,
-                   device=torch.device("cpu"), max_epochs=1, progress=said.append)
+    pooled_central(
+        load_shops(run),
+        load_shops(run, final=True),
+        run.new_model,
+        settings,
+        k=20,
+        history=8,
+        device=torch.device("cpu"),
+        max_epochs=1,
+        progress=said.append,
+    )
     figure = float(said[-1].rsplit(" ", 1)[-1].rstrip(")"))
     assert 0.0 <= figure <= 1.0, said[-1]

@@ -6,7 +6,8 @@ Each function takes one shop and returns a plain dict of figures (what goes into
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,9 +34,15 @@ Say = Callable[[str], None]
 def _roc_figures(members: np.ndarray, nonmembers: np.ndarray) -> dict[str, Any]:
     r = roc(members, nonmembers)
     return {
-        "auc": r.auc, "auc_ci95": [r.auc_low, r.auc_high], "tpr_at_1pct_fpr": r.tpr_at(0.01), "tpr_at_0_1pct_fpr": r.tpr_at(0.001),
-        "members": r.positives, "nonmembers": r.negatives, "fpr_resolution": 1.0 / r.negatives, "roc": r.curve(),
-    }  # fmt: skip
+        "auc": r.auc,
+        "auc_ci95": [r.auc_low, r.auc_high],
+        "tpr_at_1pct_fpr": r.tpr_at(0.01),
+        "tpr_at_0_1pct_fpr": r.tpr_at(0.001),
+        "members": r.positives,
+        "nonmembers": r.negatives,
+        "fpr_resolution": 1.0 / r.negatives,
+        "roc": r.curve(),
+    }
 
 
 # --------------------------------------------------------------------- membership inference
@@ -93,9 +100,13 @@ def membership_inference(run: RunDir, data: ShopData, mech: Mechanism, *, models
             "with the user's mean loss under the other audit models that did not train on the user "
             "(per-user difficulty calibration). Scores of every model as target are pooled."
         ),
-        "users": n, "models": models, "audited_epsilon": eps, "dp_max_auc": dp_max_auc(eps, mech.delta) if mech.private else 1.0,
-        "loss_threshold": loss_attack, "calibrated": calibrated_attack,
-    }  # fmt: skip
+        "users": n,
+        "models": models,
+        "audited_epsilon": eps,
+        "dp_max_auc": dp_max_auc(eps, mech.delta) if mech.private else 1.0,
+        "loss_threshold": loss_attack,
+        "calibrated": calibrated_attack,
+    }
 
 
 # ------------------------------------------------------------------------ one-run canary audit
@@ -129,19 +140,29 @@ def canary_audit(run: RunDir, data: ShopData, mech: Mechanism, *, canaries: int,
             "gives a lower bound on ε at 95% confidence (Steinke, Nasr & Jagielski 2023, Thm 5.2; guess sizes "
             "fixed in advance, Bonferroni-corrected)."
         ),
-        "canaries": canaries, "included": audit.included, "guesses": audit.guesses, "correct": audit.correct,
-        "k_in": audit.k_in, "k_out": audit.k_out, "tried": audit.tried, "confidence": 1 - audit.significance,
-        "delta": mech.delta, "epsilon_lower_bound": audit.epsilon_lower_bound, "audited_epsilon": eps,
+        "canaries": canaries,
+        "included": audit.included,
+        "guesses": audit.guesses,
+        "correct": audit.correct,
+        "k_in": audit.k_in,
+        "k_out": audit.k_out,
+        "tried": audit.tried,
+        "confidence": 1 - audit.significance,
+        "delta": mech.delta,
+        "epsilon_lower_bound": audit.epsilon_lower_bound,
+        "audited_epsilon": eps,
         "claimed_epsilon": mech.claimed_epsilon if mech.private else None,
         "max_possible_lower_bound": max_epsilon_lower_bound(canaries, mech.delta),
         "canary_auc": r.auc if r else None,
-        "scores_in": [float(s) for s in scores[included]], "scores_out": [float(s) for s in scores[~included]],
-    }  # fmt: skip
+        "scores_in": [float(s) for s in scores[included]],
+        "scores_out": [float(s) for s in scores[~included]],
+    }
 
 
 # ---------------------------------------------------------------------------- update leakage
-def shop_update(run: RunDir, data: ShopData, state: dict[str, torch.Tensor], mech: Mechanism, *, private: bool, seed: int
-                ) -> dict[str, torch.Tensor]:  # fmt: skip
+def shop_update(
+    run: RunDir, data: ShopData, state: dict[str, torch.Tensor], mech: Mechanism, *, private: bool, seed: int
+) -> dict[str, torch.Tensor]:
     """The update one round of the shop sends the server (new shared weights − old), with or without DP."""
     from fedgraph.federation.shop_side import model_for_shop
 
@@ -238,18 +259,28 @@ def leakage_figures(pred_items: np.ndarray, pred_cats: np.ndarray, data: ShopDat
     cat_truth, cat_guess = share > catalog_share, pred_cats > catalog_share
     cat_p, cat_r = _precision_recall(cat_guess, cat_truth)
     return {
-        "items": int(data.num_items), "items_bought": int((buyers > 0).sum()), "items_popular": int(truth.sum()),
-        "item_precision": precision, "item_recall": recall, "item_base_rate": float(truth.mean()),
-        "item_auc": auc, "spearman_with_buyers": _spearman(pred_items, buyers),
-        "bestseller_precision": float((top_guess & top_true).sum() / k), "bestseller_base_rate": k / data.num_items,
-        "categories": len(names), "categories_overrepresented": int(cat_truth.sum()),
-        "category_precision": cat_p, "category_recall": cat_r, "category_base_rate": float(cat_truth.mean()) if len(names) else 0.0,
+        "items": int(data.num_items),
+        "items_bought": int((buyers > 0).sum()),
+        "items_popular": int(truth.sum()),
+        "item_precision": precision,
+        "item_recall": recall,
+        "item_base_rate": float(truth.mean()),
+        "item_auc": auc,
+        "spearman_with_buyers": _spearman(pred_items, buyers),
+        "bestseller_precision": float((top_guess & top_true).sum() / k),
+        "bestseller_base_rate": k / data.num_items,
+        "categories": len(names),
+        "categories_overrepresented": int(cat_truth.sum()),
+        "category_precision": cat_p,
+        "category_recall": cat_r,
+        "category_base_rate": float(cat_truth.mean()) if len(names) else 0.0,
         "category_spearman": _spearman(pred_cats, share),
-    }  # fmt: skip
+    }
 
 
-def update_leakage(run: RunDir, shops: list[ShopData], dp_mechs: dict[str, Mechanism], *, seed: int, say: Say,
-                   shadows: int = 24) -> dict[str, Any]:  # fmt: skip
+def update_leakage(
+    run: RunDir, shops: list[ShopData], dp_mechs: dict[str, Mechanism], *, seed: int, say: Say, shadows: int = 24
+) -> dict[str, Any]:
     """What the server learns about each shop's purchases from its update: without DP, with DP, under SecAgg+.
 
     A property-inference attack with shadow shops (Ganju et al., 2018; Melis et al., 2019): the
@@ -307,8 +338,10 @@ def update_leakage(run: RunDir, shops: list[ShopData], dp_mechs: dict[str, Mecha
             "inferred share above their share of the catalog. Under SecAgg+ the server sees only the size-weighted "
             "sum of the audited shops' updates."
         ),
-        "base_round": base_round, "shadows": shadows, "shops": per_shop,
-    }  # fmt: skip
+        "base_round": base_round,
+        "shadows": shadows,
+        "shops": per_shop,
+    }
 
 
 def summarise_mia(result: dict[str, Any]) -> float:

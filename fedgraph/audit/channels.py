@@ -60,23 +60,63 @@ def released_channels(history: dict[str, Any], shops: list[str], private: bool) 
                 evaluate.setdefault(key, []).append(n)
         channels = []
         if trained:
-            channels.append(_channel("weights", "train reply", [], trained, "accounted" if private else "outside the claim",
-                                     "the model update, DP-SGD in the shop" if private else "the model update, no DP"))
+            channels.append(
+                _channel(
+                    "weights",
+                    "train reply",
+                    [],
+                    trained,
+                    "accounted" if private else "outside the claim",
+                    "the model update, DP-SGD in the shop" if private else "the model update, no DP",
+                )
+            )
         public = [k for k in train if k in PUBLIC]
         if public:
-            channels.append(_channel("budget bookkeeping", "train reply", public, sorted({n for k in public for n in train[k]}), "public",
-                                     "weight 1, target ε, ledger length: the same for any set of customers"))
+            channels.append(
+                _channel(
+                    "budget bookkeeping",
+                    "train reply",
+                    public,
+                    sorted({n for k in public for n in train[k]}),
+                    "public",
+                    "weight 1, target ε, ledger length: the same for any set of customers",
+                )
+            )
         size = [k for k in train if k in SIZE_DERIVED]
         if size:
-            channels.append(_channel("ε and δ", "train reply", size, sorted({n for k in size for n in train[k]}), "outside the claim",
-                                     "planned from the exact customer count, so they release it (privacy.report_epsilon = false keeps them in the shop)"))
+            channels.append(
+                _channel(
+                    "ε and δ",
+                    "train reply",
+                    size,
+                    sorted({n for k in size for n in train[k]}),
+                    "outside the claim",
+                    "planned from the exact customer count, so they release it (privacy.report_epsilon = false keeps them in the shop)",
+                )
+            )
         data = [k for k in train if k not in PUBLIC | SIZE_DERIVED]
         if data:
-            channels.append(_channel("counts, timings, loss", "train reply", data, sorted({n for k in data for n in train[k]}),
-                                     "outside the claim", "exact figures computed from the shop's customers, no noise"))
+            channels.append(
+                _channel(
+                    "counts, timings, loss",
+                    "train reply",
+                    data,
+                    sorted({n for k in data for n in train[k]}),
+                    "outside the claim",
+                    "exact figures computed from the shop's customers, no noise",
+                )
+            )
         if evaluate:
-            channels.append(_channel("evaluation", "evaluate reply", list(evaluate), sorted({n for v in evaluate.values() for n in v}),
-                                     "outside the claim", "Recall/NDCG on held-out customers and their number, no noise "
-                                     "(privacy.share_evaluation = false keeps them in the shop)"))
+            channels.append(
+                _channel(
+                    "evaluation",
+                    "evaluate reply",
+                    list(evaluate),
+                    sorted({n for v in evaluate.values() for n in v}),
+                    "outside the claim",
+                    "Recall/NDCG on held-out customers and their number, no noise "
+                    "(privacy.share_evaluation = false keeps them in the shop)",
+                )
+            )
         out[shop] = channels
     return out

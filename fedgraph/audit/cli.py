@@ -54,8 +54,13 @@ def run_audit_command(args: argparse.Namespace) -> int:
     if args.models < 1 or args.canaries < 2 or args.shops < 1 or args.shadows < 2:
         raise SystemExit("fedgraph audit: --models >= 1, --canaries >= 2, --shops >= 1 and --shadows >= 2")
     options = AuditOptions(
-        models=args.models, canaries=args.canaries, max_shops=args.shops, shadows=args.shadows, epochs=args.epochs,
-        seed=args.seed, attacks=not args.no_attacks,
-    )  # fmt: skip
+        models=args.models,
+        canaries=args.canaries,
+        max_shops=args.shops,
+        shadows=args.shadows,
+        epochs=args.epochs,
+        seed=args.seed,
+        attacks=not args.no_attacks,
+    )
     doc = run_audit(args.run, args.out, options, say=lambda line: print(line, flush=True))
     return {"TAMPERED": 4, "INCONSISTENT": 3, "NOT PRIVATE": 5}.get(doc["status"], 0)

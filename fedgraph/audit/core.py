@@ -11,15 +11,16 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from fedgraph.atomic import atomic_write_text
-from fedgraph.audit.channels import released_channels
 from fedgraph.audit.attacks import canary_audit, membership_inference, summarise_mia, update_leakage
+from fedgraph.audit.channels import released_channels
 from fedgraph.audit.integrity import check_run, data_sources, provenance
 from fedgraph.audit.training import Mechanism, mechanism_for
 from fedgraph.federation.run_dir import RunDir
@@ -65,17 +66,28 @@ def _promise(run: RunDir, ledgers: dict[str, dict[str, Any]]) -> dict[str, Any]:
             continue
         last = rounds[-1] if rounds else {}
         shops[shop] = {
-            "ledger": "verified", "users": plan.get("users"), "privacy_unit": plan.get("privacy_unit"),
-            "mechanism": plan.get("mechanism"), "target_epsilon": plan.get("target_epsilon"),
-            "epsilon": last.get("epsilon", 0.0), "delta": plan.get("delta"),
+            "ledger": "verified",
+            "users": plan.get("users"),
+            "privacy_unit": plan.get("privacy_unit"),
+            "mechanism": plan.get("mechanism"),
+            "target_epsilon": plan.get("target_epsilon"),
+            "epsilon": last.get("epsilon", 0.0),
+            "delta": plan.get("delta"),
             "accountant": last.get("epsilon_accountant", plan.get("accountant")),
-            "epsilon_rdp": last.get("epsilon_rdp", 0.0), "epsilon_prv": last.get("epsilon_prv"),
-            "noise_multiplier": plan.get("noise_multiplier"), "sample_rate": plan.get("sample_rate"),
-            "max_grad_norm": plan.get("max_grad_norm"), "steps": int(sum(int(e.get("steps", 0)) for e in rounds)),
-            "rounds_trained": len(rounds), "rounds_refused": len(skips), "planned_epsilon": plan.get("planned_epsilon"),
-            "per_round": [{"round": e["round"], "epsilon": e["epsilon"], "epsilon_rdp": e["epsilon_rdp"],
-                           "epsilon_prv": e.get("epsilon_prv")} for e in rounds],
-        }  # fmt: skip
+            "epsilon_rdp": last.get("epsilon_rdp", 0.0),
+            "epsilon_prv": last.get("epsilon_prv"),
+            "noise_multiplier": plan.get("noise_multiplier"),
+            "sample_rate": plan.get("sample_rate"),
+            "max_grad_norm": plan.get("max_grad_norm"),
+            "steps": int(sum(int(e.get("steps", 0)) for e in rounds)),
+            "rounds_trained": len(rounds),
+            "rounds_refused": len(skips),
+            "planned_epsilon": plan.get("planned_epsilon"),
+            "per_round": [
+                {"round": e["round"], "epsilon": e["epsilon"], "epsilon_rdp": e["epsilon_rdp"], "epsilon_prv": e.get("epsilon_prv")}
+                for e in rounds
+            ],
+        }
     notes = []
     if p.enabled and p.deterministic_noise:
         notes.append(
@@ -93,16 +105,29 @@ def _promise(run: RunDir, ledgers: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "privacy_unit": next((s.get("privacy_unit") for s in shops.values() if s.get("privacy_unit")), None)
         or ("one customer's whole history in one shop" if p.enabled else "none: the run claims no differential privacy"),
         "configured": {
-            "target_epsilon": p.target_epsilon, "delta": p.delta, "max_grad_norm": p.max_grad_norm, "accountant": p.accountant,
-            "noise_multiplier": p.noise_multiplier, "deterministic_noise": p.deterministic_noise,
-        },  # fmt: skip
+            "target_epsilon": p.target_epsilon,
+            "delta": p.delta,
+            "max_grad_norm": p.max_grad_norm,
+            "accountant": p.accountant,
+            "noise_multiplier": p.noise_multiplier,
+            "deterministic_noise": p.deterministic_noise,
+        },
         "second_accountant": "prv" if p.accountant == "rdp" else "rdp",
-        "client_dp": {"mode": p.client_dp, "noise_multiplier": p.client_noise_multiplier,
-                      "clipping_norm": p.client_clipping_norm, "delta": p.client_delta},  # fmt: skip
-        "secure_aggregation": {"enabled": p.secure_aggregation, "num_shares": p.secagg_num_shares,
-                               "reconstruction_threshold": p.secagg_reconstruction_threshold,
-                               "clipping_range": p.secagg_clipping_range, "quantization_range": p.secagg_quantization_range},  # fmt: skip
-        "shops": shops, "notes": notes,
+        "client_dp": {
+            "mode": p.client_dp,
+            "noise_multiplier": p.client_noise_multiplier,
+            "clipping_norm": p.client_clipping_norm,
+            "delta": p.client_delta,
+        },
+        "secure_aggregation": {
+            "enabled": p.secure_aggregation,
+            "num_shares": p.secagg_num_shares,
+            "reconstruction_threshold": p.secagg_reconstruction_threshold,
+            "clipping_range": p.secagg_clipping_range,
+            "quantization_range": p.secagg_quantization_range,
+        },
+        "shops": shops,
+        "notes": notes,
     }
 
 
@@ -115,9 +140,17 @@ def _dp_mechanism_for_leakage(run: RunDir, shop: str, mech: Mechanism) -> Mechan
     cfg = run.config
     users = len(ShopData.load(run.shop_file(shop)).trainable_users())
     p = plan_for(users, cfg.privacy, rounds=cfg.train.rounds, local_epochs=cfg.train.local_epochs, batch_size=cfg.train.batch_size)
-    return Mechanism(private=True, epochs=mech.epochs, noise_multiplier=p["noise_multiplier"], max_grad_norm=p["max_grad_norm"],
-                     sample_rate=p["sample_rate"], delta=p["delta"], accountant=p["accountant"],
-                     claimed_epsilon=p["planned_epsilon"], source="config (not used by the run)")  # fmt: skip
+    return Mechanism(
+        private=True,
+        epochs=mech.epochs,
+        noise_multiplier=p["noise_multiplier"],
+        max_grad_norm=p["max_grad_norm"],
+        sample_rate=p["sample_rate"],
+        delta=p["delta"],
+        accountant=p["accountant"],
+        claimed_epsilon=p["planned_epsilon"],
+        source="config (not used by the run)",
+    )
 
 
 # ------------------------------------------------------------------------------ the verdict
@@ -155,12 +188,22 @@ def _refutable(claimed: float, mia: dict[str, Any], can: dict[str, Any]) -> tupl
         return True, ""
     delta = float(can.get("delta") or mia.get("delta") or 1e-5)
     needed, most = canaries_needed(claimed, delta)
-    size = (f"a one-run audit needs at least {needed:,} canaries to refute ε = {claimed:.2f}" if needed
-            else f"no one-run canary audit at δ = {delta:g} can refute ε = {claimed:.2f} (the most any size up to "
-                 f"{CANARY_SIZES[-1]:,} canaries proves is ε ≈ {most:.2f})")  # fmt: skip
-    canaries = (f"{can.get('canaries')} canaries can prove at most ε ≈ {float(can['max_possible_lower_bound']):.2f}" if can
-                else "no canary audit ran")  # fmt: skip
-    auc = f"a membership attack would need AUC above {float(mia['dp_max_auc']):.4f}" if mia and "dp_max_auc" in mia else "no membership attack ran"
+    size = (
+        f"a one-run audit needs at least {needed:,} canaries to refute ε = {claimed:.2f}"
+        if needed
+        else f"no one-run canary audit at δ = {delta:g} can refute ε = {claimed:.2f} (the most any size up to "
+        f"{CANARY_SIZES[-1]:,} canaries proves is ε ≈ {most:.2f})"
+    )
+    canaries = (
+        f"{can.get('canaries')} canaries can prove at most ε ≈ {float(can['max_possible_lower_bound']):.2f}"
+        if can
+        else "no canary audit ran"
+    )
+    auc = (
+        f"a membership attack would need AUC above {float(mia['dp_max_auc']):.4f}"
+        if mia and "dp_max_auc" in mia
+        else "no membership attack ran"
+    )
     return False, f"{canaries} and {auc}; {size}"
 
 
@@ -178,23 +221,32 @@ def _verdict(shop: str, promise: dict[str, Any], attacks: dict[str, Any], tamper
     if private and can:
         lb = can["epsilon_lower_bound"]
         ok = claimed is not None and lb <= float(claimed) + 1e-9 and lb <= can["audited_epsilon"] + 1e-9
-        add("canary lower bound", "pass" if ok else "fail",
+        add(
+            "canary lower bound",
+            "pass" if ok else "fail",
             f"the canaries prove ε ≥ {lb:.2f} at 95% confidence; the ledger claims ε = {float(claimed or 0):.2f}"
-            + ("" if ok else ": the measured privacy loss is LARGER than claimed"))  # fmt: skip
+            + ("" if ok else ": the measured privacy loss is LARGER than claimed"),
+        )
     if private and mia and "skipped" not in mia:
         for name in ("loss_threshold", "calibrated"):
             fig = mia[name]
             label = "loss attack" if name == "loss_threshold" else "calibrated attack"
             if fig["auc_ci95"][0] > mia["dp_max_auc"] + 1e-9:
-                add(f"membership ({label})", "fail",
+                add(
+                    f"membership ({label})",
+                    "fail",
                     f"AUC {fig['auc']:.3f} (95% interval from {fig['auc_ci95'][0]:.3f}) exceeds {mia['dp_max_auc']:.3f}, the most any "
-                    f"attack can reach against ε = {mia['audited_epsilon']:.2f}")  # fmt: skip
+                    f"attack can reach against ε = {mia['audited_epsilon']:.2f}",
+                )
             elif _near_chance(fig):
                 add(f"membership ({label})", "pass", f"AUC {fig['auc']:.3f}: near chance (0.5), as DP intends")
             else:
-                add(f"membership ({label})", "warn",
+                add(
+                    f"membership ({label})",
+                    "warn",
                     f"AUC {fig['auc']:.3f} is measurably above chance; still within what ε = {mia['audited_epsilon']:.2f} "
-                    f"allows (at most {mia['dp_max_auc']:.3f}), but customers' membership is partly inferable")  # fmt: skip
+                    f"allows (at most {mia['dp_max_auc']:.3f}), but customers' membership is partly inferable",
+                )
     # The attacks audit one training run of the run's settings: its ε (≤ the ledger's) is what they could refute.
     attacked = float(can.get("audited_epsilon") or mia.get("audited_epsilon") or claimed or 0.0)
     refutable, why = _refutable(attacked, mia, can) if private and (mia or can) else (True, "")
@@ -204,27 +256,36 @@ def _verdict(shop: str, promise: dict[str, Any], attacks: dict[str, Any], tamper
         status, words = "not auditable", "The run's records were altered after the fact; no privacy claim can be certified."
     elif seeded:
         status = "not private"
-        words = ("The DP noise and Poisson sampling were seeded from train.seed (privacy.deterministic_noise = true), which is "
-                 "in the run's configuration: whoever holds it can regenerate the noise and remove it, so the ledger's "
-                 f"ε = {float(claimed or 0):.2f} protects no one against them. Rerun with privacy.deterministic_noise = false.")  # fmt: skip
+        words = (
+            "The DP noise and Poisson sampling were seeded from train.seed (privacy.deterministic_noise = true), which is "
+            "in the run's configuration: whoever holds it can regenerate the noise and remove it, so the ledger's "
+            f"ε = {float(claimed or 0):.2f} protects no one against them. Rerun with privacy.deterministic_noise = false."
+        )
     elif not private:
         best = summarise_mia(mia) if mia else math.nan
         lb = can.get("epsilon_lower_bound") if can else None
         status = "no privacy claim"
-        words = ("The run made no differential-privacy claim. "
-                 + (f"Membership inference reaches AUC {best:.2f}" if best == best else "")
-                 + (f"; the canaries alone prove ε ≥ {lb:.2f}." if lb is not None else "."))  # fmt: skip
+        words = (
+            "The run made no differential-privacy claim. "
+            + (f"Membership inference reaches AUC {best:.2f}" if best == best else "")
+            + (f"; the canaries alone prove ε ≥ {lb:.2f}." if lb is not None else ".")
+        )
     elif any(c["status"] == "fail" for c in checks):
-        status, words = "inconsistent", "The empirical findings contradict the claimed privacy budget: " + "; ".join(
-            c["detail"] for c in checks if c["status"] == "fail")  # fmt: skip
+        status, words = (
+            "inconsistent",
+            "The empirical findings contradict the claimed privacy budget: "
+            + "; ".join(c["detail"] for c in checks if c["status"] == "fail"),
+        )
     elif not refutable:
         status = "not refutable at this audit size"
         words = f"No attack of this audit could have contradicted the claim ε = {float(claimed or 0):.2f}: {why}."
     else:
         status = "consistent"
-        words = (f"The findings are consistent with the claim ε = {float(claimed or 0):.2f}: no attack exceeded what the "
-                 "claim allows" + (", though some attacks do better than chance (see warnings)." if any(c["status"] == "warn" for c in checks)
-                                   else ", and membership attacks are near chance."))  # fmt: skip
+        words = f"The findings are consistent with the claim ε = {float(claimed or 0):.2f}: no attack exceeded what the claim allows" + (
+            ", though some attacks do better than chance (see warnings)."
+            if any(c["status"] == "warn" for c in checks)
+            else ", and membership attacks are near chance."
+        )
     return {"status": status, "summary": words, "checks": checks}
 
 
@@ -276,8 +337,9 @@ def _ledger_state(info: dict[str, Any]) -> str:
     return f"NOT VERIFIED: {info['error']}"
 
 
-def run_audit(run_dir: str | Path, out_dir: str | Path | None = None, options: AuditOptions = AuditOptions(),
-              say: Say = print) -> dict[str, Any]:  # fmt: skip
+def run_audit(
+    run_dir: str | Path, out_dir: str | Path | None = None, options: AuditOptions = AuditOptions(), say: Say = print
+) -> dict[str, Any]:
     """Audit the run in ``run_dir``; writes ``audit.json`` and ``audit.html`` to ``out_dir`` (default ``RUN_DIR/audit``)."""
     from fedgraph.audit.render import render_html
 
@@ -325,10 +387,17 @@ def run_audit(run_dir: str | Path, out_dir: str | Path | None = None, options: A
             say(f"attacking {shop} ({len(data.trainable_users())} users, {'DP' if mech.private else 'no DP'}, {mech.epochs} epochs)")
             seed = options.seed * 101 + i
             attacks[shop] = {
-                "mechanism": {"private": mech.private, "source": mech.source, "epochs": mech.epochs,
-                              "noise_multiplier": mech.noise_multiplier, "sample_rate": mech.sample_rate,
-                              "max_grad_norm": mech.max_grad_norm, "delta": mech.delta, "accountant": mech.accountant,
-                              "audited_epsilon": mech.audited_epsilon()},  # fmt: skip
+                "mechanism": {
+                    "private": mech.private,
+                    "source": mech.source,
+                    "epochs": mech.epochs,
+                    "noise_multiplier": mech.noise_multiplier,
+                    "sample_rate": mech.sample_rate,
+                    "max_grad_norm": mech.max_grad_norm,
+                    "delta": mech.delta,
+                    "accountant": mech.accountant,
+                    "audited_epsilon": mech.audited_epsilon(),
+                },
                 "membership": membership_inference(run, data, mech, models=options.models, seed=seed, say=say),
                 "canary": canary_audit(run, data, mech, canaries=options.canaries, seed=seed, say=say),
             }
@@ -348,8 +417,10 @@ def run_audit(run_dir: str | Path, out_dir: str | Path | None = None, options: A
             for c in found:
                 if c["status"] == "outside the claim":
                     outside.setdefault(f"{c['channel']} ({c['message']}: {', '.join(c['keys'])})", []).append(shop)
-        flags += [f"[outside the claim] {what} left {len(names)} shop(s) exactly, without noise: no ε covers it"
-                  for what, names in outside.items()]
+        flags += [
+            f"[outside the claim] {what} left {len(names)} shop(s) exactly, without noise: no ε covers it"
+            for what, names in outside.items()
+        ]
     if tampered:
         overall = "TAMPERED"
     elif private and cfg.privacy.deterministic_noise:
@@ -371,17 +442,30 @@ def run_audit(run_dir: str | Path, out_dir: str | Path | None = None, options: A
         "status": overall,
         "flags": flags,
         "run": {
-            "provenance": provenance(run), "data": data_sources(run), "shops": run.shop_names, "audited_shops": audited,
-            "rounds": len(rounds), "planned_rounds": cfg.train.rounds,
+            "provenance": provenance(run),
+            "data": data_sources(run),
+            "shops": run.shop_names,
+            "audited_shops": audited,
+            "rounds": len(rounds),
+            "planned_rounds": cfg.train.rounds,
             "model": {"name": "InterestModel (text item tower + attentive ego-graph user encoder)", **cfg.to_dict()["model"]},
             "config": cfg.to_dict(),
             "final_eval": rounds[-1].get("eval", {}) if rounds else {},
         },
         "integrity": {"status": integrity["status"], "findings": integrity["findings"]},
         "promise": promise,
-        "attacks": {"options": {"models": options.models, "canaries": options.canaries, "max_shops": options.max_shops, "shadows": options.shadows,
-                                "epochs": options.epochs, "seed": options.seed},
-                    "shops": attacks, "leakage": leakage},  # fmt: skip
+        "attacks": {
+            "options": {
+                "models": options.models,
+                "canaries": options.canaries,
+                "max_shops": options.max_shops,
+                "shadows": options.shadows,
+                "epochs": options.epochs,
+                "seed": options.seed,
+            },
+            "shops": attacks,
+            "leakage": leakage,
+        },
         "verdict": verdicts,
         "channels": channels,
         "seconds": time.perf_counter() - started,

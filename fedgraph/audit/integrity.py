@@ -28,7 +28,7 @@ import pwd
 import socket
 import sys
 import tomllib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,7 @@ def sha256_file(path: Path) -> str:
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
 
 def _close(a: Any, b: Any) -> bool:
@@ -117,9 +117,12 @@ def provenance(run: RunDir) -> dict[str, Any]:
         "finished": _iso(finished) if finished else None,
         "run_environment": metrics.get("environment", {}),
         "audit": {
-            "user": getpass.getuser(), "host": socket.gethostname(), "platform": platform.platform(),
-            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "software": software_versions(),
-        },  # fmt: skip
+            "user": getpass.getuser(),
+            "host": socket.gethostname(),
+            "platform": platform.platform(),
+            "time": datetime.now(UTC).isoformat(timespec="seconds"),
+            "software": software_versions(),
+        },
     }
 
 
@@ -190,17 +193,26 @@ def check_run(run: RunDir) -> dict[str, Any]:
             if changes:
                 f.add("tampered", "config", "config.toml was edited after the run finished: " + "; ".join(changes))
         else:
-            f.add("warning", "config", "metrics.json (the run's own record of its configuration) is missing: "
-                                       "config edits after the run cannot be ruled out")  # fmt: skip
+            f.add(
+                "warning",
+                "config",
+                "metrics.json (the run's own record of its configuration) is missing: config edits after the run cannot be ruled out",
+            )
         trained = [r for r in rounds if r.get("round", 0) > 0]
         if trained and not history.get("stopped") and trained[-1]["round"] != cfg.train.rounds:
-            f.add("tampered" if trained[-1]["round"] > cfg.train.rounds else "warning", "config",
-                  f"the history holds {trained[-1]['round']} rounds but config.toml says train.rounds={cfg.train.rounds}")  # fmt: skip
+            f.add(
+                "tampered" if trained[-1]["round"] > cfg.train.rounds else "warning",
+                "config",
+                f"the history holds {trained[-1]['round']} rounds but config.toml says train.rounds={cfg.train.rounds}",
+            )
         has_eps = any("epsilon" in m for r in trained for m in r.get("train", {}).values())
         if trained and has_eps != cfg.privacy.enabled:
-            f.add("tampered", "config",
-                  f"config.toml says privacy.enabled={str(cfg.privacy.enabled).lower()} but the round history "
-                  f"{'reports' if has_eps else 'has no'} DP figures (ε) from the shops")  # fmt: skip
+            f.add(
+                "tampered",
+                "config",
+                f"config.toml says privacy.enabled={str(cfg.privacy.enabled).lower()} but the round history "
+                f"{'reports' if has_eps else 'has no'} DP figures (ε) from the shops",
+            )
 
     # -- checkpoints
     versions = {r["round"]: r.get("model_version") for r in rounds}
@@ -218,8 +230,11 @@ def check_run(run: RunDir) -> dict[str, Any]:
             state = payload["state_dict"]
             shape = tuple(state["item_out.weight"].shape) if "item_out.weight" in state else None
             if shape and shape != (cfg.model.dim, cfg.model.hidden):
-                f.add("tampered", "config", f"the checkpoints hold a model of dim×hidden {shape}, config.toml says "
-                                            f"({cfg.model.dim}, {cfg.model.hidden})")  # fmt: skip
+                f.add(
+                    "tampered",
+                    "config",
+                    f"the checkpoints hold a model of dim×hidden {shape}, config.toml says ({cfg.model.dim}, {cfg.model.hidden})",
+                )
 
     # -- shop data against the index
     for row in index.get("summary", []):
@@ -232,8 +247,12 @@ def check_run(run: RunDir) -> dict[str, Any]:
 
             data = ShopData.load(path)
             if (data.num_users, data.num_items, data.num_interactions) != (row["users"], row["items"], row["interactions"]):
-                f.add("tampered", "data", f"{path.name} holds {data.num_users} users, {data.num_items} items, "
-                      f"{data.num_interactions} interactions; the index recorded {row['users']}, {row['items']}, {row['interactions']}")  # fmt: skip
+                f.add(
+                    "tampered",
+                    "data",
+                    f"{path.name} holds {data.num_users} users, {data.num_items} items, "
+                    f"{data.num_interactions} interactions; the index recorded {row['users']}, {row['items']}, {row['interactions']}",
+                )
         except Exception as exc:  # noqa: BLE001
             f.add("tampered", "data", f"{path.name}: {exc}")
 
@@ -248,8 +267,11 @@ def check_run(run: RunDir) -> dict[str, Any]:
         ledgers[shop] = info
         if not ledger.exists():
             if private or reported:
-                f.add("tampered", "ledger", f"{shop}: the privacy ledger is missing although the run "
-                                            f"{'used DP' if private else 'reported ε'} for this shop")  # fmt: skip
+                f.add(
+                    "tampered",
+                    "ledger",
+                    f"{shop}: the privacy ledger is missing although the run {'used DP' if private else 'reported ε'} for this shop",
+                )
             continue
         try:
             entries = ledger.verify()
@@ -263,17 +285,29 @@ def check_run(run: RunDir) -> dict[str, Any]:
             seq = int(m.get("ledger-seq", -1))
             e = by_seq.get(seq)
             if e is None:
-                f.add("tampered", "ledger", f"{shop}: the server recorded ledger entry {seq} for round {rnd}, but the "
-                                            f"ledger holds only {len(entries)} entries: it was truncated or rolled back")  # fmt: skip
+                f.add(
+                    "tampered",
+                    "ledger",
+                    f"{shop}: the server recorded ledger entry {seq} for round {rnd}, but the "
+                    f"ledger holds only {len(entries)} entries: it was truncated or rolled back",
+                )
                 continue
             if e.get("round") != rnd or not _close(e.get("epsilon"), m.get("epsilon")):
-                f.add("tampered", "ledger", f"{shop}: ledger entry {seq} says round {e.get('round')}, ε={e.get('epsilon')}; "
-                                            f"the server recorded round {rnd}, ε={m.get('epsilon')}")  # fmt: skip
+                f.add(
+                    "tampered",
+                    "ledger",
+                    f"{shop}: ledger entry {seq} says round {e.get('round')}, ε={e.get('epsilon')}; "
+                    f"the server recorded round {rnd}, ε={m.get('epsilon')}",
+                )
         if reported and max(int(m["ledger-seq"]) for m in reported.values()) < len(entries) - 1:
             extra = [e for e in entries if e["seq"] > max(int(m["ledger-seq"]) for m in reported.values()) and e.get("kind") == "round"]
             if extra:
-                f.add("warning", "ledger", f"{shop}: the ledger holds {len(extra)} round(s) the server's history does not "
-                                           "(a round that failed after the shop trained, or a resumed run)")  # fmt: skip
+                f.add(
+                    "warning",
+                    "ledger",
+                    f"{shop}: the ledger holds {len(extra)} round(s) the server's history does not "
+                    "(a round that failed after the shop trained, or a resumed run)",
+                )
         plan = entries[0] if entries and entries[0].get("kind") == "plan" else None
         if plan is None:
             f.add("tampered", "ledger", f"{shop}: the ledger does not start with a plan")
@@ -282,20 +316,35 @@ def check_run(run: RunDir) -> dict[str, Any]:
             p = cfg.privacy
             for key, ckey in _PLAN_VS_CONFIG:
                 if not _close(plan.get(key), getattr(p, ckey)):
-                    f.add("tampered", "config", f"{shop}: the ledger plan has {key}={plan.get(key)!r}, config.toml has "
-                                                f"privacy.{ckey}={getattr(p, ckey)!r}")  # fmt: skip
+                    f.add(
+                        "tampered",
+                        "config",
+                        f"{shop}: the ledger plan has {key}={plan.get(key)!r}, config.toml has privacy.{ckey}={getattr(p, ckey)!r}",
+                    )
             if p.delta and not _close(plan.get("delta"), p.delta):
                 f.add("tampered", "config", f"{shop}: the ledger plan has δ={plan.get('delta')}, config.toml privacy.delta={p.delta}")
             if p.noise_multiplier and not _close(plan.get("noise_multiplier"), p.noise_multiplier):
-                f.add("tampered", "config", f"{shop}: the ledger plan has σ={plan.get('noise_multiplier')}, "
-                                            f"config.toml privacy.noise_multiplier={p.noise_multiplier}")  # fmt: skip
+                f.add(
+                    "tampered",
+                    "config",
+                    f"{shop}: the ledger plan has σ={plan.get('noise_multiplier')}, "
+                    f"config.toml privacy.noise_multiplier={p.noise_multiplier}",
+                )
             if plan.get("planned_rounds") != cfg.train.rounds:
-                f.add("tampered", "config", f"{shop}: the ledger plan was made for {plan.get('planned_rounds')} rounds, "
-                                            f"config.toml says train.rounds={cfg.train.rounds}")  # fmt: skip
+                f.add(
+                    "tampered",
+                    "config",
+                    f"{shop}: the ledger plan was made for {plan.get('planned_rounds')} rounds, "
+                    f"config.toml says train.rounds={cfg.train.rounds}",
+                )
             users = plan.get("users")
             if users and not _close(plan.get("sample_rate"), min(1.0, cfg.train.batch_size / max(1, users))):
-                f.add("tampered", "config", f"{shop}: the ledger's sample rate {plan.get('sample_rate')} does not follow from "
-                                            f"train.batch_size={cfg.train.batch_size} and {users} users")  # fmt: skip
+                f.add(
+                    "tampered",
+                    "config",
+                    f"{shop}: the ledger's sample rate {plan.get('sample_rate')} does not follow from "
+                    f"train.batch_size={cfg.train.batch_size} and {users} users",
+                )
             if not private:
                 f.add("tampered", "config", f"{shop}: a privacy ledger exists but config.toml says privacy.enabled=false")
     status = "tampered" if any(x["severity"] == "tampered" for x in f.items) else "ok"
@@ -303,4 +352,3 @@ def check_run(run: RunDir) -> dict[str, Any]:
         status = "incomplete" if status == "ok" else status
         f.add("warning", "run", "the run has no finished rounds (no checkpoints)")
     return {"status": status, "findings": f.items, "ledgers": ledgers}
-

@@ -74,10 +74,14 @@ def _fmt(value: Any, digits: int = 3) -> str:
 def _table(header: list[str], rows: list[list[Any]]) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = "".join(
-        "<tr>" + "".join(f'<td class="num">{_fmt(c)}</td>' if isinstance(c, (int, float)) and not isinstance(c, bool)
-                         else f"<td>{_fmt(c)}</td>" for c in row) + "</tr>"
+        "<tr>"
+        + "".join(
+            f'<td class="num">{_fmt(c)}</td>' if isinstance(c, (int, float)) and not isinstance(c, bool) else f"<td>{_fmt(c)}</td>"
+            for c in row
+        )
+        + "</tr>"
         for row in rows
-    )  # fmt: skip
+    )
     thead = f"<thead><tr>{head}</tr></thead>" if any(header) else ""  # a key/value table has no header row
     return f"<table>{thead}<tbody>{body}</tbody></table>"
 
@@ -144,7 +148,9 @@ def _canary_plot(attacks: dict[str, Any], promise: dict[str, Any]) -> str:
     axes[0].legend(fontsize=7)
     if shops:
         c = attacks[shops[0]]["canary"]
-        axes[1].hist([c["scores_in"], c["scores_out"]], bins=20, label=["included canaries", "excluded canaries"], color=["#b3261e", "#57606a"])
+        axes[1].hist(
+            [c["scores_in"], c["scores_out"]], bins=20, label=["included canaries", "excluded canaries"], color=["#b3261e", "#57606a"]
+        )
         axes[1].set_xlabel("canary score (loss drop in training)")
         axes[1].set_title(f"canary scores, {shops[0]}", fontsize=9)
         axes[1].legend(fontsize=7)
@@ -157,7 +163,10 @@ def _leakage_plot(leakage: dict[str, Any]) -> str:
     names = {"no_dp": "no DP", "dp": "DP", "secagg_no_dp": "SecAgg+", "secagg_dp": "SecAgg+ & DP"}
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
     width = 0.8 / max(1, len(views))
-    for ax, metric, title in ((axes[0], "item_auc", "popular-item ranking AUC (chance 0.5)"), (axes[1], "category_precision", "over-represented category precision")):
+    for ax, metric, title in (
+        (axes[0], "item_auc", "popular-item ranking AUC (chance 0.5)"),
+        (axes[1], "category_precision", "over-represented category precision"),
+    ):
         for j, v in enumerate(views):
             vals = [(leakage["shops"][s].get(v) or {}).get(metric) for s in shops]
             ax.bar(np.arange(len(shops)) + (j - 1.5) * width, [x if x is not None else 0 for x in vals], width, label=names[v])
@@ -183,7 +192,11 @@ def _banner(doc: dict[str, Any]) -> str:
         "NOT ATTACKED": "Records checked; attacks not run.",
     }[status]
     flags = "".join(f"<li>{escape(f)}</li>" for f in doc["flags"])
-    return f'<div class="banner {status.replace(" ", "-")}" id="status"><strong>{escape(words)}</strong>' + (f"<ul>{flags}</ul>" if flags else "") + "</div>"
+    return (
+        f'<div class="banner {status.replace(" ", "-")}" id="status"><strong>{escape(words)}</strong>'
+        + (f"<ul>{flags}</ul>" if flags else "")
+        + "</div>"
+    )
 
 
 def _run_section(doc: dict[str, Any]) -> str:
@@ -191,23 +204,38 @@ def _run_section(doc: dict[str, Any]) -> str:
     prov = run["provenance"]
     env = prov.get("run_environment", {})
     rows = [
-        ["run directory", prov["run_dir"]], ["run by", prov["owner"]], ["host", prov["host"]], ["command", prov.get("command", "")],
-        ["started (config written)", prov["started"]], ["finished (metrics written)", prov["finished"]],
-        ["data source", run["data"]["dataset"].get("source", "—")], ["shops", ", ".join(run["shops"])],
+        ["run directory", prov["run_dir"]],
+        ["run by", prov["owner"]],
+        ["host", prov["host"]],
+        ["command", prov.get("command", "")],
+        ["started (config written)", prov["started"]],
+        ["finished (metrics written)", prov["finished"]],
+        ["data source", run["data"]["dataset"].get("source", "—")],
+        ["shops", ", ".join(run["shops"])],
         ["rounds", f"{run['rounds']} of {run['planned_rounds']} planned"],
-        ["model", f"{run['model']['name']}: dim {run['model']['dim']}, hidden {run['model']['hidden']}, shop-private items {run['model']['local_items']}"],
+        [
+            "model",
+            f"{run['model']['name']}: dim {run['model']['dim']}, hidden {run['model']['hidden']}, shop-private items {run['model']['local_items']}",
+        ],
         ["run software", ", ".join(f"{k} {v}" for k, v in env.items() if k in ("python", "torch", "platform", "device")) or "—"],
         ["audit", f"by {prov['audit']['user']} on {prov['audit']['host']} at {prov['audit']['time']}"],
         ["audit software", ", ".join(f"{k} {v}" for k, v in prov["audit"]["software"].items())],
-    ]  # fmt: skip
-    shops = _table(["shop", "users", "items", "interactions", "evaluable users"],
-                   [[s["shop"], s["users"], s["items"], s["interactions"], s.get("evaluable_users")] for s in run["data"]["summary"]])  # fmt: skip
+    ]
+    shops = _table(
+        ["shop", "users", "items", "interactions", "evaluable users"],
+        [[s["shop"], s["users"], s["items"], s["interactions"], s.get("evaluable_users")] for s in run["data"]["summary"]],
+    )
     hashes = _table(["file", "SHA-256"], [[k, v] for k, v in {**run["data"]["run_files"], **run["data"]["input_files"]}.items()])
     config = escape(json.dumps(run["config"], indent=1))
     return (
-        "<h2>1. The run</h2>" + _table(["", ""], rows) + "<h3>Shops</h3>" + shops + "<h3>Data and file hashes</h3>"
-        + hashes.replace("<td>", '<td class="mono">') + f"<details><summary>full configuration</summary><pre class=\"mono\">{config}</pre></details>"
-    )  # fmt: skip
+        "<h2>1. The run</h2>"
+        + _table(["", ""], rows)
+        + "<h3>Shops</h3>"
+        + shops
+        + "<h3>Data and file hashes</h3>"
+        + hashes.replace("<td>", '<td class="mono">')
+        + f'<details><summary>full configuration</summary><pre class="mono">{config}</pre></details>'
+    )
 
 
 def _integrity_section(doc: dict[str, Any]) -> str:
@@ -218,7 +246,20 @@ def _integrity_section(doc: dict[str, Any]) -> str:
 
 def _promise_section(doc: dict[str, Any]) -> str:
     p = doc["promise"]
-    head = ["shop", "ledger", "ε (reported)", "accountant", f"ε ({p['second_accountant']})", "δ", "target ε", "σ", "q", "C", "steps", "rounds"]
+    head = [
+        "shop",
+        "ledger",
+        "ε (reported)",
+        "accountant",
+        f"ε ({p['second_accountant']})",
+        "δ",
+        "target ε",
+        "σ",
+        "q",
+        "C",
+        "steps",
+        "rounds",
+    ]
     rows = []
     for shop, s in p["shops"].items():
         if s.get("ledger") != "verified":
@@ -227,19 +268,49 @@ def _promise_section(doc: dict[str, Any]) -> str:
         second = s["epsilon_prv"] if p["second_accountant"] == "prv" else s["epsilon_rdp"]
         if s["accountant"] == "rdp" and p["second_accountant"] == "rdp":
             second = s["epsilon_prv"]
-        rows.append([shop, "verified", s["epsilon"], s["accountant"], second, s["delta"], s["target_epsilon"], s["noise_multiplier"],
-                     s["sample_rate"], s["max_grad_norm"], s["steps"], f"{s['rounds_trained']} (+{s['rounds_refused']} refused)"])  # fmt: skip
+        rows.append(
+            [
+                shop,
+                "verified",
+                s["epsilon"],
+                s["accountant"],
+                second,
+                s["delta"],
+                s["target_epsilon"],
+                s["noise_multiplier"],
+                s["sample_rate"],
+                s["max_grad_norm"],
+                s["steps"],
+                f"{s['rounds_trained']} (+{s['rounds_refused']} refused)",
+            ]
+        )
     cd, sa = p["client_dp"], p["secure_aggregation"]
-    settings = _table(["setting", "value"], [
-        ["differential privacy", "on (user-level DP-SGD in every shop)" if p["enabled"] else "off"],
-        ["privacy unit", p["privacy_unit"]],
-        ["client-level DP (server)", f"{cd['mode']}" + (f", σ={cd['noise_multiplier']}, clip {cd['clipping_norm']}, δ={cd['delta']}" if cd["mode"] != "off" else "")],
-        ["secure aggregation (SecAgg+)", ("on" if sa["enabled"] else "off") + (f", {sa['num_shares']} shares, threshold {sa['reconstruction_threshold']}" if sa["enabled"] else "")],
-        ["noise seeded from the config", p["configured"]["deterministic_noise"] if p["enabled"] else "—"],
-    ])  # fmt: skip
+    settings = _table(
+        ["setting", "value"],
+        [
+            ["differential privacy", "on (user-level DP-SGD in every shop)" if p["enabled"] else "off"],
+            ["privacy unit", p["privacy_unit"]],
+            [
+                "client-level DP (server)",
+                f"{cd['mode']}"
+                + (f", σ={cd['noise_multiplier']}, clip {cd['clipping_norm']}, δ={cd['delta']}" if cd["mode"] != "off" else ""),
+            ],
+            [
+                "secure aggregation (SecAgg+)",
+                ("on" if sa["enabled"] else "off")
+                + (f", {sa['num_shares']} shares, threshold {sa['reconstruction_threshold']}" if sa["enabled"] else ""),
+            ],
+            ["noise seeded from the config", p["configured"]["deterministic_noise"] if p["enabled"] else "—"],
+        ],
+    )
     notes = "".join(f"<li>{escape(n)}</li>" for n in p["notes"])
-    return ("<h2>3. The promise</h2>" + settings + (_table(head, rows) if rows else "<p>No shop keeps a privacy ledger.</p>")
-            + f"<ul>{notes}</ul>" + _epsilon_plot(p))  # fmt: skip
+    return (
+        "<h2>3. The promise</h2>"
+        + settings
+        + (_table(head, rows) if rows else "<p>No shop keeps a privacy ledger.</p>")
+        + f"<ul>{notes}</ul>"
+        + _epsilon_plot(p)
+    )
 
 
 def _attack_section(doc: dict[str, Any]) -> str:
@@ -257,19 +328,58 @@ def _attack_section(doc: dict[str, Any]) -> str:
             continue
         for key, label in (("loss_threshold", "loss threshold"), ("calibrated", "calibrated")):
             f = m[key]
-            rows.append([shop, label, f["auc"], f"{f['auc_ci95'][0]:.3f}–{f['auc_ci95'][1]:.3f}", f["tpr_at_1pct_fpr"], f["tpr_at_0_1pct_fpr"],
-                         f"{f['members']} / {f['nonmembers']}", m.get("audited_epsilon")])  # fmt: skip
-    parts.append(_table(["shop", "attack", "AUC", "95% interval", "TPR @ 1% FPR", "TPR @ 0.1% FPR", "members / non-members", "ε of audit models"], rows))
+            rows.append(
+                [
+                    shop,
+                    label,
+                    f["auc"],
+                    f"{f['auc_ci95'][0]:.3f}–{f['auc_ci95'][1]:.3f}",
+                    f["tpr_at_1pct_fpr"],
+                    f["tpr_at_0_1pct_fpr"],
+                    f"{f['members']} / {f['nonmembers']}",
+                    m.get("audited_epsilon"),
+                ]
+            )
+    parts.append(
+        _table(
+            ["shop", "attack", "AUC", "95% interval", "TPR @ 1% FPR", "TPR @ 0.1% FPR", "members / non-members", "ε of audit models"], rows
+        )
+    )
     parts.append('<p class="muted">TPR at an FPR below 1/non-members is the TPR at zero false positives.</p>')
     for shop, a in attacks.items():
         if "skipped" not in a["membership"]:
             parts.append(f'<div class="shop">{_roc_plot(shop, a["membership"])}</div>')
     parts.append("<h3>4.2 One-run canary audit (Steinke, Nasr &amp; Jagielski, 2023)</h3><p>" + escape(first["canary"]["method"]) + "</p>")
-    rows = [[s, a["canary"]["canaries"], a["canary"]["included"], f"{a['canary']['correct']} / {a['canary']['guesses']}",
-             a["canary"]["epsilon_lower_bound"], a["canary"]["claimed_epsilon"], a["canary"]["audited_epsilon"],
-             a["canary"]["max_possible_lower_bound"], a["canary"]["canary_auc"]] for s, a in attacks.items()]  # fmt: skip
-    parts.append(_table(["shop", "canaries", "included", "right / guesses", "ε lower bound (95%)", "claimed ε", "ε of audit run",
-                         "largest provable bound", "canary AUC"], rows))  # fmt: skip
+    rows = [
+        [
+            s,
+            a["canary"]["canaries"],
+            a["canary"]["included"],
+            f"{a['canary']['correct']} / {a['canary']['guesses']}",
+            a["canary"]["epsilon_lower_bound"],
+            a["canary"]["claimed_epsilon"],
+            a["canary"]["audited_epsilon"],
+            a["canary"]["max_possible_lower_bound"],
+            a["canary"]["canary_auc"],
+        ]
+        for s, a in attacks.items()
+    ]
+    parts.append(
+        _table(
+            [
+                "shop",
+                "canaries",
+                "included",
+                "right / guesses",
+                "ε lower bound (95%)",
+                "claimed ε",
+                "ε of audit run",
+                "largest provable bound",
+                "canary AUC",
+            ],
+            rows,
+        )
+    )
     parts.append(_canary_plot(attacks, doc["promise"]))
     leak = doc["attacks"]["leakage"]
     if leak:
@@ -277,12 +387,41 @@ def _attack_section(doc: dict[str, Any]) -> str:
         rows = []
         for shop, views in leak["shops"].items():
             for v in views.values():
-                rows.append([shop, v["label"], v["item_precision"], v["item_recall"], v["item_base_rate"], v["item_auc"],
-                             v["bestseller_precision"], v["bestseller_base_rate"], v["category_precision"], v["category_recall"],
-                             v["category_base_rate"], v["category_spearman"]])  # fmt: skip
-        parts.append(_table(["shop", "what the server sees", "popular-item precision", "recall", "chance precision", "item AUC",
-                             "best-seller precision", "chance", "category precision", "recall", "chance precision",
-                             "category rank corr."], rows))  # fmt: skip
+                rows.append(
+                    [
+                        shop,
+                        v["label"],
+                        v["item_precision"],
+                        v["item_recall"],
+                        v["item_base_rate"],
+                        v["item_auc"],
+                        v["bestseller_precision"],
+                        v["bestseller_base_rate"],
+                        v["category_precision"],
+                        v["category_recall"],
+                        v["category_base_rate"],
+                        v["category_spearman"],
+                    ]
+                )
+        parts.append(
+            _table(
+                [
+                    "shop",
+                    "what the server sees",
+                    "popular-item precision",
+                    "recall",
+                    "chance precision",
+                    "item AUC",
+                    "best-seller precision",
+                    "chance",
+                    "category precision",
+                    "recall",
+                    "chance precision",
+                    "category rank corr.",
+                ],
+                rows,
+            )
+        )
         parts.append(_leakage_plot(leak))
     return "".join(parts)
 
@@ -294,16 +433,24 @@ def _verdict_section(doc: dict[str, Any]) -> str:
         rows = [[c["check"], c["status"], c["detail"]] for c in v["checks"]]
         table = _table(["check", "result", "detail"], rows).replace("<td>pass</td>", '<td class="pass">pass</td>')
         table = table.replace("<td>fail</td>", '<td class="fail">fail</td>').replace("<td>warn</td>", '<td class="warn">warn</td>')
-        parts.append(f'<div class="shop"><h3>{escape(shop)}: <span class="{cls}">{escape(v["status"])}</span></h3><p>{escape(v["summary"])}</p>'
-                     + (table if rows else "") + "</div>")  # fmt: skip
+        parts.append(
+            f'<div class="shop"><h3>{escape(shop)}: <span class="{cls}">{escape(v["status"])}</span></h3><p>{escape(v["summary"])}</p>'
+            + (table if rows else "")
+            + "</div>"
+        )
     return "".join(parts)
 
 
 def _channels_section(doc: dict[str, Any]) -> str:
-    rows = [[shop, c["channel"], c["message"], ", ".join(c["keys"]) or "—", c["rounds"], c["status"], c["detail"]]
-            for shop, found in doc.get("channels", {}).items() for c in found]
-    note = ("<p>Everything the server recorded from each shop besides the attacked weights. An exact figure on a shop's "
-            "customers (\"outside the claim\") changes deterministically with one customer: no ε covers that channel.</p>")
+    rows = [
+        [shop, c["channel"], c["message"], ", ".join(c["keys"]) or "—", c["rounds"], c["status"], c["detail"]]
+        for shop, found in doc.get("channels", {}).items()
+        for c in found
+    ]
+    note = (
+        "<p>Everything the server recorded from each shop besides the attacked weights. An exact figure on a shop's "
+        'customers ("outside the claim") changes deterministically with one customer: no ε covers that channel.</p>'
+    )
     return "<h2>What left each shop</h2>" + note + _table(["shop", "channel", "message", "keys", "rounds", "status", "detail"], rows)
 
 
@@ -311,14 +458,20 @@ def render_html(doc: dict[str, Any]) -> str:
     """The whole report (see module docs)."""
     title = f"Privacy audit: {doc['run']['provenance']['run_dir']}"
     body = (
-        f"<h1>Privacy audit report</h1><p class=\"muted\">{escape(doc['run']['provenance']['run_dir'])} · generated "
+        f'<h1>Privacy audit report</h1><p class="muted">{escape(doc["run"]["provenance"]["run_dir"])} · generated '
         f"{escape(doc['generated'])} · fedgraph audit, schema v{doc['schema_version']}</p>"
-        + _banner(doc) + _verdict_section(doc) + _run_section(doc) + _integrity_section(doc) + _promise_section(doc) + _channels_section(doc) + _attack_section(doc)
+        + _banner(doc)
+        + _verdict_section(doc)
+        + _run_section(doc)
+        + _integrity_section(doc)
+        + _promise_section(doc)
+        + _channels_section(doc)
+        + _attack_section(doc)
         + '<p class="muted">Every figure in this report is also in audit.json next to it.</p>'
-    )  # fmt: skip
+    )
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\">"
-        f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{escape(title)}</title><style>{CSS}</style></head>"
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{escape(title)}</title><style>{CSS}</style></head>'
         f"<body>{body}</body></html>\n"
     )

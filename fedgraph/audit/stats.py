@@ -164,9 +164,16 @@ def one_run_audit(scores: np.ndarray, included: np.ndarray, delta: float, signif
             best = tried[-1]
     assert best is not None
     return OneRunAudit(
-        epsilon_lower_bound=float(best["epsilon_lower_bound"]), guesses=best["guesses"], correct=best["correct"],
-        k_in=best["k_in"], k_out=best["k_out"], canaries=m, included=int(included.sum()), tried=tried, significance=significance,
-    )  # fmt: skip
+        epsilon_lower_bound=float(best["epsilon_lower_bound"]),
+        guesses=best["guesses"],
+        correct=best["correct"],
+        k_in=best["k_in"],
+        k_out=best["k_out"],
+        canaries=m,
+        included=int(included.sum()),
+        tried=tried,
+        significance=significance,
+    )
 
 
 def max_epsilon_lower_bound(m: int, delta: float, significance: float = 0.05) -> float:

@@ -27,8 +27,8 @@ from fedgraph.federation.shop_side import train_settings
 from fedgraph.models.interest_model import InterestModel
 from fedgraph.privacy import DPSettings, epsilon
 from fedgraph.shop import ShopData
-from fedgraph.training.dp import steps_per_epoch
 from fedgraph.training import TrainSettings, train_local
+from fedgraph.training.dp import steps_per_epoch
 from fedgraph.training.rows import RowSampler
 
 
@@ -50,11 +50,16 @@ class Mechanism:
         if not self.private:
             return None
         return DPSettings(
-            noise_multiplier=self.noise_multiplier, max_grad_norm=self.max_grad_norm, sample_rate=self.sample_rate,
-            delta=self.delta, accountant=self.accountant, grad_sample_mode="ghost", noise_seed=seed,
-        )  # fmt: skip
+            noise_multiplier=self.noise_multiplier,
+            max_grad_norm=self.max_grad_norm,
+            sample_rate=self.sample_rate,
+            delta=self.delta,
+            accountant=self.accountant,
+            grad_sample_mode="ghost",
+            noise_seed=seed,
+        )
 
-    def with_epochs(self, epochs: int | None) -> "Mechanism":
+    def with_epochs(self, epochs: int | None) -> Mechanism:
         return self if not epochs else replace(self, epochs=int(epochs))
 
     def audited_epsilon(self) -> float:
@@ -75,21 +80,37 @@ def mechanism_for(run: RunDir, shop: str, plan: dict | None, rounds: list[dict])
         from fedgraph.privacy.budget import plan_for
 
         data = ShopData.load(run.shop_file(shop))
-        p = plan_for(len(data.trainable_users()), cfg.privacy, rounds=cfg.train.rounds, local_epochs=cfg.train.local_epochs,
-                     batch_size=cfg.train.batch_size)  # fmt: skip
+        p = plan_for(
+            len(data.trainable_users()),
+            cfg.privacy,
+            rounds=cfg.train.rounds,
+            local_epochs=cfg.train.local_epochs,
+            batch_size=cfg.train.batch_size,
+        )
         return Mechanism(
-            private=True, epochs=full_epochs, noise_multiplier=p["noise_multiplier"], max_grad_norm=p["max_grad_norm"],
-            sample_rate=p["sample_rate"], delta=p["delta"], accountant=p["accountant"], claimed_epsilon=p["planned_epsilon"],
-        )  # fmt: skip
+            private=True,
+            epochs=full_epochs,
+            noise_multiplier=p["noise_multiplier"],
+            max_grad_norm=p["max_grad_norm"],
+            sample_rate=p["sample_rate"],
+            delta=p["delta"],
+            accountant=p["accountant"],
+            claimed_epsilon=p["planned_epsilon"],
+        )
     steps = sum(int(e["steps"]) for e in rounds)
     per_epoch = steps_per_epoch(float(plan["sample_rate"]))
     claimed = float(rounds[-1]["epsilon"]) if rounds else 0.0
     return Mechanism(
-        private=True, epochs=max(1, int(round(steps / per_epoch))) if steps else full_epochs,
-        noise_multiplier=float(plan["noise_multiplier"]), max_grad_norm=float(plan["max_grad_norm"]),
-        sample_rate=float(plan["sample_rate"]), delta=float(plan["delta"]), accountant=str(plan["accountant"]),
-        claimed_epsilon=claimed, source="ledger",
-    )  # fmt: skip
+        private=True,
+        epochs=max(1, int(round(steps / per_epoch))) if steps else full_epochs,
+        noise_multiplier=float(plan["noise_multiplier"]),
+        max_grad_norm=float(plan["max_grad_norm"]),
+        sample_rate=float(plan["sample_rate"]),
+        delta=float(plan["delta"]),
+        accountant=str(plan["accountant"]),
+        claimed_epsilon=claimed,
+        source="ledger",
+    )
 
 
 # ------------------------------------------------------------------------------ data edits
@@ -102,10 +123,14 @@ def select_users(data: ShopData, keep: np.ndarray) -> ShopData:
         np.concatenate([np.arange(data.test_indptr[u], data.test_indptr[u + 1]) for u in keep]) if len(keep) else np.zeros(0, np.int64)
     )
     return replace(
-        data, users=data.users[keep], indptr=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-        item=data.item[rows], attr=data.attr[rows],
-        test_indptr=np.concatenate([[0], np.cumsum(test_lengths)]).astype(np.int64), test_item=data.test_item[test_rows],
-    )  # fmt: skip
+        data,
+        users=data.users[keep],
+        indptr=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        item=data.item[rows],
+        attr=data.attr[rows],
+        test_indptr=np.concatenate([[0], np.cumsum(test_lengths)]).astype(np.int64),
+        test_item=data.test_item[test_rows],
+    )
 
 
 def with_canaries(data: ShopData, canaries: list[np.ndarray], prefix: str = "canary") -> ShopData:
@@ -128,9 +153,13 @@ def with_canaries(data: ShopData, canaries: list[np.ndarray], prefix: str = "can
     names = np.concatenate([data.users, np.array([f"{prefix}-{i:05d}" for i in range(len(canaries))], dtype=data.users.dtype)])
     test_indptr = np.concatenate([data.test_indptr, np.full(len(canaries), data.test_indptr[-1])])
     return replace(
-        data, users=names.astype(str), indptr=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-        item=np.concatenate(items).astype(np.int64), attr=np.concatenate(attrs).astype(np.float32), test_indptr=test_indptr,
-    )  # fmt: skip
+        data,
+        users=names.astype(str),
+        indptr=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        item=np.concatenate(items).astype(np.int64),
+        attr=np.concatenate(attrs).astype(np.float32),
+        test_indptr=test_indptr,
+    )
 
 
 def make_canaries(data: ShopData, count: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -161,8 +190,17 @@ def train_audit_model(run: RunDir, data: ShopData, mechanism: Mechanism, seed: i
 
 
 @torch.no_grad()
-def user_losses(model: InterestModel, data: ShopData, users: np.ndarray, *, run: RunDir, draws: int = 4, seed: int = 0,
-                negatives: int = 128, chunk: int = 256) -> np.ndarray:  # fmt: skip
+def user_losses(
+    model: InterestModel,
+    data: ShopData,
+    users: np.ndarray,
+    *,
+    run: RunDir,
+    draws: int = 4,
+    seed: int = 0,
+    negatives: int = 128,
+    chunk: int = 256,
+) -> np.ndarray:
     """Each user's training loss, averaged over ``draws`` rows that are the same for every model given ``seed``."""
     cfg = run.config.train
     sampler = RowSampler(data, history=cfg.history, positives=cfg.positives, negatives=negatives)

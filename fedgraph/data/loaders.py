@@ -18,8 +18,9 @@ import os
 import re
 import warnings
 import zlib
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,7 +34,7 @@ from .schema import (
     TIMESTAMP_DTYPE,
 )
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 SUPPORTED_EXTENSIONS = (".csv", ".csv.gz", ".parquet")
 
@@ -56,9 +57,9 @@ class DataValidationError(ValueError):
         *,
         expected: str,
         found: Any,
-        row: Optional[int] = None,
+        row: int | None = None,
         rows: Sequence[int] = (),
-        column: Optional[str] = None,
+        column: str | None = None,
         fix: str = _FIX_ROW,
     ) -> None:
         self.file = str(file)
@@ -121,7 +122,7 @@ def _show(value: Any) -> str:
 # reading files
 
 
-def load_events(path: PathLike, *, source_name: Optional[str] = None) -> pd.DataFrame:
+def load_events(path: PathLike, *, source_name: str | None = None) -> pd.DataFrame:
     """Read an events table and return it validated, in canonical column order and dtypes.
 
     ``source_name`` is the name used in error messages (default: the file name).
@@ -130,7 +131,7 @@ def load_events(path: PathLike, *, source_name: Optional[str] = None) -> pd.Data
     return validate_events(read_table(path, name, "events"), source=name)
 
 
-def load_catalog(path: PathLike, *, source_name: Optional[str] = None) -> pd.DataFrame:
+def load_catalog(path: PathLike, *, source_name: str | None = None) -> pd.DataFrame:
     """Read a catalog table and return it validated, in canonical column order and dtypes."""
     name = source_name or Path(path).name
     return validate_catalog(read_table(path, name, "catalog"), source=name)
@@ -360,11 +361,7 @@ def check_events_against_catalog(
             row=i + 1,
             column="shop",
             expected=f"every catalog shop to have at least one event in {source}",
-            found=_Text(
-                f"shop '{shop}' with no events (empty shop"
-                + (f"; {n_empty - 1} more empty shop(s)" if n_empty > 1 else "")
-                + ")"
-            ),
+            found=_Text(f"shop '{shop}' with no events (empty shop" + (f"; {n_empty - 1} more empty shop(s)" if n_empty > 1 else "") + ")"),
             fix="Add events for that shop or remove its items from the catalog.",
         )
 
@@ -450,7 +447,7 @@ def _strings(s: pd.Series) -> pd.Series:
     return out.reset_index(drop=True)
 
 
-def _ids(s: pd.Series, source: str, column: str, what: Optional[str] = None) -> pd.Series:
+def _ids(s: pd.Series, source: str, column: str, what: str | None = None) -> pd.Series:
     out = _strings(s)
     empty = out.isna() | (out.str.strip() == "")
     if empty.any():
@@ -504,9 +501,7 @@ def _numbers(s: pd.Series, source: str, column: str, *, strictly_positive: bool)
 def _timestamps(s: pd.Series, source: str) -> pd.Series:
     s = s.reset_index(drop=True)
     expected = "a timestamp like 2011-03-01 12:30:00"
-    if isinstance(s.dtype, pd.DatetimeTZDtype) or (
-        isinstance(s.dtype, pd.ArrowDtype) and getattr(s.dtype.pyarrow_dtype, "tz", None)
-    ):
+    if isinstance(s.dtype, pd.DatetimeTZDtype) or (isinstance(s.dtype, pd.ArrowDtype) and getattr(s.dtype.pyarrow_dtype, "tz", None)):
         raise DataValidationError(
             source,
             column="timestamp",
@@ -521,9 +516,7 @@ def _timestamps(s: pd.Series, source: str) -> pd.Series:
     else:
         text = s.astype(object).where(s.notna(), "").astype(STRING_DTYPE)
         stripped = text.str.strip()
-        has_tz = stripped.str.contains(_TZ_SUFFIX, regex=True) & stripped.str.contains(
-            r"\d[T ]\d|\d{2}:\d{2}", regex=True
-        )
+        has_tz = stripped.str.contains(_TZ_SUFFIX, regex=True) & stripped.str.contains(r"\d[T ]\d|\d{2}:\d{2}", regex=True)
         if has_tz.any():
             i = _first(has_tz)
             raise DataValidationError(

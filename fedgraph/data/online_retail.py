@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional, Union
 
 import numpy as np
 import pandas as pd
@@ -24,9 +24,7 @@ from .loaders import DataFileNotFoundError, DataValidationError, _Text
 from .schema import CATALOG_COLUMNS, EVENT_COLUMNS, STRING_DTYPE, TIMESTAMP_DTYPE
 
 #: The bundled copy of the UCI Online Retail data (gzip CSV, 541,909 rows).
-BUNDLED_ONLINE_RETAIL: Path = (
-    Path(__file__).resolve().parent.parent / "datasets" / "online_retail_uci" / "online_retail.csv.gz"
-)
+BUNDLED_ONLINE_RETAIL: Path = Path(__file__).resolve().parent.parent / "datasets" / "online_retail_uci" / "online_retail.csv.gz"
 
 RAW_COLUMNS = (
     "InvoiceNo",
@@ -84,9 +82,7 @@ _THEMES = (
 )
 _MATERIALS = "metal zinc wicker wooden wood enamel ceramic porcelain glass felt fabric paper"
 #: Modifier words :func:`head_noun` skips.
-MODIFIER_WORDS: frozenset[str] = frozenset(
-    " ".join([_COLOURS, _SIZES, _FILLER, _THEMES, _MATERIALS]).split()
-)
+MODIFIER_WORDS: frozenset[str] = frozenset(" ".join([_COLOURS, _SIZES, _FILLER, _THEMES, _MATERIALS]).split())
 
 #: The category vocabulary of the bundled file (head nouns naming >= 15 distinct items);
 #: ``load_online_retail`` recomputes it from whatever file it reads.
@@ -159,9 +155,7 @@ def head_noun(description: str) -> str:
     return "other"
 
 
-def category_vocabulary(
-    item_descriptions: Iterable[str], *, min_items: int = MIN_CATEGORY_ITEMS
-) -> frozenset[str]:
+def category_vocabulary(item_descriptions: Iterable[str], *, min_items: int = MIN_CATEGORY_ITEMS) -> frozenset[str]:
     """Head nouns that name at least ``min_items`` of the given descriptions.
 
     Pass one description per distinct item (the vocabulary counts items, not rows).
@@ -170,9 +164,7 @@ def category_vocabulary(
     return frozenset(str(n) for n, c in counts.items() if c >= min_items and n != "other")
 
 
-def derive_category(
-    description: str, vocabulary: Optional[Iterable[str]] = ONLINE_RETAIL_CATEGORIES
-) -> str:
+def derive_category(description: str, vocabulary: Iterable[str] | None = ONLINE_RETAIL_CATEGORIES) -> str:
     """The interest category of a product: its :func:`head_noun`, or ``"other"`` when that
     noun is not in ``vocabulary`` (default: the bundled file's vocabulary; ``None`` keeps
     every head noun).
@@ -221,11 +213,11 @@ def _fail(source: str, **kw) -> DataValidationError:
 
 
 def load_online_retail(
-    path: Union[str, Path, None] = None,
+    path: str | Path | None = None,
     *,
     uk_shards: int = 4,
     min_customers: int = 20,
-    max_users_per_shop: Optional[int] = None,
+    max_users_per_shop: int | None = None,
     seed: int = 0,
 ) -> OnlineRetailData:
     """Load the UCI Online Retail CSV as a federation of shops.
@@ -251,12 +243,8 @@ def load_online_retail(
         raise ValueError(f"uk_shards must be a positive integer, got {uk_shards!r}")
     if int(min_customers) != min_customers or min_customers < 1:
         raise ValueError(f"min_customers must be a positive integer, got {min_customers!r}")
-    if max_users_per_shop is not None and (
-        int(max_users_per_shop) != max_users_per_shop or max_users_per_shop < 1
-    ):
-        raise ValueError(
-            f"max_users_per_shop must be None or a positive integer, got {max_users_per_shop!r}"
-        )
+    if max_users_per_shop is not None and (int(max_users_per_shop) != max_users_per_shop or max_users_per_shop < 1):
+        raise ValueError(f"max_users_per_shop must be None or a positive integer, got {max_users_per_shop!r}")
     path = Path(path) if path is not None else BUNDLED_ONLINE_RETAIL
     source = path.name
     if not path.exists():
@@ -281,8 +269,7 @@ def load_online_retail(
             fix="Pass the original UCI Online Retail CSV.",
         )
     if len(raw) == 0:
-        raise _fail(source, expected="at least one data row", found=_Text("no data rows"),
-                    fix="Pass the original UCI Online Retail CSV.")
+        raise _fail(source, expected="at least one data row", found=_Text("no data rows"), fix="Pass the original UCI Online Retail CSV.")
     n_read = len(raw)
     quantity = pd.to_numeric(raw["Quantity"], errors="coerce")
     price = pd.to_numeric(raw["UnitPrice"], errors="coerce")
@@ -376,9 +363,7 @@ def load_online_retail(
     kept_users = shop_of
     if max_users_per_shop is not None:
         users = shop_of.rename("shop").rename_axis("user").reset_index()
-        users["key"] = [
-            _stable_hash(f"{seed}:{s}:{u}") for s, u in zip(users["shop"], users["user"])
-        ]
+        users["key"] = [_stable_hash(f"{seed}:{s}:{u}") for s, u in zip(users["shop"], users["user"])]
         users = users.sort_values(["shop", "key", "user"], kind="stable")
         users = users[users.groupby("shop", sort=False).cumcount() < max_users_per_shop]
         kept_users = users.set_index("user")["shop"]
@@ -400,9 +385,7 @@ def load_online_retail(
         }
     )[EVENT_COLUMNS]
 
-    catalog = (
-        df.groupby(["shop", "code"], sort=True)["price"].median().rename("price").reset_index()
-    )
+    catalog = df.groupby(["shop", "code"], sort=True)["price"].median().rename("price").reset_index()
     titles_src = catalog["code"].map(item_desc)
     catalog = pd.DataFrame(
         {
@@ -420,11 +403,7 @@ def load_online_retail(
         .groupby("shop")["country"]
         .agg(lambda s: ", ".join(s.value_counts().sort_index().sort_values(ascending=False, kind="stable").index))
     )
-    shops = (
-        df.groupby("shop")
-        .agg(users=("customer", "nunique"), items=("code", "nunique"), events=("pos", "size"))
-        .reset_index()
-    )
+    shops = df.groupby("shop").agg(users=("customer", "nunique"), items=("code", "nunique"), events=("pos", "size")).reset_index()
     shops.insert(1, "countries", shops["shop"].map(shop_countries))
     shops = shops.sort_values(["users", "shop"], ascending=[False, True], kind="stable").reset_index(drop=True)
     shops["shop"] = shops["shop"].astype(STRING_DTYPE)

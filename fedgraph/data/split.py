@@ -10,9 +10,7 @@ from .schema import EVENT_COLUMNS
 _EPS = 1e-9
 
 
-def temporal_split(
-    events: pd.DataFrame, *, test_fraction: float = 0.2, min_user_items: int = 5
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+def temporal_split(events: pd.DataFrame, *, test_fraction: float = 0.2, min_user_items: int = 5) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split ``events`` into (train, test) by holding out each user's most recent items.
 
     For every (shop, user), the user's distinct items are ordered by their first
@@ -33,9 +31,7 @@ def temporal_split(
         raise ValueError(f"min_user_items must be a positive integer, got {min_user_items!r}")
     missing = [c for c in ("event_id", "shop", "user", "item", "timestamp") if c not in events.columns]
     if missing:
-        raise ValueError(
-            f"temporal_split: events lack column(s) {', '.join(missing)}; expected {', '.join(EVENT_COLUMNS)}"
-        )
+        raise ValueError(f"temporal_split: events lack column(s) {', '.join(missing)}; expected {', '.join(EVENT_COLUMNS)}")
     n_rows = len(events)
     if n_rows == 0:
         return events.iloc[:0].reset_index(drop=True), events.iloc[:0].reset_index(drop=True)
@@ -74,4 +70,3 @@ def temporal_split(
     train = events.iloc[np.flatnonzero(~test_mask)].reset_index(drop=True)
     test = events.iloc[np.flatnonzero(test_mask)].reset_index(drop=True)
     return train, test
-

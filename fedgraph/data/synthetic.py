@@ -188,9 +188,29 @@ TAXONOMY: dict[str, Category] = {
 
 #: Adjectives shared by every category.
 ADJECTIVES: tuple[str, ...] = (
-    "Rustic", "Vintage", "Modern", "Classic", "Handmade", "Scandinavian", "Minimalist",
-    "Elegant", "Colourful", "Cosy", "Compact", "Deluxe", "Heritage", "Artisan", "Everyday",
-    "Premium", "Retro", "Nordic", "Bohemian", "Sleek", "Charming", "Sturdy", "Whimsical",
+    "Rustic",
+    "Vintage",
+    "Modern",
+    "Classic",
+    "Handmade",
+    "Scandinavian",
+    "Minimalist",
+    "Elegant",
+    "Colourful",
+    "Cosy",
+    "Compact",
+    "Deluxe",
+    "Heritage",
+    "Artisan",
+    "Everyday",
+    "Premium",
+    "Retro",
+    "Nordic",
+    "Bohemian",
+    "Sleek",
+    "Charming",
+    "Sturdy",
+    "Whimsical",
     "Timeless",
 )
 
@@ -415,9 +435,7 @@ def generate_federation(
         cat_cols["shop"].append(shop_names.take(it_shop))
         cat_cols["item"].append(item_names.take(it_local))
         cat_cols["title"].append(
-            pc.binary_join_element_wise(
-                voc.adj_title.take(adj), voc.mat_title.take(mat), voc.noun_title.take(noun), _SPACE
-            )
+            pc.binary_join_element_wise(voc.adj_title.take(adj), voc.mat_title.take(mat), voc.noun_title.take(noun), _SPACE)
         )
         cat_cols["description"].append(
             pc.binary_join_element_wise(

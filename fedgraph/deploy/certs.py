@@ -25,9 +25,9 @@ import os
 import re
 import stat
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -144,7 +144,7 @@ def _san(hosts: Iterable[str]) -> x509.SubjectAlternativeName:
 
 def create_ca(paths: CertPaths, *, name: str = "fedgraph federation CA", days: int = 3650, force: bool = False) -> None:
     key = ec.generate_private_key(ec.SECP384R1())
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name(name))
@@ -171,7 +171,7 @@ def create_server_cert(paths: CertPaths, hosts: Iterable[str] = (), *, days: int
     all_hosts = [*DEFAULT_HOSTS, *hosts]
     san = _san(all_hosts)
     key = ec.generate_private_key(ec.SECP384R1())
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name(next((h for h in hosts), "localhost")))

@@ -46,9 +46,13 @@ Logs: STATE_DIR/logs/daemon.jsonl (JSON lines, with levels).
 
 
 def add_deploy_commands(sub: argparse._SubParsersAction) -> None:
-    certs = sub.add_parser("certs", help="create the CA, server certificate and shop key pairs",
-                           description="Create certificates and keys for a federation.",
-                           formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_CERTS)  # fmt: skip
+    certs = sub.add_parser(
+        "certs",
+        help="create the CA, server certificate and shop key pairs",
+        description="Create certificates and keys for a federation.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG_CERTS,
+    )
     csub = certs.add_subparsers(dest="certs_command", metavar="ACTION", required=True)
     init = csub.add_parser("init", help="CA + server certificate (+ shop keys)")
     init.add_argument("dir", type=Path, help="certificate directory to create")
@@ -60,23 +64,44 @@ def add_deploy_commands(sub: argparse._SubParsersAction) -> None:
     shop.add_argument("name")
     shop.add_argument("--force", action="store_true")
 
-    server = sub.add_parser("server", help="run the federation server (SuperLink + training run)",
-                            description="Run the federation server.", formatter_class=argparse.RawDescriptionHelpFormatter,
-                            epilog=EPILOG_SERVER)  # fmt: skip
+    server = sub.add_parser(
+        "server",
+        help="run the federation server (SuperLink + training run)",
+        description="Run the federation server.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG_SERVER,
+    )
     ssub = server.add_subparsers(dest="server_command", metavar="ACTION", required=True)
-    start = ssub.add_parser("start", help="start the SuperLink, enrol the shops, run training",
-                            formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_SERVER)  # fmt: skip
+    start = ssub.add_parser(
+        "start",
+        help="start the SuperLink, enrol the shops, run training",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG_SERVER,
+    )
     start.add_argument("--config", "-c", type=Path, required=True, help="server.toml (see configs/deploy/server.toml)")
     start.add_argument("overrides", nargs="*", metavar="section.key=value", help="training configuration overrides")
 
-    client = sub.add_parser("client", help="run or inspect a shop daemon", description="Run or inspect a shop daemon.",
-                            formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_CLIENT)  # fmt: skip
+    client = sub.add_parser(
+        "client",
+        help="run or inspect a shop daemon",
+        description="Run or inspect a shop daemon.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG_CLIENT,
+    )
     csub2 = client.add_subparsers(dest="client_command", metavar="ACTION", required=True)
-    cstart = csub2.add_parser("start", help="run the shop daemon (SuperNode + ClientApp + ingestion)",
-                              formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_CLIENT)  # fmt: skip
+    cstart = csub2.add_parser(
+        "start",
+        help="run the shop daemon (SuperNode + ClientApp + ingestion)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG_CLIENT,
+    )
     cstart.add_argument("--config", "-c", type=Path, required=True, help="shop.toml (see configs/deploy/shop.toml)")
-    status = csub2.add_parser("status", help="connection, last round, model version, events, graph, privacy budget",
-                              formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_CLIENT)  # fmt: skip
+    status = csub2.add_parser(
+        "status",
+        help="connection, last round, model version, events, graph, privacy budget",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG_CLIENT,
+    )
     status.add_argument("--config", "-c", type=Path, required=True)
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -105,7 +130,9 @@ def run_deploy_command(args: argparse.Namespace) -> int | None:
         try:
             return start_server(cfg, args.overrides, log, say=lambda line: print(line, flush=True))
         except KeyboardInterrupt:
-            print("\nstopped: finished rounds are checkpointed; run `fedgraph server start` with the same config to resume", file=sys.stderr)
+            print(
+                "\nstopped: finished rounds are checkpointed; run `fedgraph server start` with the same config to resume", file=sys.stderr
+            )
             return 130
         except Exception as exc:  # the caller reports it on the terminal; monitoring reads server.jsonl
             log.error("server_failed", str(exc), error=type(exc).__name__)

@@ -76,10 +76,15 @@ class SuperNodeSupervisor:
         else:
             cmd += ["--root-certificates", str(c.resolve(s.ca_cert)), "--auth-supernode-private-key", str(c.resolve(s.auth_key))]
         cmd += [
-            "--isolation", "process" if c.daemon.isolation == "warm" else "subprocess",
-            "--host", "127.0.0.1", "--port", str(self.runtime_port),
-            "--node-config", f'shop-config="{c.path}"',
-        ]  # fmt: skip
+            "--isolation",
+            "process" if c.daemon.isolation == "warm" else "subprocess",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.runtime_port),
+            "--node-config",
+            f'shop-config="{c.path}"',
+        ]
         return cmd
 
     def start(self) -> None:
@@ -99,8 +104,13 @@ class SuperNodeSupervisor:
         self.process = processes.spawn(guarded, env=env, log_path=self.console)
         self._reader = threading.Thread(target=self._read, args=(self.process, start), name="supernode-output", daemon=True)
         self._reader.start()
-        self.log.info("supernode_started", f"SuperNode started (pid {self.process.pid}), connecting to {self.cfg.server.address}",
-                      pid=self.process.pid, superlink=self.cfg.server.address, isolation=self.cfg.daemon.isolation)  # fmt: skip
+        self.log.info(
+            "supernode_started",
+            f"SuperNode started (pid {self.process.pid}), connecting to {self.cfg.server.address}",
+            pid=self.process.pid,
+            superlink=self.cfg.server.address,
+            isolation=self.cfg.daemon.isolation,
+        )
 
     def _lines(self, process: subprocess.Popen, start: int):
         """Follow the SuperNode's console file from ``start`` until the process has exited."""
@@ -133,9 +143,7 @@ class SuperNodeSupervisor:
                     self._refusals = self._failed_attempts = 0
                     self._tls_failed = False
                     self.log.info("supernode_connected", f"connected to the SuperLink as node {self.node_id}", node_id=self.node_id)
-                elif "Connection successful after" in line or (
-                    self.state != "connected" and any(s in line for s in _TALKING_TO_SUPERLINK)
-                ):
+                elif "Connection successful after" in line or (self.state != "connected" and any(s in line for s in _TALKING_TO_SUPERLINK)):
                     # Flower prints "Connection successful" on only some reconnect paths; a message
                     # received from the SuperLink also proves it (without this, the grace-period
                     # restart below killed a SuperNode that had reconnected and was mid-task).
@@ -168,7 +176,7 @@ class SuperNodeSupervisor:
     def _report_refusal(self, code: int, now: float) -> None:
         """Log why the SuperLink would not take this SuperNode (a certificate the shop's CA does not
         verify, or a shop it does not know) and back off before the next start."""
-        retry = f"Retrying in {min(REFUSED_BACKOFF_S, 2.0 * 2 ** self._refusals):.0f} s."
+        retry = f"Retrying in {min(REFUSED_BACKOFF_S, 2.0 * 2**self._refusals):.0f} s."
         if self._tls_failed:
             self.state = "certificate not trusted"
             ca = self.cfg.resolve(self.cfg.server.ca_cert)
@@ -225,11 +233,20 @@ class SuperNodeSupervisor:
         with self._lock:
             if self.state == "connected" and not superlink_up:
                 self.state = "disconnected"
-                self.log.warning("superlink_unreachable", f"SuperLink {self.cfg.server.address} is unreachable; the SuperNode keeps retrying")
-            elif (self.state in ("disconnected", "connecting") and self._up_since is not None
-                  and self._up_since > self._started_at and now - self._up_since > RECONNECT_GRACE_S):  # fmt: skip
-                self.log.info("supernode_restart", f"the SuperLink answers again but the SuperNode has not reconnected in {RECONNECT_GRACE_S:.0f} s; "
-                              "restarting it to reconnect now")  # fmt: skip
+                self.log.warning(
+                    "superlink_unreachable", f"SuperLink {self.cfg.server.address} is unreachable; the SuperNode keeps retrying"
+                )
+            elif (
+                self.state in ("disconnected", "connecting")
+                and self._up_since is not None
+                and self._up_since > self._started_at
+                and now - self._up_since > RECONNECT_GRACE_S
+            ):
+                self.log.info(
+                    "supernode_restart",
+                    f"the SuperLink answers again but the SuperNode has not reconnected in {RECONNECT_GRACE_S:.0f} s; "
+                    "restarting it to reconnect now",
+                )
                 restart = True
         if restart:
             processes.stop(self.process)
@@ -242,9 +259,15 @@ class SuperNodeSupervisor:
         self.state = "stopped"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"state": self.state, "node_id": self.node_id, "pid": self.process.pid if self.process else None,
-                "starts": self.starts, "last_exit_code": self.exit_code, "detail": self.detail.strip()[:300],
-                "connected_since": self.connected_since}  # fmt: skip
+        return {
+            "state": self.state,
+            "node_id": self.node_id,
+            "pid": self.process.pid if self.process else None,
+            "starts": self.starts,
+            "last_exit_code": self.exit_code,
+            "detail": self.detail.strip()[:300],
+            "connected_since": self.connected_since,
+        }
 
 
 class ShopDaemon:
@@ -283,8 +306,13 @@ class ShopDaemon:
         adopt("flwr", log, "error")  # the warm worker runs Flower code in this process
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
-        log.info("daemon_starting", f"shop {cfg.shop.name}: daemon starting (pid {os.getpid()}), state in {paths.root}",
-                 pid=os.getpid(), state_dir=str(paths.root), config=str(cfg.path))  # fmt: skip
+        log.info(
+            "daemon_starting",
+            f"shop {cfg.shop.name}: daemon starting (pid {os.getpid()}), state in {paths.root}",
+            pid=os.getpid(),
+            state_dir=str(paths.root),
+            config=str(cfg.path),
+        )
         config = cfg.run_config()
         catalog = load_catalog_features(cfg.resolve(cfg.source.catalog), cfg.shop.name, config, paths.items, log=log)
         if not (paths.run / "shops" / "index.json").exists():
@@ -292,10 +320,19 @@ class ShopDaemon:
         events = EventLog(paths.events)
         items = set(catalog.items)
         if cfg.source.kind == "folder":
-            source: Any = DropFolder(cfg.resolve(cfg.source.path), events, shop=cfg.shop.name, items=items, log=log, settle_s=cfg.source.settle_s)
+            source: Any = DropFolder(
+                cfg.resolve(cfg.source.path), events, shop=cfg.shop.name, items=items, log=log, settle_s=cfg.source.settle_s
+            )
         else:
-            source = SqliteTable(cfg.resolve(cfg.source.path), cfg.source.table, events, shop=cfg.shop.name, items=items, log=log,
-                                 batch_rows=cfg.source.batch_rows)  # fmt: skip
+            source = SqliteTable(
+                cfg.resolve(cfg.source.path),
+                cfg.source.table,
+                events,
+                shop=cfg.shop.name,
+                items=items,
+                log=log,
+                batch_rows=cfg.source.batch_rows,
+            )
         updater = GraphUpdater(paths, catalog, config, events)
         runtime_port = cfg.daemon.runtime_port or processes.free_port()
         supernode = SuperNodeSupervisor(cfg, paths.flwr_home, runtime_port, log, paths.root / "logs" / "supernode.log")
@@ -304,8 +341,9 @@ class ShopDaemon:
             from clients.client_app import app as client_app
             from fedgraph.deploy.warm import WarmClientAppWorker
 
-            worker = WarmClientAppWorker(f"127.0.0.1:{runtime_port}", client_app, log, on_task=self.tasks.append,
-                                         ignored_messages=supernode.ignored_messages)  # fmt: skip
+            worker = WarmClientAppWorker(
+                f"127.0.0.1:{runtime_port}", client_app, log, on_task=self.tasks.append, ignored_messages=supernode.ignored_messages
+            )
         last_probe, superlink_up = 0.0, True
         last_state: tuple = ()
         last_status = 0.0
@@ -320,8 +358,12 @@ class ShopDaemon:
                     if step:
                         step["seconds"] = round(time.perf_counter() - t0, 4)
                         self.last_graph = {"at": time.time(), **step}
-                        log.info("graph_" + step["kind"], f"graph {step['kind']}: {step['users']} users re-embedded with model "
-                                 f"{step['model_version']} up to event offset {step['event_offset']} in {step['seconds']:.3f} s", **step)  # fmt: skip
+                        log.info(
+                            "graph_" + step["kind"],
+                            f"graph {step['kind']}: {step['users']} users re-embedded with model "
+                            f"{step['model_version']} up to event offset {step['event_offset']} in {step['seconds']:.3f} s",
+                            **step,
+                        )
                 except Exception as exc:  # noqa: BLE001 - keep the daemon alive; the log says what failed
                     log.error("daemon_step_failed", f"ingestion/graph pass failed: {type(exc).__name__}: {exc}", exc_info=exc)
                 if time.time() - last_probe > 1.0:

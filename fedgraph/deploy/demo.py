@@ -111,20 +111,38 @@ def write_events(events: pd.DataFrame, path: Path) -> Path:
 
 
 def make_demo(
-    root: str | Path, *, shops: int = 3, extra_keys: tuple[str, ...] = (), users: tuple[int, int] = (30, 40),
-    items: tuple[int, int] = (40, 50), port: int = 9443, rounds: int = 3, min_train_shops: int = 1, isolation: str = "warm",
-    cache_dir: str | Path = "", poll_s: float = 0.2, settle_s: float = 0.2, seed: int = 0, round_timeout_s: float = 300.0,
+    root: str | Path,
+    *,
+    shops: int = 3,
+    extra_keys: tuple[str, ...] = (),
+    users: tuple[int, int] = (30, 40),
+    items: tuple[int, int] = (40, 50),
+    port: int = 9443,
+    rounds: int = 3,
+    min_train_shops: int = 1,
+    isolation: str = "warm",
+    cache_dir: str | Path = "",
+    poll_s: float = 0.2,
+    settle_s: float = 0.2,
+    seed: int = 0,
+    round_timeout_s: float = 300.0,
     secure_aggregation: bool = True,
-) -> Demo:  # fmt: skip
+) -> Demo:
     from fedgraph.data.synthetic import generate_federation
 
     root = Path(root).resolve()
     fed = generate_federation(shops, seed=seed, users_per_shop=users, items_per_shop=items)
     names = sorted(fed.catalog["shop"].unique())
     init_federation(root / "certs", shops=[*names, *extra_keys])
-    (root / "federation.toml").write_text(FEDERATION_TOML.format(rounds=rounds, min_train_shops=min_train_shops,
-                                                                  round_timeout_s=float(round_timeout_s), cache_dir=cache_dir,
-                                                                  secure_aggregation=str(bool(secure_aggregation)).lower()))  # fmt: skip
+    (root / "federation.toml").write_text(
+        FEDERATION_TOML.format(
+            rounds=rounds,
+            min_train_shops=min_train_shops,
+            round_timeout_s=float(round_timeout_s),
+            cache_dir=cache_dir,
+            secure_aggregation=str(bool(secure_aggregation)).lower(),
+        )
+    )
     (root / "server.toml").write_text(SERVER_TOML.format(port=port, shops="[" + ", ".join(f'"{s}"' for s in names) + "]"))
     events = {}
     for shop in [*names, *extra_keys]:

@@ -31,12 +31,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import shutil
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -107,21 +106,33 @@ class EventLog:
         """Add validated ``events``; returns (rows, new events). All or nothing, with ``offset``."""
         now = time.time()
         ts = events["timestamp"].to_numpy(dtype="datetime64[s]").astype(np.int64).tolist()
-        rows = list(zip(events["event_id"].astype(str), events["user"].astype(str), events["item"].astype(str), ts,
-                        events["kind"].astype(str), events["weight"].astype(float)))  # fmt: skip
+        rows = list(
+            zip(
+                events["event_id"].astype(str),
+                events["user"].astype(str),
+                events["item"].astype(str),
+                ts,
+                events["kind"].astype(str),
+                events["weight"].astype(float),
+            )
+        )
         with self._tx() as c:
             # Skip known event ids first, so that offsets stay dense (offset == events ingested).
             known: set[str] = set()
             ids = [r[0] for r in rows]
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
-                known.update(x[0] for x in c.execute(f"SELECT event_id FROM events WHERE event_id IN ({','.join('?' * len(chunk))})", chunk))
+                known.update(
+                    x[0] for x in c.execute(f"SELECT event_id FROM events WHERE event_id IN ({','.join('?' * len(chunk))})", chunk)
+                )
             fresh, seen = [], set()
             for r in rows:
                 if r[0] not in known and r[0] not in seen:
                     seen.add(r[0])
                     fresh.append((*r, name, now))
-            c.executemany("INSERT INTO events (event_id, user, item, ts, kind, weight, source, ingested_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", fresh)
+            c.executemany(
+                "INSERT INTO events (event_id, user, item, ts, kind, weight, source, ingested_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", fresh
+            )
             new = len(fresh)
             c.execute(
                 "INSERT INTO sources VALUES (?, ?, 'ingested', ?, ?, ?, NULL) ON CONFLICT (sha256) DO UPDATE SET "
@@ -142,8 +153,10 @@ class EventLog:
 
     def add_bad_rows(self, source: str, bad: list[tuple[int, str]], offset: tuple[str, int]) -> None:
         with self._tx() as c:
-            c.executemany("INSERT INTO bad_rows (source, position, reason, at) VALUES (?, ?, ?, ?)",
-                          [(source, pos, reason, time.time()) for pos, reason in bad])  # fmt: skip
+            c.executemany(
+                "INSERT INTO bad_rows (source, position, reason, at) VALUES (?, ?, ?, ?)",
+                [(source, pos, reason, time.time()) for pos, reason in bad],
+            )
             c.execute("INSERT INTO offsets VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value", offset)
 
     def set_offset(self, key: str, value: int) -> None:
@@ -191,7 +204,9 @@ class EventLog:
         for start in range(0, len(users), 500):
             chunk = users[start : start + 500]
             q = ",".join("?" * len(chunk))
-            frames.append(pd.read_sql_query(f"SELECT user, item, ts, kind, weight, seq FROM events WHERE user IN ({q})", self._conn, params=chunk))
+            frames.append(
+                pd.read_sql_query(f"SELECT user, item, ts, kind, weight, seq FROM events WHERE user IN ({q})", self._conn, params=chunk)
+            )
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["user", "item", "ts", "kind", "weight", "seq"])
 
     def latest_ts(self) -> int:
@@ -199,14 +214,21 @@ class EventLog:
 
     def all_events(self, shop: str, upto: int | None = None) -> pd.DataFrame:
         """The events up to offset ``upto`` in the canonical schema (for ShopData)."""
-        sql = "SELECT event_id, user, item, ts, kind, weight FROM events" + (" WHERE seq <= ?" if upto is not None else "") + " ORDER BY seq"
+        sql = (
+            "SELECT event_id, user, item, ts, kind, weight FROM events" + (" WHERE seq <= ?" if upto is not None else "") + " ORDER BY seq"
+        )
         df = pd.read_sql_query(sql, self._conn, params=(upto,) if upto is not None else None)
-        out = pd.DataFrame({
-            "event_id": df["event_id"].astype("str"), "shop": pd.Series([shop] * len(df), dtype="str"),
-            "user": df["user"].astype("str"), "item": df["item"].astype("str"),
-            "timestamp": pd.to_datetime(df["ts"].to_numpy(dtype=np.int64), unit="s").astype("datetime64[s]"),
-            "kind": df["kind"].astype("str"), "weight": df["weight"].astype("float64"),
-        })  # fmt: skip
+        out = pd.DataFrame(
+            {
+                "event_id": df["event_id"].astype("str"),
+                "shop": pd.Series([shop] * len(df), dtype="str"),
+                "user": df["user"].astype("str"),
+                "item": df["item"].astype("str"),
+                "timestamp": pd.to_datetime(df["ts"].to_numpy(dtype=np.int64), unit="s").astype("datetime64[s]"),
+                "kind": df["kind"].astype("str"),
+                "weight": df["weight"].astype("float64"),
+            }
+        )
         return out
 
     @contextlib.contextmanager
@@ -228,16 +250,28 @@ def check_events(frame: pd.DataFrame, *, shop: str, items: set[str], source: str
         wrong = frame["shop"].astype(str) != shop
         if wrong.any():
             i = int(np.flatnonzero(wrong.to_numpy())[0])
-            raise DataValidationError(source, row=i + 1, column="shop", expected=f"this shop, '{shop}'", found=str(frame["shop"].iloc[i]),
-                                      fix="Drop only this shop's events into its folder (or leave the shop column out).")  # fmt: skip
+            raise DataValidationError(
+                source,
+                row=i + 1,
+                column="shop",
+                expected=f"this shop, '{shop}'",
+                found=str(frame["shop"].iloc[i]),
+                fix="Drop only this shop's events into its folder (or leave the shop column out).",
+            )
     else:
         frame.insert(1, "shop", shop)
     events = validate_events(frame, source=source)
     unknown = ~events["item"].isin(items)
     if unknown.any():
         i = int(np.flatnonzero(unknown.to_numpy())[0])
-        raise DataValidationError(source, row=i + 1, column="item", expected="an item of the shop's catalog", found=str(events["item"].iloc[i]),
-                                  fix="Add the item to the catalog (source.catalog) and restart the daemon, or remove the row.")  # fmt: skip
+        raise DataValidationError(
+            source,
+            row=i + 1,
+            column="item",
+            expected="an item of the shop's catalog",
+            found=str(events["item"].iloc[i]),
+            fix="Add the item to the catalog (source.catalog) and restart the daemon, or remove the row.",
+        )
     return events
 
 
@@ -271,8 +305,18 @@ def _move(path: Path, folder: Path) -> Path:
 class DropFolder:
     """Ingest ``folder``'s files into an :class:`EventLog` (see module docs)."""
 
-    def __init__(self, folder: Path, events: EventLog, *, shop: str, items: set[str], log: EventLogger, settle_s: float = 0.5,
-                 processed: Path | None = None, quarantine: Path | None = None):  # fmt: skip
+    def __init__(
+        self,
+        folder: Path,
+        events: EventLog,
+        *,
+        shop: str,
+        items: set[str],
+        log: EventLogger,
+        settle_s: float = 0.5,
+        processed: Path | None = None,
+        quarantine: Path | None = None,
+    ):
         self.folder = Path(folder)
         self.events = events
         self.shop = shop
@@ -319,7 +363,9 @@ class DropFolder:
         status = self.events.source_status(sha)
         if status == "ingested":  # e.g. a crash between the commit and the move, or a re-drop
             moved = _move(path, self.processed)
-            self.log.info("file_already_ingested", f"{path.name}: already ingested (same bytes); moved to {moved}", file=path.name, sha256=sha)
+            self.log.info(
+                "file_already_ingested", f"{path.name}: already ingested (same bytes); moved to {moved}", file=path.name, sha256=sha
+            )
             return
         try:
             raw = read_table(path, path.name, "events")
@@ -334,8 +380,15 @@ class DropFolder:
         report.rows += rows
         report.new_events += new
         report.duplicates += rows - new
-        self.log.info("file_ingested", f"{path.name}: {rows} rows, {new} new events ({rows - new} already ingested); moved to {moved.parent.name}/",
-                      file=path.name, rows=rows, new_events=new, duplicates=rows - new, event_offset=self.events.head)  # fmt: skip
+        self.log.info(
+            "file_ingested",
+            f"{path.name}: {rows} rows, {new} new events ({rows - new} already ingested); moved to {moved.parent.name}/",
+            file=path.name,
+            rows=rows,
+            new_events=new,
+            duplicates=rows - new,
+            event_offset=self.events.head,
+        )
 
     def _quarantine(self, path: Path, sha: str, reason: str) -> None:
         moved = _move(path, self.quarantine)
@@ -345,8 +398,11 @@ class DropFolder:
             "file_quarantined",
             f"{path.name}: not ingested, moved to {moved}: {reason} -- fix the file and drop it into {self.folder} again "
             f"(events already ingested are never counted twice)",
-            file=path.name, quarantined_as=str(moved), reason=reason, sha256=sha,
-        )  # fmt: skip
+            file=path.name,
+            quarantined_as=str(moved),
+            reason=reason,
+            sha256=sha,
+        )
 
 
 # ----------------------------------------------------------------------------- SQLite table
@@ -357,7 +413,9 @@ class SqliteTable:
 
     OFFSET_KEY = "sqlite_rowid"
 
-    def __init__(self, database: Path, table: str, events: EventLog, *, shop: str, items: set[str], log: EventLogger, batch_rows: int = 5000):
+    def __init__(
+        self, database: Path, table: str, events: EventLog, *, shop: str, items: set[str], log: EventLogger, batch_rows: int = 5000
+    ):
         if not table.replace("_", "").isalnum():
             raise ValueError(f"source.table must be a plain table name, got {table!r}")
         self.database = Path(database)
@@ -377,12 +435,14 @@ class SqliteTable:
             while True:
                 last = self.events.offset(self.OFFSET_KEY)
                 try:
-                    cur = conn.execute(
-                        f"SELECT rowid, * FROM {self.table} WHERE rowid > ? ORDER BY rowid LIMIT ?", (last, self.batch_rows)
-                    )
+                    cur = conn.execute(f"SELECT rowid, * FROM {self.table} WHERE rowid > ? ORDER BY rowid LIMIT ?", (last, self.batch_rows))
                 except sqlite3.OperationalError as exc:
-                    self.log.error("source_unreadable", f"cannot read table {self.table!r} of {self.database}: {exc}; check source.path and source.table",
-                                   database=str(self.database), table=self.table)  # fmt: skip
+                    self.log.error(
+                        "source_unreadable",
+                        f"cannot read table {self.table!r} of {self.database}: {exc}; check source.path and source.table",
+                        database=str(self.database),
+                        table=self.table,
+                    )
                     return report
                 columns = [d[0] for d in cur.description]
                 rows = cur.fetchall()
@@ -409,8 +469,14 @@ class SqliteTable:
                 report.rows += n
                 report.new_events += new
                 report.duplicates += n - new
-                self.log.info("rows_ingested", f"{name}: rowid {rowids[0]}..{rowids[-1]}: {n} rows, {new} new events",
-                              rows=n, new_events=new, rowid=int(rowids[-1]), event_offset=self.events.head)  # fmt: skip
+                self.log.info(
+                    "rows_ingested",
+                    f"{name}: rowid {rowids[0]}..{rowids[-1]}: {n} rows, {new} new events",
+                    rows=n,
+                    new_events=new,
+                    rowid=int(rowids[-1]),
+                    event_offset=self.events.head,
+                )
         finally:
             conn.close()
 
@@ -422,4 +488,3 @@ class SqliteTable:
             except DataValidationError as exc:
                 bad.append((int(rowids[i]), str(exc)))
         return (pd.concat(good, ignore_index=True) if good else None), bad
-

@@ -59,8 +59,15 @@ def die_with_parent(sig: int = signal.SIGTERM) -> Any:
     return arm
 
 
-def spawn(command: list[str], *, env: dict[str, str], log_path: Path | None = None, pipe: bool = False,
-          on_parent_death: int = signal.SIGTERM, **kwargs: Any) -> subprocess.Popen:  # fmt: skip
+def spawn(
+    command: list[str],
+    *,
+    env: dict[str, str],
+    log_path: Path | None = None,
+    pipe: bool = False,
+    on_parent_death: int = signal.SIGTERM,
+    **kwargs: Any,
+) -> subprocess.Popen:
     """Start ``command`` in its own process group, output to ``log_path`` (or a pipe). On Linux
     the child gets ``on_parent_death`` when the process that started it dies."""
     if pipe:
@@ -72,8 +79,9 @@ def spawn(command: list[str], *, env: dict[str, str], log_path: Path | None = No
         out = subprocess.DEVNULL
     preexec = die_with_parent(on_parent_death) if sys.platform.startswith("linux") else None
     try:
-        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=preexec, **kwargs)  # fmt: skip
+        return subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=preexec, **kwargs
+        )
     finally:
         if not pipe and log_path is not None:
             out.close()

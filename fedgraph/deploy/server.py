@@ -22,9 +22,9 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from fedgraph.atomic import atomic_write_json, atomic_write_text
 from fedgraph.config import ConfigError, RunConfig
@@ -134,9 +134,13 @@ def prepare_run_dir(paths: ServerPaths, config: RunConfig, shops: list[str]) -> 
     if index_file.exists():
         old = json.loads(index_file.read_text())["shops"]
         if old != shops:
-            raise ConfigError(f"{paths.run} was started with shops {old}; server.shops now lists {shops}. Keep the list (and its order) to resume, or use a new state_dir")
+            raise ConfigError(
+                f"{paths.run} was started with shops {old}; server.shops now lists {shops}. Keep the list (and its order) to resume, or use a new state_dir"
+            )
     else:
-        atomic_write_json(index_file, {"shops": shops, "feature_size": feature_size(hops=config.features.hops), "dataset": {"source": "deployment"}})
+        atomic_write_json(
+            index_file, {"shops": shops, "feature_size": feature_size(hops=config.features.hops), "dataset": {"source": "deployment"}}
+        )
 
 
 def superlink_command(cfg, paths: ServerPaths) -> list[str]:
@@ -146,13 +150,26 @@ def superlink_command(cfg, paths: ServerPaths) -> list[str]:
     if s.insecure:
         cmd.append("--insecure")
     else:
-        cmd += ["--ssl-certfile", str(certs.server_cert), "--ssl-keyfile", str(certs.server_key), "--ssl-ca-certfile", str(certs.ca_cert),
-                "--enable-supernode-auth"]  # fmt: skip
+        cmd += [
+            "--ssl-certfile",
+            str(certs.server_cert),
+            "--ssl-keyfile",
+            str(certs.server_key),
+            "--ssl-ca-certfile",
+            str(certs.ca_cert),
+            "--enable-supernode-auth",
+        ]
     cmd += [
         "--disable-runtime-dependency-installation",
-        "--host", s.host, "--port", str(s.port),
-        "--database", str(paths.superlink / "state.db"), "--log-file", str(paths.superlink / "superlink.log"),
-    ]  # fmt: skip
+        "--host",
+        s.host,
+        "--port",
+        str(s.port),
+        "--database",
+        str(paths.superlink / "state.db"),
+        "--log-file",
+        str(paths.superlink / "superlink.log"),
+    ]
     return cmd
 
 
@@ -178,7 +195,9 @@ def wait_ready(cfg, superlink: subprocess.Popen, console: Path, timeout: float =
     while True:
         if superlink.poll() is not None:
             tail = console.read_text(errors="replace").strip().splitlines()[-8:] if console.exists() else []
-            raise ServerError(f"flower-superlink exited with code {superlink.returncode} while starting; see {console}:\n    " + "\n    ".join(tail))
+            raise ServerError(
+                f"flower-superlink exited with code {superlink.returncode} while starting; see {console}:\n    " + "\n    ".join(tail)
+            )
         try:
             if httpx.get(f"{scheme}://{local_address(cfg)}/health", timeout=1.0, verify=verify).is_success:
                 return
@@ -204,12 +223,19 @@ def enrol(cfg, paths: ServerPaths, shop: str, env: dict[str, str], log: EventLog
     else:
         log.info("shop_enrolled", f"shop {shop} enrolled (public key {pub.name}) as node {node}", shop=shop, node_id=node)
         return node
-    out = subprocess.run([processes.flower_bin("flwr"), "supernode", "register", str(pub), "fedgraph", "--name", shop, "--format", "json"],
-                         env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    out = subprocess.run(
+        [processes.flower_bin("flwr"), "supernode", "register", str(pub), "fedgraph", "--name", shop, "--format", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     try:
-        result = json.loads(out.stdout[out.stdout.index("{"):])
+        result = json.loads(out.stdout[out.stdout.index("{") :])
     except ValueError:
-        raise ServerError(f"enrolling shop {shop!r} failed (flwr exited {out.returncode}): {out.stdout.strip()} {out.stderr.strip()}") from None
+        raise ServerError(
+            f"enrolling shop {shop!r} failed (flwr exited {out.returncode}): {out.stdout.strip()} {out.stderr.strip()}"
+        ) from None
     if result.get("success"):
         node = str(result.get("node-id"))
         log.info("shop_enrolled", f"shop {shop} enrolled (public key {pub.name}) as node {node}", shop=shop, node_id=node)
@@ -275,9 +301,15 @@ def start_server(cfg, overrides: list[str], log: EventLogger, *, say: Callable[[
         # Its state is in SQLite (transactions), and its helpers exit when their parent does.
         superlink = processes.spawn(superlink_command(cfg, paths), env=env, log_path=console, on_parent_death=signal.SIGKILL)
         wait_ready(cfg, superlink, console)
-        log.info("superlink_ready", f"SuperLink listening on {cfg.server.host}:{cfg.server.port} "
-                 f"({'INSECURE' if cfg.server.insecure else 'TLS, SuperNode authentication on'}); runtime dependency installation off",
-                 pid=superlink.pid, host=cfg.server.host, port=cfg.server.port, tls=not cfg.server.insecure)  # fmt: skip
+        log.info(
+            "superlink_ready",
+            f"SuperLink listening on {cfg.server.host}:{cfg.server.port} "
+            f"({'INSECURE' if cfg.server.insecure else 'TLS, SuperNode authentication on'}); runtime dependency installation off",
+            pid=superlink.pid,
+            host=cfg.server.host,
+            port=cfg.server.port,
+            tls=not cfg.server.insecure,
+        )
         for shop in shops:
             enrol(cfg, paths, shop, env, log)
         from fedgraph.federation.secure_aggregation import dropout_warning
@@ -288,11 +320,17 @@ def start_server(cfg, overrides: list[str], log: EventLogger, *, say: Callable[[
             say(f"WARNING: {fragile}")
         from fedgraph.federation.secagg_masks import RUN_CONFIG_KEY, install
 
-        run_config = (f"run-dir='{paths.run}' shops='{','.join(shops)}' fedgraph-model='{signature_digest(config)}' "
-                      f"{RUN_CONFIG_KEY}='{install()}'")  # fmt: skip
+        run_config = (
+            f"run-dir='{paths.run}' shops='{','.join(shops)}' fedgraph-model='{signature_digest(config)}' {RUN_CONFIG_KEY}='{install()}'"
+        )
         command = [processes.flower_bin("flwr"), "run", str(paths.app), "fedgraph", "--stream", "--run-config", run_config]
-        log.info("run_submitted", f"training run submitted: {config.train.rounds} rounds, {len(shops)} shops, "
-                 f"at least {config.federation.min_train_shops} per round", rounds=config.train.rounds, shops=shops)  # fmt: skip
+        log.info(
+            "run_submitted",
+            f"training run submitted: {config.train.rounds} rounds, {len(shops)} shops, "
+            f"at least {config.federation.min_train_shops} per round",
+            rounds=config.train.rounds,
+            shops=shops,
+        )
         runner = processes.spawn(command, env=env, pipe=True, text=True)
         assert runner.stdout is not None
         with open(paths.root / "logs" / "run.log", "a", encoding="utf-8") as run_log:
@@ -301,7 +339,7 @@ def start_server(cfg, overrides: list[str], log: EventLogger, *, say: Callable[[
                 run_log.write(line)
                 run_log.flush()
                 if "[fedgraph]" in line:
-                    text = line[line.index("[fedgraph]") + len("[fedgraph] "):].strip()
+                    text = line[line.index("[fedgraph]") + len("[fedgraph] ") :].strip()
                     (log.warning if "failed" in text else log.info)("round", text)
                     say(text)
         runner.wait()
@@ -310,8 +348,10 @@ def start_server(cfg, overrides: list[str], log: EventLogger, *, say: Callable[[
             raise ServerError(f"`flwr run` exited with code {runner.returncode}; see {paths.root / 'logs' / 'run.log'}")
         finished = _finished_rounds(paths)
         if finished < config.train.rounds:
-            raise ServerError(f"the run stopped after round {finished} of {config.train.rounds}; see {paths.root / 'logs' / 'run.log'} "
-                              f"and {paths.superlink / 'superlink.log'}, then start the server again to resume")  # fmt: skip
+            raise ServerError(
+                f"the run stopped after round {finished} of {config.train.rounds}; see {paths.root / 'logs' / 'run.log'} "
+                f"and {paths.superlink / 'superlink.log'}, then start the server again to resume"
+            )
         log.info("run_finished", f"training finished: {finished} rounds; checkpoints in {paths.run / 'checkpoints'}", rounds=finished)
         if not cfg.server.exit_after_run:
             say("training finished; SuperLink keeps serving (Ctrl-C to stop)")

@@ -170,7 +170,7 @@ class ShopConfig:
     daemon: DaemonSection = field(default_factory=DaemonSection)
 
     @classmethod
-    def load(cls, path: str | Path) -> "ShopConfig":
+    def load(cls, path: str | Path) -> ShopConfig:
         path = Path(path).resolve()
         cfg = cls(path=path)
         _sections(_read(path, "shop"), {"shop": cfg.shop, "server": cfg.server, "source": cfg.source, "daemon": cfg.daemon}, path)
@@ -260,7 +260,7 @@ class ServerConfig:
     server: ServerSection = field(default_factory=ServerSection)
 
     @classmethod
-    def load(cls, path: str | Path) -> "ServerConfig":
+    def load(cls, path: str | Path) -> ServerConfig:
         path = Path(path).resolve()
         cfg = cls(path=path)
         _sections(_read(path, "server"), {"server": cfg.server}, path)
@@ -285,7 +285,7 @@ class ServerConfig:
 
     def validate(self) -> None:
         if not self.server.shops:
-            raise ConfigError(f"{self.path}: server.shops must list the enrolled shops, e.g. shops = [\"berlin\", \"paris\"]")
+            raise ConfigError(f'{self.path}: server.shops must list the enrolled shops, e.g. shops = ["berlin", "paris"]')
         for shop in self.server.shops:
             try:
                 check_shop_name(str(shop))

@@ -17,9 +17,10 @@ import functools
 import logging
 import os
 import time
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from fedgraph.deploy.settings import ShopConfig
 from fedgraph.federation.shop_side import ShopRefusal
@@ -51,7 +52,9 @@ def local_errors(handler: Callable[..., Any]) -> Callable[..., Any]:
                 raise
             kind = str(msg.metadata.message_type)
             logging.getLogger("fedgraph.shop").exception("the %s message of run %s failed in this shop", kind, msg.metadata.run_id)
-            raise RuntimeError(f"the shop could not handle a {kind} message ({type(exc).__name__}); the reason is in the shop's own log") from None
+            raise RuntimeError(
+                f"the shop could not handle a {kind} message ({type(exc).__name__}); the reason is in the shop's own log"
+            ) from None
 
     return wrapped
 
@@ -86,14 +89,23 @@ def shop_location(context: Any, msg: Any) -> tuple[str, int]:
 
 def prepare_deployed_shop(shop_config: str, run_config: dict[str, Any], msg: Any) -> tuple[str, int]:
     from fedgraph.deploy.ingest import EventLog
-    from fedgraph.deploy.shop_state import model_signature, model_signature_digest, record_message, refresh_training_data, save_global_model, write_run_dir
+    from fedgraph.deploy.shop_state import (
+        model_signature,
+        model_signature_digest,
+        record_message,
+        refresh_training_data,
+        save_global_model,
+        write_run_dir,
+    )
     from fedgraph.features import feature_size
 
     cfg, paths, catalog = _shop(shop_config)
     config = cfg.run_config()
     shops = [s for s in str(run_config.get("shops", "")).split(",") if s]
     if cfg.shop.name not in shops:
-        raise ShopMismatch(f"shop {cfg.shop.name!r} is not in the server's shop list {shops}; ask the server operator to add it to server.shops")
+        raise ShopMismatch(
+            f"shop {cfg.shop.name!r} is not in the server's shop list {shops}; ask the server operator to add it to server.shops"
+        )
     theirs = str(run_config.get("fedgraph-model", ""))
     if theirs and theirs != model_signature_digest(config):
         raise ShopMismatch(

@@ -108,8 +108,12 @@ def load_catalog_features(path: Path, shop: str, config: RunConfig, cache: Path,
     with atomic_path(cache) as tmp:
         write(tmp)
     if log is not None:
-        log.info("catalog_features", f"item features for {len(catalog)} catalog items in {time.perf_counter() - started:.1f} s",
-                 items=len(catalog), seconds=round(time.perf_counter() - started, 2))  # fmt: skip
+        log.info(
+            "catalog_features",
+            f"item features for {len(catalog)} catalog items in {time.perf_counter() - started:.1f} s",
+            items=len(catalog),
+            seconds=round(time.perf_counter() - started, 2),
+        )
     return Catalog(shop, catalog, feats)
 
 
@@ -146,7 +150,9 @@ def refresh_training_data(paths: ShopPaths, catalog: Catalog, config: RunConfig,
             return head, False
         frame = events.all_events(catalog.shop, upto=head)
         if frame.empty:
-            raise RuntimeError(f"shop {catalog.shop!r} has ingested no events yet, so it cannot train; drop event files into its source first")
+            raise RuntimeError(
+                f"shop {catalog.shop!r} has ingested no events yet, so it cannot train; drop event files into its source first"
+            )
         train, test = pipeline.split_events(frame, config)
         data = pipeline.shop_data(catalog.shop, train, test, catalog.frame, catalog.features, config)
         data.meta["event_offset"] = head
@@ -171,8 +177,13 @@ def save_global_model(paths: ShopPaths, state: dict[str, torch.Tensor], server_r
     same_run = current is not None and int(current.get("run_id", 0)) == int(run_id)
     if current is not None and (current["model_version"] == version or (same_run and current["round"] > server_round)):
         return version, False
-    payload = {"round": int(server_round), "run_id": int(run_id), "model_version": version, "received_at": time.time(),
-               "state_dict": {k: v.detach().cpu() for k, v in state.items()}}  # fmt: skip
+    payload = {
+        "round": int(server_round),
+        "run_id": int(run_id),
+        "model_version": version,
+        "received_at": time.time(),
+        "state_dict": {k: v.detach().cpu() for k, v in state.items()},
+    }
     with atomic_path(paths.model) as tmp:
         torch.save(payload, tmp)
     atomic_write_json(paths.model.with_suffix(".json"), {k: v for k, v in payload.items() if k != "state_dict"})
@@ -250,7 +261,12 @@ class GraphUpdater:
         h = self.config.evaluation.history
         kind_rank = {k: i for i, k in enumerate(KIND_ORDER)}
         hist = hist.assign(i=self.item_index.get_indexer(hist["item"]), k=hist["kind"].map(kind_rank).fillna(0).astype(int))
-        g = hist[hist["i"] >= 0].groupby(["user", "i"], sort=False).agg(weight=("weight", "sum"), last=("ts", "max"), k=("k", "max")).reset_index()
+        g = (
+            hist[hist["i"] >= 0]
+            .groupby(["user", "i"], sort=False)
+            .agg(weight=("weight", "sum"), last=("ts", "max"), k=("k", "max"))
+            .reset_index()
+        )
         g = g.sort_values(["user", "last", "i"], kind="stable")
         pos = {u: n for n, u in enumerate(users)}
         B = len(users)
@@ -265,8 +281,13 @@ class GraphUpdater:
             rows = rows.iloc[-h:]  # the user's latest event is among them (sorted by time)
             n = len(rows)
             idx[r, :n] = rows["i"].to_numpy()
-            attr[r, :n] = edge_attributes(np.zeros(n), rows["last"].to_numpy(), rows["weight"].to_numpy(), rows["k"].to_numpy(),
-                                          recency_halflife_days=self.config.model.recency_halflife_days)  # fmt: skip
+            attr[r, :n] = edge_attributes(
+                np.zeros(n),
+                rows["last"].to_numpy(),
+                rows["weight"].to_numpy(),
+                rows["k"].to_numpy(),
+                recency_halflife_days=self.config.model.recency_halflife_days,
+            )
             mask[r, :n] = True
         with torch.no_grad():
             z = self._model.user_embeddings_from(self._items[torch.from_numpy(idx)], torch.from_numpy(attr), torch.from_numpy(mask))
@@ -279,12 +300,21 @@ class GraphUpdater:
         user_vecs, seen = self._embed(users, hist)
         cfg = self.config.graph
         graph = build_interest_graph(
-            self.catalog.shop, users, user_vecs, self.catalog.items, self._items[:, :-1].numpy(),
-            self.catalog.frame["title"].astype(str).tolist(), self.catalog.frame["category"].astype(str).tolist(),
-            exclude=seen, item_bias=self._items[:, -1].numpy(), top_k_items=cfg.top_k_items,
-            top_k_interests=cfg.top_k_interests, top_k_neighbours=cfg.top_k_neighbours if neighbours else 0,
-            model_version=self.model_version or "", round=self.round,
-        )  # fmt: skip
+            self.catalog.shop,
+            users,
+            user_vecs,
+            self.catalog.items,
+            self._items[:, :-1].numpy(),
+            self.catalog.frame["title"].astype(str).tolist(),
+            self.catalog.frame["category"].astype(str).tolist(),
+            exclude=seen,
+            item_bias=self._items[:, -1].numpy(),
+            top_k_items=cfg.top_k_items,
+            top_k_interests=cfg.top_k_interests,
+            top_k_neighbours=cfg.top_k_neighbours if neighbours else 0,
+            model_version=self.model_version or "",
+            round=self.round,
+        )
         graph.event_offset = str(offset)
         return graph
 
@@ -312,11 +342,14 @@ class GraphUpdater:
             sel_i = ui[ui["user_idx"] == n]
             sel_r = ur[ur["user_idx"] == n]
             self.store.upsert_user(
-                self.catalog.shop, user,
+                self.catalog.shop,
+                user,
                 [(interests[j], float(w)) for j, w in zip(sel_i["interest_idx"], sel_i["weight"])],
                 [(self.catalog.items[j], float(s)) for j, s in zip(sel_r["item_idx"], sel_r["score"])],
-                model_version=graph.model_version, round=graph.round, event_offset=str(head),
-            )  # fmt: skip
+                model_version=graph.model_version,
+                round=graph.round,
+                event_offset=str(head),
+            )
         self.events.set_offset(GRAPH_OFFSET_KEY, head)
         return {"users": len(users), "event_offset": head}
 

@@ -89,8 +89,19 @@ def collect(cfg: ShopConfig) -> dict[str, Any]:
     if paths.graph.exists():  # plain SQLite: `status` stays quick (no torch import via fedgraph.graph)
         import sqlite3
 
-        keys = ("model_version", "round", "updated_at", "event_offset", "n_users", "n_items", "n_interests",
-                "n_user_interest", "n_user_item", "n_item_item", "n_upserts")  # fmt: skip
+        keys = (
+            "model_version",
+            "round",
+            "updated_at",
+            "event_offset",
+            "n_users",
+            "n_items",
+            "n_interests",
+            "n_user_interest",
+            "n_user_item",
+            "n_item_item",
+            "n_upserts",
+        )
         db = sqlite3.connect(f"file:{paths.graph}?mode=ro", uri=True, timeout=10)
         try:
             row = db.execute(f"SELECT {', '.join(keys)} FROM graph_versions WHERE shop = ? AND is_current = 1", (cfg.shop.name,)).fetchone()
@@ -121,17 +132,25 @@ def render(s: dict[str, Any]) -> str:
         conn += f": {s['connection_detail']}"
     lines.append(f"  server          {s['superlink']}: {conn}")
     lm = s.get("last_message") or {}
-    lines.append(f"  last round      {s['last_round'] if s['last_round'] is not None else 'none yet'}"
-                 + (f" ({lm.get('type')}, {_ago(lm.get('at'))})" if lm else ""))  # fmt: skip
-    lines.append(f"  model version   {s['model_version'] or 'none yet (graph uses the initial model)'}"
-                 + (f" (global model after round {s['model_round']})" if s["model_version"] else ""))  # fmt: skip
-    lines.append(f"  events          {ev['events']:,} ingested (event offset {ev['event_offset']:,}); {ev['files_ingested']} file(s)/batch(es) ingested, "
-                 f"{ev['files_quarantined']} quarantined, {ev['bad_rows']} bad row(s)")  # fmt: skip
+    lines.append(
+        f"  last round      {s['last_round'] if s['last_round'] is not None else 'none yet'}"
+        + (f" ({lm.get('type')}, {_ago(lm.get('at'))})" if lm else "")
+    )
+    lines.append(
+        f"  model version   {s['model_version'] or 'none yet (graph uses the initial model)'}"
+        + (f" (global model after round {s['model_round']})" if s["model_version"] else "")
+    )
+    lines.append(
+        f"  events          {ev['events']:,} ingested (event offset {ev['event_offset']:,}); {ev['files_ingested']} file(s)/batch(es) ingested, "
+        f"{ev['files_quarantined']} quarantined, {ev['bad_rows']} bad row(s)"
+    )
     g = s.get("graph")
     if g:
-        lines.append(f"  graph           {g['n_users']:,} users, {g['n_items']:,} items, {g['n_interests']:,} interests; "
-                     f"{g['n_user_interest']:,} interest + {g['n_user_item']:,} recommendation + {g['n_item_item']:,} similarity edges; "
-                     f"up to event offset {s.get('graph_event_offset', 0):,}")  # fmt: skip
+        lines.append(
+            f"  graph           {g['n_users']:,} users, {g['n_items']:,} items, {g['n_interests']:,} interests; "
+            f"{g['n_user_interest']:,} interest + {g['n_user_item']:,} recommendation + {g['n_item_item']:,} similarity edges; "
+            f"up to event offset {s.get('graph_event_offset', 0):,}"
+        )
     else:
         lines.append("  graph           none yet (built once events are ingested)")
     lines.append(f"  privacy budget  {s['privacy']}")

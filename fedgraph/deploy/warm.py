@@ -3,8 +3,8 @@
 Flower 1.42's SuperNode runs each ClientApp message in a fresh ``flwr-clientapp`` process
 (isolation ``subprocess``: the SuperNode starts ``flower-superexec``, which polls the SuperNode's
 runtime API for tasks and spawns one process per task). Every message therefore pays Python
-start-up, ``import torch``, loading the shop's data and the model again -- about 6 s a round on
-our machines. ``flwr.supercore.superexec.executor.warm_executor`` does not help here: it is an
+start-up, ``import torch``, loading the shop's data and the model again (the cost:
+simulations/RESULTS.md, 'Implementation measurements'). ``flwr.supercore.superexec.executor.warm_executor`` does not help here: it is an
 idle placeholder for pre-started Kubernetes pods (agent, model and connector task types only).
 
 With ``flower-supernode --isolation process`` the SuperNode starts no executor and waits for an
@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 from flwr.app import Message
@@ -65,8 +66,16 @@ EXPECTED_FAB_ID = "fedgraph/fedgraph-app"
 
 
 class WarmClientAppWorker(threading.Thread):
-    def __init__(self, runtime_address: str, client_app: Any, log: EventLogger, *, poll_s: float = 0.1,
-                 on_task: Callable[[dict[str, Any]], None] | None = None, ignored_messages: set[str] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        runtime_address: str,
+        client_app: Any,
+        log: EventLogger,
+        *,
+        poll_s: float = 0.1,
+        on_task: Callable[[dict[str, Any]], None] | None = None,
+        ignored_messages: set[str] | None = None,
+    ):
         super().__init__(name="warm-clientapp", daemon=True)
         self.runtime_address = runtime_address
         self.client_app = client_app
@@ -85,9 +94,12 @@ class WarmClientAppWorker(threading.Thread):
         # polling (max_tries): fail fast and let run() back off, the SuperNode may be restarting
         retry = in_process_retry_invoker(self.stop_event, max_tries=max_tries)
         return RuntimeHttpClient.from_server_address(
-            server_address=self.runtime_address, insecure=True, root_certificates=None,
-            interceptors=list(interceptors), retry_invoker=retry,
-        )  # fmt: skip
+            server_address=self.runtime_address,
+            insecure=True,
+            root_certificates=None,
+            interceptors=list(interceptors),
+            retry_invoker=retry,
+        )
 
     def run(self) -> None:
         acquire = None
@@ -181,8 +193,16 @@ class WarmClientAppWorker(threading.Thread):
 
 
 _RETRYABLE_STATUS = {httpx.codes.BAD_GATEWAY, httpx.codes.SERVICE_UNAVAILABLE, httpx.codes.GATEWAY_TIMEOUT}
-_TRANSPORT_ERRORS = (httpx.ConnectError, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError, httpx.ConnectTimeout,
-                     httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout)  # fmt: skip
+_TRANSPORT_ERRORS = (
+    httpx.ConnectError,
+    httpx.ReadError,
+    httpx.WriteError,
+    httpx.RemoteProtocolError,
+    httpx.ConnectTimeout,
+    httpx.ReadTimeout,
+    httpx.WriteTimeout,
+    httpx.PoolTimeout,
+)
 
 #: Longest a runtime-API call retries before the task is given up (the SuperNode is local).
 RUNTIME_CALL_MAX_S = 60.0
@@ -202,9 +222,13 @@ def in_process_retry_invoker(stop: threading.Event, *, max_tries: int | None = N
         return isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code not in _RETRYABLE_STATUS
 
     return RetryInvoker(
-        lambda: exponential(max_delay=5), (*_TRANSPORT_ERRORS, httpx.HTTPStatusError), max_tries=max_tries, max_time=max_time,
-        should_giveup=give_up, wait_function=stop.wait,
-    )  # fmt: skip
+        lambda: exponential(max_delay=5),
+        (*_TRANSPORT_ERRORS, httpx.HTTPStatusError),
+        max_tries=max_tries,
+        max_time=max_time,
+        should_giveup=give_up,
+        wait_function=stop.wait,
+    )
 
 
 def _task_heartbeat_fn(client: RuntimeHttpClient) -> Callable[[], bool]:
@@ -227,7 +251,9 @@ def _task_heartbeat_fn(client: RuntimeHttpClient) -> Callable[[], bool]:
     return beat
 
 
-def _pull_task_input(client: RuntimeHttpClient, max_time: float, ignored: set[str] | frozenset[str] = frozenset()) -> tuple[Message, Any, Any, Any]:
+def _pull_task_input(
+    client: RuntimeHttpClient, max_time: float, ignored: set[str] | frozenset[str] = frozenset()
+) -> tuple[Message, Any, Any, Any]:
     """``flwr.supernode.runtime.run_clientapp.pull_task_input`` with a bound on the message pull
     (see :data:`MESSAGE_PULL_MAX_S`); raises ``ObjectPullError`` when the message never arrives and
     :class:`MessageDropped` as soon as its id is in ``ignored`` (the SuperNode dropped it)."""
@@ -241,7 +267,9 @@ def _pull_task_input(client: RuntimeHttpClient, max_time: float, ignored: set[st
     tree = pulled.message_object_trees[0]
     message = pull_and_inflate_object_from_tree(
         tree,
-        _pull_unless_dropped(make_pull_object_fn_protobuf(client.PullObject, node, context.run_id), tree.object_id, context.run_id, ignored),
+        _pull_unless_dropped(
+            make_pull_object_fn_protobuf(client.PullObject, node, context.run_id), tree.object_id, context.run_id, ignored
+        ),
         make_confirm_message_received_fn_protobuf(client.ConfirmMessageReceived, node, context.run_id),
         return_type=Message,
         max_time=max_time,
@@ -250,7 +278,9 @@ def _pull_task_input(client: RuntimeHttpClient, max_time: float, ignored: set[st
     return message, context, run, fab
 
 
-def _pull_unless_dropped(pull: Callable[[str], bytes], message_id: str, run_id: int, ignored: set[str] | frozenset[str]) -> Callable[[str], bytes]:
+def _pull_unless_dropped(
+    pull: Callable[[str], bytes], message_id: str, run_id: int, ignored: set[str] | frozenset[str]
+) -> Callable[[str], bytes]:
     """``pull``, except that once ``message_id`` is in ``ignored`` (the SuperNode dropped that
     message) it raises :class:`MessageDropped`, which ends Flower's pull retries at once."""
 

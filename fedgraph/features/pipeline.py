@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from fedgraph.text import EmbedStats
 
 
-def text_vectors(catalog: pd.DataFrame, config: RunConfig, *, progress: bool = True) -> tuple[np.ndarray, "EmbedStats"]:
+def text_vectors(catalog: pd.DataFrame, config: RunConfig, *, progress: bool = True) -> tuple[np.ndarray, EmbedStats]:
     """The text embedding of every catalog row, in row order, and the embedder's cache figures.
 
     Args:
@@ -52,7 +52,7 @@ def split_events(events: pd.DataFrame, config: RunConfig) -> tuple[pd.DataFrame,
 
 def shop_data(
     shop: str, history: pd.DataFrame, held_out: pd.DataFrame, catalog: pd.DataFrame, features: np.ndarray, config: RunConfig
-) -> "ShopData":
+) -> ShopData:
     """The :class:`~fedgraph.shop.ShopData` a shop trains and is evaluated on (edge recency with
     ``model.recency_halflife_days``)."""
     from fedgraph.shop import build_shop_data

@@ -23,11 +23,15 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 
 from fedgraph.atomic import atomic_write_bytes
+
+if TYPE_CHECKING:
+    import torch
 from fedgraph.models.ease import interaction_matrix
 from fedgraph.shop import ShopData
 
@@ -127,7 +131,7 @@ class FederatedEASE:
         self.vocab, self.l2 = vocab, float(l2)
         self.model = EASE(l2, max_items=max_items).fit_gram(gram.toarray(), popularity=gram.diagonal())
 
-    def scores(self, data: ShopData, rows: sp.csr_matrix) -> "torch.Tensor":
+    def scores(self, data: ShopData, rows: sp.csr_matrix) -> torch.Tensor:
         """``[rows, shop items]`` scores of the shop's users ``rows`` (its own ``[users, items]`` matrix rows)."""
         import torch
 

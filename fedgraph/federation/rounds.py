@@ -10,7 +10,8 @@ when too few shops answer instead of silently keeping stale weights.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message
@@ -33,7 +34,7 @@ def _short(reason: str) -> str:
     """The useful line of a shop's error (Ray wraps it in tracebacks)."""
     text = str(reason)
     if "Message: " in text:
-        text = text[text.rindex("Message: ") + len("Message: "):]
+        text = text[text.rindex("Message: ") + len("Message: ") :]
     lines = [line.strip() for line in text.replace("\\n", "\n").splitlines() if line.strip()]
     text = lines[0] if lines else text
     text = text.strip()
@@ -86,6 +87,7 @@ def aggregate_in_shop_order(strategy: Strategy, server_round: int, replies: list
     Flower adds the updates in the order it is given and float addition is not associative, so the
     arrival order (which thread finished first) changed the global weights in the last bits
     (about 6e-8) from run to run. Sorted, two runs with the same seed give the same model."""
+
     def shop_index(msg: Message) -> tuple[int, int]:
         metrics = msg.content["metrics"] if "metrics" in msg.content else {}
         return (int(metrics.get("partition-id", -1)), int(msg.metadata.src_node_id))
@@ -151,9 +153,11 @@ def _ledger_regressions(history: dict[str, Any], reported: dict[str, dict[str, f
         if shop in seen and "ledger-seq" in m:
             seq, eps, at = seen[shop]
             if int(m["ledger-seq"]) <= seq or float(m.get("epsilon", 0.0)) < eps - 1e-9:
-                out[shop] = (f"shop {shop}: its privacy ledger went backwards (now entry {int(m['ledger-seq'])}, ε {float(m.get('epsilon', 0)):.2f}; "
-                             f"the server recorded entry {seq}, ε {eps:.2f} by round {at}): its update is refused until its operator "
-                             "restores the ledger")  # fmt: skip
+                out[shop] = (
+                    f"shop {shop}: its privacy ledger went backwards (now entry {int(m['ledger-seq'])}, ε {float(m.get('epsilon', 0)):.2f}; "
+                    f"the server recorded entry {seq}, ε {eps:.2f} by round {at}): its update is refused until its operator "
+                    "restores the ledger"
+                )
     return out
 
 
@@ -195,8 +199,8 @@ def send_in_waves(grid: Grid, messages: Iterable[Message], *, timeout: float, wa
 
     The round's ``timeout`` is shared by the waves. Flower's in-memory link state (simulation
     engine) scans every stored message whenever a shop polls for its own, so a round that asks
-    1,000 shops at once spends most of the server's CPU on those scans (py-spy: 90 % of a core
-    in ``InMemoryLinkState.get_message_ins``); waves of a few dozen keep the scans short while
+    a thousand shops at once spends most of the server's CPU on those scans (profile:
+    simulations/RESULTS.md, 'Implementation measurements'); waves of a few dozen keep the scans short while
     every Ray worker stays busy. Messages a wave could not send before the deadline are
     answered by nobody and count as missing shops, as a timeout would.
     """
@@ -278,7 +282,9 @@ def federate_item_counts(grid: Grid, run: RunDir, *, timeout: float, say: Callab
             if f"{view}.keys" in keys:
                 total.add(np.array(keys[f"{view}.keys"], dtype=str), *(counts[f"{view}.{p}"].numpy() for p in ("row", "col", "count")))
     if failures or len(replies) < len(run.round_shops):
-        raise RoundFailed(f"federated item counts: {len(replies)} of {len(run.round_shops)} shops answered ({'; '.join(failures) or 'timeout'})")
+        raise RoundFailed(
+            f"federated item counts: {len(replies)} of {len(run.round_shops)} shops answered ({'; '.join(failures) or 'timeout'})"
+        )
     totals = {view: total.total() for view, total in sums.items() if total.shops}
     save_counts(run.path / "federated_counts.npz", totals, shops=len(replies))
     vocab = len(totals["train"][0]) if "train" in totals else 0
@@ -295,7 +301,11 @@ def run_rounds(grid: Grid, strategy: Strategy, run: RunDir, *, say: Callable[[st
         skip_idle_polls(grid.state)  # type: ignore[attr-defined]
     k = cfg.evaluation.k
     # Federated EASE's counts: simulations only so far (a deployment's shops would need the sum sent back).
-    if cfg.model.private_part(cfg.privacy) == "federated_ease" and _in_simulation(grid) and not (run.path / "federated_counts.npz").exists():
+    if (
+        cfg.model.private_part(cfg.privacy) == "federated_ease"
+        and _in_simulation(grid)
+        and not (run.path / "federated_counts.npz").exists()
+    ):
         federate_item_counts(grid, run, timeout=timeout, say=say)
     history = run.read_history()
     checkpoint = run.latest_checkpoint()
@@ -304,14 +314,18 @@ def run_rounds(grid: Grid, strategy: Strategy, run: RunDir, *, say: Callable[[st
     shops = len(run.round_shops)
     connected = wait_for_shops(grid, shops, timeout=cfg.federation.start_wait_s, say=say)
     if connected < shops:
-        say(f"{PREFIX} warning: {connected} of {shops} shops connected after {cfg.federation.start_wait_s:.0f} s "
-            f"(federation.start_wait_s); going on, the others join the round after they connect")
+        say(
+            f"{PREFIX} warning: {connected} of {shops} shops connected after {cfg.federation.start_wait_s:.0f} s "
+            f"(federation.start_wait_s); going on, the others join the round after they connect"
+        )
     if checkpoint is None:
         start = 0
         arrays = ArrayRecord(run.new_model().state_dict())
         history = {"rounds": []}
         evals, failures = _evaluate(grid, strategy, 0, arrays, timeout, run, wave)
-        history["rounds"].append({"round": 0, "eval": evals, "failures": failures, "model_version": state_digest(arrays.to_torch_state_dict())[:16]})
+        history["rounds"].append(
+            {"round": 0, "eval": evals, "failures": failures, "model_version": state_digest(arrays.to_torch_state_dict())[:16]}
+        )
         run.write_history(history)
         say(f"{PREFIX} round 0/{total} | initial model | {_validation(evals, k)}")
     else:
@@ -319,10 +333,10 @@ def run_rounds(grid: Grid, strategy: Strategy, run: RunDir, *, say: Callable[[st
         arrays = ArrayRecord(checkpoint["state_dict"])
         history["rounds"] = [r for r in history.get("rounds", []) if r["round"] <= start]
         say(f"{PREFIX} resuming after round {start}/{total} from {run.checkpoint_file(start).name}")
-    server_ledger = (
-        ServerPrivacyLedger(run.server_privacy_dir, cfg, len(run.round_shops)) if cfg.privacy.client_dp != "off" else None
+    server_ledger = ServerPrivacyLedger(run.server_privacy_dir, cfg, len(run.round_shops)) if cfg.privacy.client_dp != "off" else None
+    train_config = (
+        ConfigRecord({"proximal-mu": float(cfg.federation.proximal_mu)}) if cfg.federation.strategy == "fedprox" else ConfigRecord()
     )
-    train_config = ConfigRecord({"proximal-mu": float(cfg.federation.proximal_mu)}) if cfg.federation.strategy == "fedprox" else ConfigRecord()
 
     for server_round in range(start + 1, total + 1):
         began = time.perf_counter()
@@ -345,8 +359,10 @@ def run_rounds(grid: Grid, strategy: Strategy, run: RunDir, *, say: Callable[[st
                 replies = [m for m in replies if names[int(m.content["metrics"]["partition-id"])] not in regressed]
                 failures = failures + list(regressed.values())
             if exhausted and not replies and not failures:
-                say(f"{PREFIX} round {server_round}/{total} | every shop has spent its privacy budget "
-                    f"({_budget_note(exhausted)}); training stops after round {server_round - 1}")
+                say(
+                    f"{PREFIX} round {server_round}/{total} | every shop has spent its privacy budget "
+                    f"({_budget_note(exhausted)}); training stops after round {server_round - 1}"
+                )
                 history["stopped"] = {"round": server_round, "reason": "privacy budget exhausted", "shops": exhausted}
                 run.write_history(history)
                 break
@@ -365,8 +381,16 @@ def run_rounds(grid: Grid, strategy: Strategy, run: RunDir, *, say: Callable[[st
         evals, eval_failures = _evaluate(grid, strategy, server_round, arrays, timeout, run, wave)
         seconds = time.perf_counter() - began
         history["rounds"].append(
-            {"round": server_round, "seconds": seconds, "model_version": version, "train": train, "eval": evals,
-             "failures": failures + eval_failures, "budget_exhausted": exhausted, "client_dp": client_dp}
+            {
+                "round": server_round,
+                "seconds": seconds,
+                "model_version": version,
+                "train": train,
+                "eval": evals,
+                "failures": failures + eval_failures,
+                "budget_exhausted": exhausted,
+                "client_dp": client_dp,
+            }
         )
         # Checkpoint first, then history: a crash in between re-runs nothing and loses nothing.
         run.save_checkpoint(server_round, state, {"model_version": version})
@@ -377,7 +401,11 @@ def run_rounds(grid: Grid, strategy: Strategy, run: RunDir, *, say: Callable[[st
             + ("secure aggregation (SecAgg+) | " if cfg.privacy.secure_aggregation else "")
             + (f"loss {loss:.4f} | " if loss == loss else "loss stays in the shops | ")
             + f"{_validation(evals, k)} | {seconds:.1f} s"
-            + (f" | ε ≤ {max(t['epsilon'] for t in train.values()):.2f} (max over shops, δ per shop)" if any("epsilon" in t for t in train.values()) else "")
+            + (
+                f" | ε ≤ {max(t['epsilon'] for t in train.values()):.2f} (max over shops, δ per shop)"
+                if any("epsilon" in t for t in train.values())
+                else ""
+            )
             + (f" | client-level ε {client_dp['epsilon']:.2f} (δ {client_dp['delta']:g}, unit: one shop)" if client_dp else "")
             + (f" | {len(failures)} shop(s) failed: {failures[0]}" if failures else "")
             + (f" | out of privacy budget, not trained: {_budget_note(exhausted)}" if exhausted else "")

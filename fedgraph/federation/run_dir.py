@@ -40,7 +40,7 @@ class RunDir:
     path: Path
 
     @classmethod
-    def at(cls, path: str | Path) -> "RunDir":
+    def at(cls, path: str | Path) -> RunDir:
         return cls(Path(path).resolve())
 
     # ------------------------------------------------------------ layout
@@ -117,9 +117,13 @@ class RunDir:
         m = self.config.model
         torch.manual_seed(self.config.train.seed)
         return InterestModel(
-            int(self.index["feature_size"]), dim=m.dim, hidden=m.hidden, temperature=m.temperature,
-            num_local_items=num_local_items if m.local_items else 0, content_dim=TEXT_DIM if m.content_score else 0,
-        )  # fmt: skip
+            int(self.index["feature_size"]),
+            dim=m.dim,
+            hidden=m.hidden,
+            temperature=m.temperature,
+            num_local_items=num_local_items if m.local_items else 0,
+            content_dim=TEXT_DIM if m.content_score else 0,
+        )
 
     def local_state_file(self, shop: str, server_round: int | None = None) -> Path:
         """Where a shop keeps its private parameters between rounds (never sent anywhere);

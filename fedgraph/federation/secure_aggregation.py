@@ -126,9 +126,12 @@ def secure_train_round(
     num_nodes = len(list(grid.get_node_ids()))
     strategy = _RecordingFedAvg(
         {**round_config, "server-round": server_round},
-        fraction_fit=fed.fraction_train, fraction_evaluate=0.0, min_fit_clients=min(fed.min_train_shops, num_nodes),
-        min_available_clients=num_nodes, accept_failures=True,
-    )  # fmt: skip
+        fraction_fit=fed.fraction_train,
+        fraction_evaluate=0.0,
+        min_fit_clients=min(fed.min_train_shops, num_nodes),
+        min_available_clients=num_nodes,
+        accept_failures=True,
+    )
     manager = SimpleClientManager()
     _, stop, registered = start_update_client_manager_thread(grid, manager)
     try:
@@ -137,16 +140,20 @@ def secure_train_round(
         context = LegacyContext(
             Context(run_id=grid.run.run_id, node_id=0, node_config={}, state=RecordDict(), run_config={}),
             config=ServerConfig(num_rounds=config.train.rounds, round_timeout=fed.round_timeout_s),
-            strategy=strategy, client_manager=manager,
-        )  # fmt: skip
+            strategy=strategy,
+            client_manager=manager,
+        )
         names = list(arrays.keys())
         context.state[MAIN_PARAMS_RECORD] = arrays
         context.state[MAIN_CONFIGS_RECORD] = ConfigRecord({WorkflowKey.CURRENT_ROUND: server_round})
         workflow = SecAggPlusWorkflow(
-            num_shares=p.secagg_num_shares, reconstruction_threshold=p.secagg_reconstruction_threshold,
-            max_weight=float(SHOP_WEIGHT), clipping_range=p.secagg_clipping_range,
-            quantization_range=p.secagg_quantization_range, timeout=fed.round_timeout_s,
-        )  # fmt: skip
+            num_shares=p.secagg_num_shares,
+            reconstruction_threshold=p.secagg_reconstruction_threshold,
+            max_weight=float(SHOP_WEIGHT),
+            clipping_range=p.secagg_clipping_range,
+            quantization_range=p.secagg_quantization_range,
+            timeout=fed.round_timeout_s,
+        )
         workflow(grid, context)
     finally:
         stop.set()
@@ -185,4 +192,3 @@ def quantisation_error_bound(config: RunConfig, num_shops: int) -> float:
     """Largest per-value difference from plain FedAvg that SecAgg+'s quantisation can cause."""
     p = config.privacy
     return num_shops * 2 * p.secagg_clipping_range / p.secagg_quantization_range + 1e-6 * math.sqrt(num_shops)
-

@@ -83,13 +83,18 @@ def build_strategy(config: RunConfig, num_shops: int) -> Strategy:
     sampled = sampled_shops_per_round(config, num_shops)
     if privacy.client_dp == "fixed":
         dp: Strategy = SecureFixedClipping(
-            strategy, noise_multiplier=privacy.client_noise_multiplier, clipping_norm=privacy.client_clipping_norm, num_sampled_clients=sampled
+            strategy,
+            noise_multiplier=privacy.client_noise_multiplier,
+            clipping_norm=privacy.client_clipping_norm,
+            num_sampled_clients=sampled,
         )
     elif privacy.client_dp == "adaptive":
         dp = SecureAdaptiveClipping(
-            strategy, noise_multiplier=privacy.client_noise_multiplier, num_sampled_clients=sampled,
+            strategy,
+            noise_multiplier=privacy.client_noise_multiplier,
+            num_sampled_clients=sampled,
             initial_clipping_norm=privacy.client_clipping_norm,
-        )  # fmt: skip
+        )
     else:
         return strategy
     divide_by_sampled(strategy, sampled, current=lambda: dp.current_arrays)
@@ -118,6 +123,8 @@ def divide_by_sampled(strategy: Strategy, sampled: int, *, current) -> None:
             return arrays, metrics
         scale = len(replies) / sampled
         base = dict(zip(arrays.keys(), current().to_numpy_ndarrays()))
-        return ArrayRecord({k: Array((base[k] + scale * (v - base[k])).astype(v.dtype)) for k, v in zip(arrays.keys(), arrays.to_numpy_ndarrays())}), metrics
+        return ArrayRecord(
+            {k: Array((base[k] + scale * (v - base[k])).astype(v.dtype)) for k, v in zip(arrays.keys(), arrays.to_numpy_ndarrays())}
+        ), metrics
 
     strategy.aggregate_train = aggregate_train  # type: ignore[method-assign]

@@ -17,10 +17,10 @@ import torch
 from fedgraph.atomic import atomic_path
 from fedgraph.evaluation import evaluate_model
 from fedgraph.federation.run_dir import RunDir, state_digest
+from fedgraph.models.interest_model import is_private_key
 from fedgraph.privacy.budget import ShopBudget, open_budget
 from fedgraph.privacy.client_level import UNIFORM_WEIGHT_KEY
 from fedgraph.shop import ShopData
-from fedgraph.models.interest_model import is_private_key
 from fedgraph.training import TrainSettings, resolve_device, train_local
 
 _SHOPS: dict[str, ShopData] = {}
@@ -91,9 +91,14 @@ def shop_budget(run: RunDir, data: ShopData) -> ShopBudget:
     """The shop's privacy budget and ledger (``privacy.enabled`` runs only)."""
     cfg = run.config
     return open_budget(
-        run.privacy_dir(data.shop), shop=data.shop, users=len(data.trainable_users()), config=cfg.privacy,
-        rounds=cfg.train.rounds, local_epochs=cfg.train.local_epochs, batch_size=cfg.train.batch_size,
-    )  # fmt: skip
+        run.privacy_dir(data.shop),
+        shop=data.shop,
+        users=len(data.trainable_users()),
+        config=cfg.privacy,
+        rounds=cfg.train.rounds,
+        local_epochs=cfg.train.local_epochs,
+        batch_size=cfg.train.batch_size,
+    )
 
 
 def _privacy_metrics(budget: ShopBudget, entry: dict[str, Any], report_epsilon: bool = True) -> dict[str, float]:
@@ -103,10 +108,13 @@ def _privacy_metrics(budget: ShopBudget, entry: dict[str, Any], report_epsilon: 
     if not report_epsilon:
         return {"target-epsilon": budget.target_epsilon, "ledger-seq": int(entry["seq"])}
     return {
-        "epsilon": float(entry["epsilon"]), "epsilon-rdp": float(entry["epsilon_rdp"]),
+        "epsilon": float(entry["epsilon"]),
+        "epsilon-rdp": float(entry["epsilon_rdp"]),
         "epsilon-prv": float(entry["epsilon_prv"]) if entry.get("epsilon_prv") is not None else -1.0,
-        "delta": budget.delta, "target-epsilon": budget.target_epsilon, "ledger-seq": int(entry["seq"]),
-    }  # fmt: skip
+        "delta": budget.delta,
+        "target-epsilon": budget.target_epsilon,
+        "ledger-seq": int(entry["seq"]),
+    }
 
 
 class ShopRefusal(RuntimeError):
@@ -142,7 +150,12 @@ def _private_start(run: RunDir, shop: str, server_round: int) -> int | None:
 
 
 def shop_train(
-    run_dir: str, partition_id: int, state: dict[str, torch.Tensor], *, server_round: int, proximal_mu: float = 0.0,
+    run_dir: str,
+    partition_id: int,
+    state: dict[str, torch.Tensor],
+    *,
+    server_round: int,
+    proximal_mu: float = 0.0,
     refuse_when_exhausted: bool = False,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Train the global ``state`` on one shop; return the new state and numeric metrics.

@@ -18,8 +18,9 @@ Scores are computed in chunks with :func:`torch.topk`, so the full ``users x ite
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -38,9 +39,7 @@ __all__ = [
 #: One row per ``user -> interest`` edge; ``weight`` is the softmax probability of the interest.
 USER_INTEREST_DTYPE = np.dtype([("user_idx", "<i4"), ("interest_idx", "<i4"), ("weight", "<f4")])
 #: One row per ``user -> item`` recommendation; ``rank`` is 1-based within the user, by score.
-USER_ITEM_DTYPE = np.dtype(
-    [("user_idx", "<i4"), ("item_idx", "<i4"), ("score", "<f4"), ("rank", "<i4")]
-)
+USER_ITEM_DTYPE = np.dtype([("user_idx", "<i4"), ("item_idx", "<i4"), ("score", "<f4"), ("rank", "<i4")])
 #: One row per ``item -> item`` neighbour edge; ``similarity`` is the cosine similarity.
 ITEM_ITEM_DTYPE = np.dtype([("src_idx", "<i4"), ("dst_idx", "<i4"), ("similarity", "<f4")])
 
@@ -85,10 +84,7 @@ class InterestGraph:
             raise ValueError(f"shop must be a non-empty string, got {self.shop!r}")
         n_items = len(self.items)
         if len(self.item_titles) != n_items or len(self.item_categories) != n_items:
-            raise ValueError(
-                f"{n_items} items but {len(self.item_titles)} titles and "
-                f"{len(self.item_categories)} categories"
-            )
+            raise ValueError(f"{n_items} items but {len(self.item_titles)} titles and {len(self.item_categories)} categories")
         for name, ids in (("user", self.users), ("item", self.items), ("interest", self.interests)):
             if len(set(ids)) != len(ids):
                 raise ValueError(f"duplicate {name} ids in graph for shop {self.shop!r}")
@@ -96,8 +92,7 @@ class InterestGraph:
         if missing:
             raise ValueError(f"item categories missing from interests: {sorted(missing)[:5]}")
         checks = (
-            ("user_interest", USER_INTEREST_DTYPE, "user_idx", self.num_users,
-             "interest_idx", self.num_interests),
+            ("user_interest", USER_INTEREST_DTYPE, "user_idx", self.num_users, "interest_idx", self.num_interests),
             ("user_item", USER_ITEM_DTYPE, "user_idx", self.num_users, "item_idx", n_items),
             ("item_item", ITEM_ITEM_DTYPE, "src_idx", n_items, "dst_idx", n_items),
         )
@@ -212,14 +207,11 @@ def build_interest_graph(
     categories = ["" if c is None else str(c) for c in item_categories]
     n_users, n_items = len(users), len(items)
     if len(titles) != n_items or len(categories) != n_items:
-        raise ValueError(
-            f"{n_items} item ids but {len(titles)} titles and {len(categories)} categories"
-        )
+        raise ValueError(f"{n_items} item ids but {len(titles)} titles and {len(categories)} categories")
     for name, ids in (("user", users), ("item", items)):
         if len(set(ids)) != len(ids):
             raise ValueError(f"{name} ids must be unique")
-    for name, k in (("top_k_items", top_k_items), ("top_k_interests", top_k_interests),
-                    ("top_k_neighbours", top_k_neighbours)):
+    for name, k in (("top_k_items", top_k_items), ("top_k_interests", top_k_interests), ("top_k_neighbours", top_k_neighbours)):
         if int(k) < 0:
             raise ValueError(f"{name} must be >= 0, got {k}")
     if batch_size < 1:
@@ -231,9 +223,7 @@ def build_interest_graph(
     I = _as_matrix("item_embeddings", item_embeddings, n_items)
     if U.shape[1] != I.shape[1]:
         raise ValueError(f"user dim {U.shape[1]} != item dim {I.shape[1]}")
-    indptr, excl = (
-        _exclusion_csr(exclude, n_users, n_items) if exclude is not None else (None, None)
-    )
+    indptr, excl = _exclusion_csr(exclude, n_users, n_items) if exclude is not None else (None, None)
 
     interests, item_interest = np.unique(np.asarray(categories, dtype=object), return_inverse=True)
     interests = [str(c) for c in interests]
@@ -267,9 +257,9 @@ def build_interest_graph(
         int_idx = np.empty((n_users, k_int), dtype=np.int32)
         int_w = np.empty((n_users, k_int), dtype=np.float32)
 
-        # One score buffer reused by every chunk: allocating a fresh batch x items matrix per
-        # chunk (twice, with the bias) cost more than the matrix product itself (page faults
-        # on ~80 MB per chunk); the values are the same, computed in place.
+        # One score buffer reused by every chunk instead of a fresh batch x items matrix per
+        # chunk (twice, with the bias); the values are the same, computed in place (why:
+        # simulations/RESULTS.md, 'Implementation measurements').
         buffer = torch.empty(min(batch_size, n_users), n_items if k_items else 0, dtype=torch.float32, device=dev)
         items_tt = items_t.T
         for start in range(0, n_users, batch_size):
@@ -282,10 +272,10 @@ def build_interest_graph(
                 if rescore is not None:
                     scores = rescore(start, stop, scores).to(dev, torch.float32)
                 if excl is not None and indptr[stop] > indptr[start]:
-                    cols = torch.from_numpy(excl[indptr[start]:indptr[stop]]).to(dev).long()
+                    cols = torch.from_numpy(excl[indptr[start] : indptr[stop]]).to(dev).long()
                     rows = torch.repeat_interleave(
                         torch.arange(stop - start, device=dev),
-                        torch.from_numpy(np.diff(indptr[start:stop + 1])).to(dev),
+                        torch.from_numpy(np.diff(indptr[start : stop + 1])).to(dev),
                     )
                     scores[rows, cols] = float("-inf")
                 top = torch.topk(scores, k_items, dim=1, largest=True, sorted=True)
@@ -381,9 +371,7 @@ def to_hetero_data(graph: InterestGraph):
 
     put(("user", "interested_in", "interest"), graph.user_interest, "user_idx", "interest_idx", "weight")
     put(("user", "recommended", "item"), graph.user_item, "user_idx", "item_idx", "score")
-    data["user", "recommended", "item"].rank = torch.from_numpy(
-        np.ascontiguousarray(graph.user_item["rank"], dtype=np.int64)
-    )
+    data["user", "recommended", "item"].rank = torch.from_numpy(np.ascontiguousarray(graph.user_item["rank"], dtype=np.int64))
     put(("item", "similar_to", "item"), graph.item_item, "src_idx", "dst_idx", "similarity")
     data.shop = graph.shop
     data.model_version = graph.model_version

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO
 from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
@@ -83,15 +84,16 @@ def export_graphml(store: GraphStore, shop: str, path: str | Path) -> Path:
 def _write_graphml(store: GraphStore, shop: str, info, out: IO[str]) -> None:
     w = out.write
     w("<?xml version='1.0' encoding='utf-8'?>\n")
-    w('<graphml xmlns="http://graphml.graphdrawing.org/xmlns" '
-      'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
-      'xsi:schemaLocation="http://graphml.graphdrawing.org/xmlns '
-      'http://graphml.graphdrawing.org/xmlns/1.0/graphml.xsd">\n')
+    w(
+        '<graphml xmlns="http://graphml.graphdrawing.org/xmlns" '
+        'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+        'xsi:schemaLocation="http://graphml.graphdrawing.org/xmlns '
+        'http://graphml.graphdrawing.org/xmlns/1.0/graphml.xsd">\n'
+    )
     for key_id, domain, name, kind in _GRAPHML_KEYS:
         w(f'<key id="{key_id}" for="{domain}" attr.name="{name}" attr.type="{kind}"/>\n')
     w(f'<graph id={_xml_attr(shop)} edgedefault="directed">\n')
-    w(_data("g_shop", shop) + _data("g_model_version", info.model_version)
-      + _data("g_round", info.round) + "\n")
+    w(_data("g_shop", shop) + _data("g_model_version", info.model_version) + _data("g_round", info.round) + "\n")
     if info.event_offset is not None:
         w(_data("g_event_offset", info.event_offset) + "\n")
 
@@ -103,13 +105,14 @@ def _write_graphml(store: GraphStore, shop: str, info, out: IO[str]) -> None:
     item_ids: dict[str, str] = {}
     for item, title, category, *_ in store.iter_nodes(shop, "item"):
         item_ids[item] = _xml_attr("item:" + item)
-        w(f"<node id={item_ids[item]}>{_data('n_type', 'item')}{_data('n_id', item)}"
-          f"{_data('n_title', title)}{_data('n_category', category)}</node>\n")
+        w(
+            f"<node id={item_ids[item]}>{_data('n_type', 'item')}{_data('n_id', item)}"
+            f"{_data('n_title', title)}{_data('n_category', category)}</node>\n"
+        )
     interest_ids: dict[str, str] = {}
     for interest, *_ in store.iter_nodes(shop, "interest"):
         interest_ids[interest] = _xml_attr("interest:" + interest)
-        w(f"<node id={interest_ids[interest]}>{_data('n_type', 'interest')}"
-          f"{_data('n_id', interest)}</node>\n")
+        w(f"<node id={interest_ids[interest]}>{_data('n_type', 'interest')}{_data('n_id', interest)}</node>\n")
 
     tails: dict[tuple[str, int], str] = {}
 
@@ -128,8 +131,10 @@ def _write_graphml(store: GraphStore, shop: str, info, out: IO[str]) -> None:
                 last_src = src
                 last_quoted = src_ids[src] if src_ids is not None else _xml_attr(src_prefix + src)
             rank = f'<data key="e_rank">{row[3]}</data>' if with_rank else ""
-            w(f'<edge source={last_quoted} target={dst_ids[dst]}>{head}'
-              f'<data key="e_weight">{_weight(weight)}</data>{rank}{tail(row[-2], row[-1])}')
+            w(
+                f"<edge source={last_quoted} target={dst_ids[dst]}>{head}"
+                f'<data key="e_weight">{_weight(weight)}</data>{rank}{tail(row[-2], row[-1])}'
+            )
 
     edges("interested_in", store.iter_edges(shop, "interested_in"), None, interest_ids, "user:", False)
     edges("recommended", store.iter_edges(shop, "recommended"), None, item_ids, "user:", True)
@@ -140,24 +145,17 @@ def _write_graphml(store: GraphStore, shop: str, info, out: IO[str]) -> None:
 #: file name -> CSV header of the Neo4j export (the neo4j-admin import header format).
 NEO4J_FILES: dict[str, list[str]] = {
     "users.csv": ["userId:ID(User)", "shop", "modelVersion", "round:int", "eventOffset", ":LABEL"],
-    "items.csv": ["itemId:ID(Item)", "title", "category", "shop", "modelVersion", "round:int",
-                  ":LABEL"],
+    "items.csv": ["itemId:ID(Item)", "title", "category", "shop", "modelVersion", "round:int", ":LABEL"],
     "interests.csv": ["name:ID(Interest)", "itemCount:int", "shop", ":LABEL"],
-    "interested_in.csv": [":START_ID(User)", ":END_ID(Interest)", "weight:float", "modelVersion",
-                          "round:int", ":TYPE"],
-    "recommended.csv": [":START_ID(User)", ":END_ID(Item)", "weight:float", "rank:int",
-                        "modelVersion", "round:int", ":TYPE"],
-    "similar_to.csv": [":START_ID(Item)", ":END_ID(Item)", "weight:float", "modelVersion",
-                       "round:int", ":TYPE"],
+    "interested_in.csv": [":START_ID(User)", ":END_ID(Interest)", "weight:float", "modelVersion", "round:int", ":TYPE"],
+    "recommended.csv": [":START_ID(User)", ":END_ID(Item)", "weight:float", "rank:int", "modelVersion", "round:int", ":TYPE"],
+    "similar_to.csv": [":START_ID(Item)", ":END_ID(Item)", "weight:float", "modelVersion", "round:int", ":TYPE"],
 }
 
 
 def _flatten(row: tuple) -> tuple:
     # neo4j-admin rejects line breaks inside fields unless --multiline-fields=true: flatten them.
-    return tuple(
-        v.replace("\r\n", " ").replace("\r", " ").replace("\n", " ") if isinstance(v, str) else v
-        for v in row
-    )
+    return tuple(v.replace("\r\n", " ").replace("\r", " ").replace("\n", " ") if isinstance(v, str) else v for v in row)
 
 
 def _write_csv(target: Path, header: list[str], rows: Iterable[tuple]) -> int:
@@ -168,8 +166,7 @@ def _write_csv(target: Path, header: list[str], rows: Iterable[tuple]) -> int:
         for row in rows:
             count += 1
             # csv writes None as "" (Neo4j reads an empty field as "no property").
-            yield _flatten(row) if any(isinstance(v, str) and ("\n" in v or "\r" in v)
-                                       for v in row) else row
+            yield _flatten(row) if any(isinstance(v, str) and ("\n" in v or "\r" in v) for v in row) else row
 
     with atomic_path(target) as tmp:
         with open(tmp, "w", encoding="utf-8", newline="") as handle:
@@ -205,18 +202,18 @@ def export_neo4j(store: GraphStore, shop: str, out_dir: str | Path) -> dict[str,
             written[name] = out_dir / name
             counts[name] = _write_csv(written[name], NEO4J_FILES[name], rows)
 
-        put("users.csv", ((u, shop, mv, rnd, off, "User")
-                          for u, mv, rnd, off in store.iter_nodes(shop, "user")))
-        put("items.csv", ((i, t, c, shop, mv, rnd, "Item")
-                          for i, t, c, mv, rnd in store.iter_nodes(shop, "item")))
-        put("interests.csv", ((c, n, shop, "Interest")
-                              for c, n, _mv, _rnd in store.iter_nodes(shop, "interest")))
-        put("interested_in.csv", ((u, c, _weight(w), mv, rnd, "INTERESTED_IN")
-                                  for u, c, w, mv, rnd in store.iter_edges(shop, "interested_in")))
-        put("recommended.csv", ((u, i, _weight(s), r, mv, rnd, "RECOMMENDED")
-                                for u, i, s, r, mv, rnd in store.iter_edges(shop, "recommended")))
-        put("similar_to.csv", ((a, b, _weight(s), mv, rnd, "SIMILAR_TO")
-                               for a, b, s, mv, rnd in store.iter_edges(shop, "similar_to")))
+        put("users.csv", ((u, shop, mv, rnd, off, "User") for u, mv, rnd, off in store.iter_nodes(shop, "user")))
+        put("items.csv", ((i, t, c, shop, mv, rnd, "Item") for i, t, c, mv, rnd in store.iter_nodes(shop, "item")))
+        put("interests.csv", ((c, n, shop, "Interest") for c, n, _mv, _rnd in store.iter_nodes(shop, "interest")))
+        put(
+            "interested_in.csv",
+            ((u, c, _weight(w), mv, rnd, "INTERESTED_IN") for u, c, w, mv, rnd in store.iter_edges(shop, "interested_in")),
+        )
+        put(
+            "recommended.csv",
+            ((u, i, _weight(s), r, mv, rnd, "RECOMMENDED") for u, i, s, r, mv, rnd in store.iter_edges(shop, "recommended")),
+        )
+        put("similar_to.csv", ((a, b, _weight(s), mv, rnd, "SIMILAR_TO") for a, b, s, mv, rnd in store.iter_edges(shop, "similar_to")))
 
     written["import.cypher"] = atomic_write_text(out_dir / "import.cypher", _cypher_script(shop))
     written["README.txt"] = atomic_write_text(out_dir / "README.txt", _readme(shop, info, counts))
@@ -289,8 +286,7 @@ def _readme(shop: str, info, counts: dict[str, int]) -> str:
         "--nodes=import/users.csv --nodes=import/items.csv --nodes=import/interests.csv "
         "--relationships=import/interested_in.csv --relationships=import/recommended.csv "
         "--relationships=import/similar_to.csv neo4j",
-        "Or, into a running database (any number of shops): copy the CSVs to import/ and run "
-        "`cypher-shell -f import.cypher`.",
+        "Or, into a running database (any number of shops): copy the CSVs to import/ and run `cypher-shell -f import.cypher`.",
         "",
         "Rows: " + ", ".join(f"{name} {n}" for name, n in counts.items()),
     ]

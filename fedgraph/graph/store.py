@@ -21,11 +21,12 @@ from __future__ import annotations
 import contextlib
 import math
 import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from itertools import chain, islice, repeat
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -170,8 +171,19 @@ class GraphSummary(dict):
 
 
 _SUMMARY_KEYS = (
-    "shop", "model_version", "round", "created_at", "updated_at", "event_offset", "n_users",
-    "n_items", "n_interests", "n_user_interest", "n_user_item", "n_item_item", "n_upserts",
+    "shop",
+    "model_version",
+    "round",
+    "created_at",
+    "updated_at",
+    "event_offset",
+    "n_users",
+    "n_items",
+    "n_interests",
+    "n_user_interest",
+    "n_user_item",
+    "n_item_item",
+    "n_upserts",
     "is_current",
 )
 _SUMMARY_COLUMNS = ", ".join(_SUMMARY_KEYS)
@@ -184,7 +196,7 @@ def _summary(row: Sequence[Any]) -> GraphSummary:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 # --- rows for the bulk write, streamed in chunks so no full list of tuples is built -----------
@@ -194,7 +206,7 @@ def _now() -> str:
 def _edge_rows(graph: InterestGraph, edges: np.ndarray, columns: Sequence[Any]) -> Iterator[tuple]:
     """Yield ``(shop, *columns, model_version, round)``; columns are (array, lookup|None)."""
     for start in range(0, len(edges), _ROWS_PER_CHUNK):
-        chunk = edges[start:start + _ROWS_PER_CHUNK]
+        chunk = edges[start : start + _ROWS_PER_CHUNK]
         cols = []
         for field, lookup in columns:
             values = chunk[field]
@@ -221,16 +233,12 @@ def _interest_rows(graph: InterestGraph) -> Iterator[tuple]:
         yield (graph.shop, interest, counts.get(interest, 0), graph.model_version, graph.round)
 
 
-def _user_interest_rows(graph: InterestGraph, edges: np.ndarray, users: np.ndarray,
-                        interests: np.ndarray) -> Iterator[tuple]:
+def _user_interest_rows(graph: InterestGraph, edges: np.ndarray, users: np.ndarray, interests: np.ndarray) -> Iterator[tuple]:
     return _edge_rows(graph, edges, [("user_idx", users), ("interest_idx", interests), ("weight", None)])
 
 
-def _user_item_rows(graph: InterestGraph, edges: np.ndarray, users: np.ndarray,
-                    items: np.ndarray) -> Iterator[tuple]:
-    return _edge_rows(
-        graph, edges, [("user_idx", users), ("item_idx", items), ("score", None), ("rank", None)]
-    )
+def _user_item_rows(graph: InterestGraph, edges: np.ndarray, users: np.ndarray, items: np.ndarray) -> Iterator[tuple]:
+    return _edge_rows(graph, edges, [("user_idx", users), ("item_idx", items), ("score", None), ("rank", None)])
 
 
 def _item_item_rows(graph: InterestGraph, edges: np.ndarray, items: np.ndarray) -> Iterator[tuple]:
@@ -238,8 +246,9 @@ def _item_item_rows(graph: InterestGraph, edges: np.ndarray, items: np.ndarray) 
 
 
 def _bulk_insert(conn: sqlite3.Connection, table: str, n_cols: int, rows: Iterable[tuple]) -> None:
-    """``INSERT`` rows with multi-row ``VALUES`` statements: measured ~25-40% faster than
-    ``executemany``, which pays Python's per-statement overhead for every row."""
+    """``INSERT`` rows with multi-row ``VALUES`` statements (as many rows per statement as
+    SQLite's variable limit allows) instead of ``executemany``, which pays Python's
+    per-statement overhead for every row (figures: simulations/RESULTS.md, 'Implementation measurements')."""
     try:
         max_vars = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)  # Python >= 3.11
     except AttributeError:
@@ -256,8 +265,7 @@ def _bulk_insert(conn: sqlite3.Connection, table: str, n_cols: int, rows: Iterab
         if values:
             if len(values) % n_cols:
                 raise ValueError(f"row of the wrong width for table {table}")
-            conn.execute(f"INSERT INTO {table} VALUES " + ", ".join([one] * (len(values) // n_cols)),
-                         values)
+            conn.execute(f"INSERT INTO {table} VALUES " + ", ".join([one] * (len(values) // n_cols)), values)
         return
 
 
@@ -286,19 +294,14 @@ class GraphStore:
                 header = handle.read(16)
             if header != b"SQLite format 3\x00":
                 raise GraphStoreError(
-                    f"{self.path} is not a fedgraph graph store (not an SQLite database, or its "
-                    f"header is damaged); {_REBUILD_HINT}"
+                    f"{self.path} is not a fedgraph graph store (not an SQLite database, or its header is damaged); {_REBUILD_HINT}"
                 )
         elif not create:
-            raise GraphStoreError(
-                f"no graph store at {self.path}; build one with {BUILD_HINT}"
-            )
+            raise GraphStoreError(f"no graph store at {self.path}; build one with {BUILD_HINT}")
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._conn = sqlite3.connect(
-                str(self.path), timeout=timeout, isolation_level=None, cached_statements=64
-            )
+            self._conn = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None, cached_statements=64)
         except sqlite3.Error as exc:
             raise GraphStoreError(f"cannot open graph store {self.path}: {exc}") from exc
         try:
@@ -317,8 +320,7 @@ class GraphStore:
         tables.discard("sqlite_sequence")
         if app_id == 0 and not tables:
             if not create:
-                raise GraphStoreError(f"{self.path} is an empty database, not a graph store; "
-                                      f"build one with {BUILD_HINT}")
+                raise GraphStoreError(f"{self.path} is an empty database, not a graph store; build one with {BUILD_HINT}")
             self._create_schema()
         elif app_id != APPLICATION_ID:
             shown = ", ".join(sorted(tables)[:8]) or "none"
@@ -360,8 +362,7 @@ class GraphStore:
                     conn.execute(statement)
                 conn.executemany(
                     "INSERT INTO fedgraph_meta (key, value) VALUES (?, ?)",
-                    [("format", FORMAT_NAME), ("schema_version", str(SCHEMA_VERSION)),
-                     ("created_at", _now())],
+                    [("format", FORMAT_NAME), ("schema_version", str(SCHEMA_VERSION)), ("created_at", _now())],
                 )
                 conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -378,15 +379,12 @@ class GraphStore:
         except sqlite3.DatabaseError as exc:
             name = getattr(exc, "sqlite_errorname", "") or ""
             text = str(exc)
-            if (name in _CORRUPT_CODES or "malformed" in text or "not a database" in text):
+            if name in _CORRUPT_CODES or "malformed" in text or "not a database" in text:
                 raise GraphStoreError(
-                    f"graph store {self.path} is corrupt or not a fedgraph graph store ({text}); "
-                    f"{_REBUILD_HINT}"
+                    f"graph store {self.path} is corrupt or not a fedgraph graph store ({text}); {_REBUILD_HINT}"
                 ) from exc
             if "locked" in text or "busy" in text:
-                raise GraphStoreError(
-                    f"graph store {self.path} is locked by another writer ({text}); retry later"
-                ) from exc
+                raise GraphStoreError(f"graph store {self.path} is locked by another writer ({text}); retry later") from exc
             raise GraphStoreError(f"graph store {self.path}: {text}") from exc
 
     @contextlib.contextmanager
@@ -406,7 +404,7 @@ class GraphStore:
                 raise
 
     @contextlib.contextmanager
-    def snapshot(self) -> Iterator["GraphStore"]:
+    def snapshot(self) -> Iterator[GraphStore]:
         """Read several queries from one consistent snapshot (a concurrent write is invisible).
 
         Nested use is fine; only the outermost block opens and closes the read transaction.
@@ -427,7 +425,7 @@ class GraphStore:
     def close(self) -> None:
         self._conn.close()
 
-    def __enter__(self) -> "GraphStore":
+    def __enter__(self) -> GraphStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -441,9 +439,7 @@ class GraphStore:
         with self._errors():
             problems = [r[0] for r in self._conn.execute("PRAGMA quick_check")]
         if problems != ["ok"]:
-            raise GraphStoreError(
-                f"graph store {self.path} is corrupt ({'; '.join(problems[:3])}); {_REBUILD_HINT}"
-            )
+            raise GraphStoreError(f"graph store {self.path} is corrupt ({'; '.join(problems[:3])}); {_REBUILD_HINT}")
 
     # --- writes ---------------------------------------------------------------------------------
 
@@ -456,12 +452,10 @@ class GraphStore:
         graph.validate()
         shop = graph.shop
         user_pos = np.empty(graph.num_users, dtype=np.int64)
-        user_order = np.argsort(np.asarray(graph.users, dtype=object), kind="stable") \
-            if graph.num_users else np.zeros(0, dtype=np.int64)
+        user_order = np.argsort(np.asarray(graph.users, dtype=object), kind="stable") if graph.num_users else np.zeros(0, dtype=np.int64)
         user_pos[user_order] = np.arange(graph.num_users)
         item_pos = np.empty(graph.num_items, dtype=np.int64)
-        item_order = np.argsort(np.asarray(graph.items, dtype=object), kind="stable") \
-            if graph.num_items else np.zeros(0, dtype=np.int64)
+        item_order = np.argsort(np.asarray(graph.items, dtype=object), kind="stable") if graph.num_items else np.zeros(0, dtype=np.int64)
         item_pos[item_order] = np.arange(graph.num_items)
         users = np.asarray(graph.users, dtype=object)
         items = np.asarray(graph.items, dtype=object)
@@ -470,24 +464,38 @@ class GraphStore:
         with self._transaction() as conn:
             for table in _GRAPH_TABLES:
                 conn.execute(f"DELETE FROM {table} WHERE shop = ?", (shop,))
-            conn.execute("UPDATE graph_versions SET is_current = 0 WHERE shop = ? AND is_current = 1",
-                         (shop,))
+            conn.execute("UPDATE graph_versions SET is_current = 0 WHERE shop = ? AND is_current = 1", (shop,))
             _bulk_insert(conn, "users", 5, _user_rows(graph, user_order))
             _bulk_insert(conn, "items", 6, _item_rows(graph))
             _bulk_insert(conn, "interests", 5, _interest_rows(graph))
-            _bulk_insert(conn, "user_interest", 6, _user_interest_rows(
-                graph, _sorted_by_source(graph.user_interest, "user_idx", user_pos), users, interests))
-            _bulk_insert(conn, "user_item", 7, _user_item_rows(
-                graph, _sorted_by_source(graph.user_item, "user_idx", user_pos), users, items))
-            _bulk_insert(conn, "item_item", 6, _item_item_rows(
-                graph, _sorted_by_source(graph.item_item, "src_idx", item_pos), items))
+            _bulk_insert(
+                conn,
+                "user_interest",
+                6,
+                _user_interest_rows(graph, _sorted_by_source(graph.user_interest, "user_idx", user_pos), users, interests),
+            )
+            _bulk_insert(
+                conn, "user_item", 7, _user_item_rows(graph, _sorted_by_source(graph.user_item, "user_idx", user_pos), users, items)
+            )
+            _bulk_insert(conn, "item_item", 6, _item_item_rows(graph, _sorted_by_source(graph.item_item, "src_idx", item_pos), items))
             conn.execute(
                 "INSERT INTO graph_versions (shop, model_version, round, created_at, updated_at, "
                 "event_offset, is_current, n_users, n_items, n_interests, n_user_interest, "
                 "n_user_item, n_item_item) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)",
-                (shop, graph.model_version, graph.round, now, now, graph.event_offset,
-                 graph.num_users, graph.num_items, graph.num_interests, len(graph.user_interest),
-                 len(graph.user_item), len(graph.item_item)),
+                (
+                    shop,
+                    graph.model_version,
+                    graph.round,
+                    now,
+                    now,
+                    graph.event_offset,
+                    graph.num_users,
+                    graph.num_items,
+                    graph.num_interests,
+                    len(graph.user_interest),
+                    len(graph.user_item),
+                    len(graph.item_item),
+                ),
             )
         return self.summary(shop)
 
@@ -515,40 +523,33 @@ class GraphStore:
         with self._transaction() as conn:
             version_id = self._current(shop)[0]
             for item, _ in rec_rows:
-                if conn.execute("SELECT 1 FROM items WHERE shop = ? AND item_id = ?",
-                                (shop, item)).fetchone() is None:
+                if conn.execute("SELECT 1 FROM items WHERE shop = ? AND item_id = ?", (shop, item)).fetchone() is None:
                     raise self._missing("item", shop, item)
             for interest, _ in interest_rows:
-                if conn.execute("SELECT 1 FROM interests WHERE shop = ? AND interest = ?",
-                                (shop, interest)).fetchone() is None:
+                if conn.execute("SELECT 1 FROM interests WHERE shop = ? AND interest = ?", (shop, interest)).fetchone() is None:
                     raise self._missing("interest", shop, interest)
-            is_new = conn.execute("SELECT 1 FROM users WHERE shop = ? AND user_id = ?",
-                                  (shop, user)).fetchone() is None
+            is_new = conn.execute("SELECT 1 FROM users WHERE shop = ? AND user_id = ?", (shop, user)).fetchone() is None
             conn.execute(
                 "INSERT INTO users VALUES (?, ?, ?, ?, ?) ON CONFLICT (shop, user_id) DO UPDATE SET "
                 "model_version = excluded.model_version, round = excluded.round, "
                 "event_offset = excluded.event_offset",
                 (shop, user, str(model_version), int(round), event_offset),
             )
-            gone_interests = conn.execute(
-                "DELETE FROM user_interest WHERE shop = ? AND user_id = ?", (shop, user)).rowcount
-            gone_recs = conn.execute(
-                "DELETE FROM user_item WHERE shop = ? AND user_id = ?", (shop, user)).rowcount
+            gone_interests = conn.execute("DELETE FROM user_interest WHERE shop = ? AND user_id = ?", (shop, user)).rowcount
+            gone_recs = conn.execute("DELETE FROM user_item WHERE shop = ? AND user_id = ?", (shop, user)).rowcount
             conn.executemany(
                 "INSERT INTO user_interest VALUES (?, ?, ?, ?, ?, ?)",
                 [(shop, user, i, w, str(model_version), int(round)) for i, w in interest_rows],
             )
             conn.executemany(
                 "INSERT INTO user_item VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(shop, user, item, s, rank, str(model_version), int(round))
-                 for rank, (item, s) in enumerate(rec_rows, start=1)],
+                [(shop, user, item, s, rank, str(model_version), int(round)) for rank, (item, s) in enumerate(rec_rows, start=1)],
             )
             conn.execute(
                 "UPDATE graph_versions SET n_users = n_users + ?, "
                 "n_user_interest = n_user_interest + ?, n_user_item = n_user_item + ?, "
                 "n_upserts = n_upserts + 1, updated_at = ? WHERE id = ?",
-                (int(is_new), len(interest_rows) - gone_interests, len(rec_rows) - gone_recs,
-                 _now(), version_id),
+                (int(is_new), len(interest_rows) - gone_interests, len(rec_rows) - gone_recs, _now(), version_id),
             )
 
     # --- queries --------------------------------------------------------------------------------
@@ -556,15 +557,12 @@ class GraphStore:
     def shops(self) -> list[str]:
         """Shops that have a graph, sorted by name."""
         with self._errors():
-            return [r[0] for r in self._conn.execute(
-                "SELECT shop FROM graph_versions WHERE is_current = 1 ORDER BY shop")]
+            return [r[0] for r in self._conn.execute("SELECT shop FROM graph_versions WHERE is_current = 1 ORDER BY shop")]
 
     def summary(self, shop: str) -> GraphSummary:
         """Counts, model version, round and timestamps of ``shop``'s current graph."""
         with self.snapshot():
-            row = self._conn.execute(
-                f"SELECT {_SUMMARY_COLUMNS} FROM graph_versions WHERE shop = ? AND is_current = 1",
-                (shop,)).fetchone()
+            row = self._conn.execute(f"SELECT {_SUMMARY_COLUMNS} FROM graph_versions WHERE shop = ? AND is_current = 1", (shop,)).fetchone()
             if row is None:
                 raise self._missing_shop(shop)
             return _summary(row)
@@ -572,9 +570,7 @@ class GraphStore:
     def versions(self, shop: str) -> list[GraphSummary]:
         """Every graph ever written for ``shop``, newest first (counts as of its last update)."""
         with self.snapshot():
-            rows = self._conn.execute(
-                f"SELECT {_SUMMARY_COLUMNS} FROM graph_versions WHERE shop = ? ORDER BY id DESC",
-                (shop,)).fetchall()
+            rows = self._conn.execute(f"SELECT {_SUMMARY_COLUMNS} FROM graph_versions WHERE shop = ? ORDER BY id DESC", (shop,)).fetchall()
             if not rows:
                 raise self._missing_shop(shop)
             return [_summary(r) for r in rows]
@@ -586,7 +582,8 @@ class GraphStore:
             rows = self._conn.execute(
                 "SELECT interest, weight, model_version, round FROM user_interest "
                 "WHERE shop = ? AND user_id = ? ORDER BY weight DESC, interest LIMIT ?",
-                (shop, str(user), k)).fetchall()
+                (shop, str(user), k),
+            ).fetchall()
             if not rows:
                 self._require("user", shop, str(user))
             return [Interest(*r) for r in rows]
@@ -600,7 +597,8 @@ class GraphStore:
                 "r.model_version, r.round FROM user_item r LEFT JOIN items i "
                 "ON i.shop = r.shop AND i.item_id = r.item_id "
                 "WHERE r.shop = ? AND r.user_id = ? ORDER BY r.score DESC, r.rank LIMIT ?",
-                (shop, str(user), k)).fetchall()
+                (shop, str(user), k),
+            ).fetchall()
             if not rows:
                 self._require("user", shop, str(user))
             return [Recommendation(*r) for r in rows]
@@ -613,7 +611,9 @@ class GraphStore:
                 "SELECT n.dst_item_id, n.similarity, coalesce(i.title, ''), coalesce(i.category, '') "
                 "FROM item_item n LEFT JOIN items i ON i.shop = n.shop AND i.item_id = n.dst_item_id "
                 "WHERE n.shop = ? AND n.src_item_id = ? ORDER BY n.similarity DESC, n.dst_item_id "
-                "LIMIT ?", (shop, str(item), k)).fetchall()
+                "LIMIT ?",
+                (shop, str(item), k),
+            ).fetchall()
             if not rows:
                 self._require("item", shop, str(item))
             return [Neighbour(*r) for r in rows]
@@ -628,12 +628,9 @@ class GraphStore:
         Wrap several calls in :meth:`snapshot` for a consistent view.
         """
         sql = {
-            "user": "SELECT user_id, model_version, round, event_offset FROM users WHERE shop = ? "
-                    "ORDER BY user_id",
-            "item": "SELECT item_id, title, category, model_version, round FROM items "
-                    "WHERE shop = ? ORDER BY item_id",
-            "interest": "SELECT interest, n_items, model_version, round FROM interests "
-                        "WHERE shop = ? ORDER BY interest",
+            "user": "SELECT user_id, model_version, round, event_offset FROM users WHERE shop = ? ORDER BY user_id",
+            "item": "SELECT item_id, title, category, model_version, round FROM items WHERE shop = ? ORDER BY item_id",
+            "interest": "SELECT interest, n_items, model_version, round FROM interests WHERE shop = ? ORDER BY interest",
         }
         if kind not in sql:
             raise ValueError(f"node kind must be one of {NODE_KINDS}, got {kind!r}")
@@ -648,11 +645,11 @@ class GraphStore:
         """
         sql = {
             "interested_in": "SELECT user_id, interest, weight, model_version, round "
-                             "FROM user_interest WHERE shop = ? ORDER BY user_id, weight DESC",
+            "FROM user_interest WHERE shop = ? ORDER BY user_id, weight DESC",
             "recommended": "SELECT user_id, item_id, score, rank, model_version, round "
-                           "FROM user_item WHERE shop = ? ORDER BY user_id, rank",
+            "FROM user_item WHERE shop = ? ORDER BY user_id, rank",
             "similar_to": "SELECT src_item_id, dst_item_id, similarity, model_version, round "
-                          "FROM item_item WHERE shop = ? ORDER BY src_item_id, similarity DESC",
+            "FROM item_item WHERE shop = ? ORDER BY src_item_id, similarity DESC",
         }
         if kind not in sql:
             raise ValueError(f"edge kind must be one of {EDGE_KINDS}, got {kind!r}")
@@ -686,25 +683,30 @@ class GraphStore:
             u_ix = {u: i for i, u in enumerate(users)}
             i_ix = {r[0]: i for i, r in enumerate(item_rows)}
             c_ix = {c: i for i, c in enumerate(interests)}
-            ui = _to_struct(((u_ix[u], c_ix[c], w) for u, c, w, *_ in
-                             self.iter_edges(shop, "interested_in")), USER_INTEREST_DTYPE)
-            ur = _to_struct(((u_ix[u], i_ix[it], s, r) for u, it, s, r, *_ in
-                             self.iter_edges(shop, "recommended")), USER_ITEM_DTYPE)
-            ii = _to_struct(((i_ix[a], i_ix[b], s) for a, b, s, *_ in
-                             self.iter_edges(shop, "similar_to")), ITEM_ITEM_DTYPE)
+            ui = _to_struct(((u_ix[u], c_ix[c], w) for u, c, w, *_ in self.iter_edges(shop, "interested_in")), USER_INTEREST_DTYPE)
+            ur = _to_struct(((u_ix[u], i_ix[it], s, r) for u, it, s, r, *_ in self.iter_edges(shop, "recommended")), USER_ITEM_DTYPE)
+            ii = _to_struct(((i_ix[a], i_ix[b], s) for a, b, s, *_ in self.iter_edges(shop, "similar_to")), ITEM_ITEM_DTYPE)
         return InterestGraph(
-            shop=shop, model_version=info.model_version, round=info.round, users=users,
-            items=[r[0] for r in item_rows], item_titles=[r[1] for r in item_rows],
-            item_categories=[r[2] for r in item_rows], interests=interests,
-            user_interest=ui, user_item=ur, item_item=ii, event_offset=info.event_offset,
+            shop=shop,
+            model_version=info.model_version,
+            round=info.round,
+            users=users,
+            items=[r[0] for r in item_rows],
+            item_titles=[r[1] for r in item_rows],
+            item_categories=[r[2] for r in item_rows],
+            interests=interests,
+            user_interest=ui,
+            user_item=ur,
+            item_item=ii,
+            event_offset=info.event_offset,
         )
 
     # --- lookup errors --------------------------------------------------------------------------
 
     def _current(self, shop: str) -> tuple:
         row = self._conn.execute(
-            "SELECT id, n_users, n_items, n_interests FROM graph_versions "
-            "WHERE shop = ? AND is_current = 1", (shop,)).fetchone()
+            "SELECT id, n_users, n_items, n_interests FROM graph_versions WHERE shop = ? AND is_current = 1", (shop,)
+        ).fetchone()
         if row is None:
             raise self._missing_shop(shop)
         return row
@@ -712,36 +714,37 @@ class GraphStore:
     def _missing_shop(self, shop: str) -> GraphLookupError:
         shops = self.shops()
         if not shops:
-            return GraphLookupError(
-                f"shop {shop!r} not in graph store {self.path} (it holds no graphs yet; "
-                f"build them with {BUILD_HINT})")
+            return GraphLookupError(f"shop {shop!r} not in graph store {self.path} (it holds no graphs yet; build them with {BUILD_HINT})")
         shown = ", ".join(repr(s) for s in shops[:10]) + (", ..." if len(shops) > 10 else "")
         noun = "shop" if len(shops) == 1 else "shops"
-        return GraphLookupError(
-            f"shop {shop!r} not in graph store {self.path} ({len(shops)} {noun}: {shown})")
+        return GraphLookupError(f"shop {shop!r} not in graph store {self.path} ({len(shops)} {noun}: {shown})")
 
     def _require(self, kind: str, shop: str, key: str) -> None:
         """Raise :class:`GraphLookupError` unless node ``key`` of ``kind`` exists in ``shop``."""
-        table, column = {"user": ("users", "user_id"), "item": ("items", "item_id"),
-                         "interest": ("interests", "interest")}[kind]
+        table, column = {"user": ("users", "user_id"), "item": ("items", "item_id"), "interest": ("interests", "interest")}[kind]
         self._current(shop)
-        if self._conn.execute(f"SELECT 1 FROM {table} WHERE shop = ? AND {column} = ?",
-                              (shop, key)).fetchone() is None:
+        if self._conn.execute(f"SELECT 1 FROM {table} WHERE shop = ? AND {column} = ?", (shop, key)).fetchone() is None:
             raise self._missing(kind, shop, key)
 
     def _missing(self, kind: str, shop: str, key: str) -> GraphLookupError:
-        table, column = {"user": ("users", "user_id"), "item": ("items", "item_id"),
-                         "interest": ("interests", "interest")}[kind]
+        table, column = {"user": ("users", "user_id"), "item": ("items", "item_id"), "interest": ("interests", "interest")}[kind]
         _, n_users, n_items, n_interests = self._current(shop)
         count = {"user": n_users, "item": n_items, "interest": n_interests}[kind]
         # Nearby ids in sort order (cheap via the primary key, and shows typos / format slips).
-        near = [r[0] for r in self._conn.execute(
-            f"SELECT {column} FROM {table} WHERE shop = ? AND {column} >= ? ORDER BY {column} "
-            "LIMIT 3", (shop, key))]
+        near = [
+            r[0]
+            for r in self._conn.execute(
+                f"SELECT {column} FROM {table} WHERE shop = ? AND {column} >= ? ORDER BY {column} LIMIT 3", (shop, key)
+            )
+        ]
         if len(near) < 3:
-            near += [r[0] for r in self._conn.execute(
-                f"SELECT {column} FROM {table} WHERE shop = ? AND {column} < ? "
-                f"ORDER BY {column} DESC LIMIT ?", (shop, key, 3 - len(near)))][::-1]
+            near += [
+                r[0]
+                for r in self._conn.execute(
+                    f"SELECT {column} FROM {table} WHERE shop = ? AND {column} < ? ORDER BY {column} DESC LIMIT ?",
+                    (shop, key, 3 - len(near)),
+                )
+            ][::-1]
         plural = "interests" if kind == "interest" else f"{kind}s"
         if not near:
             return GraphLookupError(f"{kind} {key!r} not in shop {shop!r} (it has no {plural})")

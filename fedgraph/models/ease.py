@@ -98,7 +98,7 @@ class EASE:
         self.weights: torch.Tensor = torch.empty(0, 0)
         self.num_items = 0
 
-    def fit(self, matrix: sp.csr_matrix) -> "EASE":
+    def fit(self, matrix: sp.csr_matrix) -> EASE:
         """Fit on a ``[users, items]`` binary matrix; returns ``self``.
 
         Only the columns of the active items enter the Gram matrix (memory ``8 n²`` bytes for
@@ -130,7 +130,7 @@ class EASE:
         b.fill_diagonal_(0.0)
         return b
 
-    def fit_gram(self, g: np.ndarray, *, popularity: np.ndarray | None = None) -> "EASE":
+    def fit_gram(self, g: np.ndarray, *, popularity: np.ndarray | None = None) -> EASE:
         """Fit from a (possibly noised) Gram matrix ``g`` ``[items, items]``; returns ``self``.
 
         ``popularity`` ranks items for the ``max_items`` cap and marks the active ones

@@ -24,7 +24,7 @@ other customers of the same shop, as any shop's own recommender does (see PRIVAC
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

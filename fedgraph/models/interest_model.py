@@ -69,6 +69,7 @@ def is_private_key(name: str) -> bool:
     """Whether a state-dict key or parameter name belongs to the shop-private part (never sent)."""
     return name.startswith(LOCAL_PREFIX)
 
+
 #: Number of per-edge features: recency, log1p(weight), one-hot kind (view, cart, purchase).
 EDGE_FEATURES = 5
 
@@ -99,7 +100,7 @@ class UserBatch:
     negatives: Tensor  # [B, N] long
     negative_mask: Tensor  # [B, N] bool
 
-    def to(self, device: torch.device | str) -> "UserBatch":
+    def to(self, device: torch.device | str) -> UserBatch:
         return UserBatch(**{k: v.to(device) for k, v in self.__dict__.items()})
 
     def __len__(self) -> int:
@@ -117,7 +118,12 @@ class InterestModel(nn.Module):
     """
 
     def __init__(
-        self, in_features: int, dim: int = 64, hidden: int = 64, temperature: float = 0.1, num_local_items: int = 0,
+        self,
+        in_features: int,
+        dim: int = 64,
+        hidden: int = 64,
+        temperature: float = 0.1,
+        num_local_items: int = 0,
         content_dim: int = 0,
     ) -> None:
         super().__init__()

@@ -35,7 +35,7 @@ class ItemKNN:
         self.neighbours = int(neighbours)
         self.similarity: sp.csr_matrix = sp.csr_matrix((0, 0))
 
-    def fit(self, matrix: sp.csr_matrix) -> "ItemKNN":
+    def fit(self, matrix: sp.csr_matrix) -> ItemKNN:
         """Fit on a ``[users, items]`` binary matrix; returns ``self``."""
         x = sp.csc_matrix(matrix, dtype=np.float64)
         norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=0)).ravel())

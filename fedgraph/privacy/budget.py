@@ -69,32 +69,51 @@ class ShopBudget:
 
     def settings(self, noise_seed: int | None, grad_sample_mode: str = "ghost") -> DPSettings:
         return DPSettings(
-            noise_multiplier=float(self.plan["noise_multiplier"]), max_grad_norm=float(self.plan["max_grad_norm"]),
-            sample_rate=float(self.plan["sample_rate"]), delta=self.delta, accountant=self.plan["accountant"],
-            grad_sample_mode=grad_sample_mode, noise_seed=noise_seed,
-        )  # fmt: skip
+            noise_multiplier=float(self.plan["noise_multiplier"]),
+            max_grad_norm=float(self.plan["max_grad_norm"]),
+            sample_rate=float(self.plan["sample_rate"]),
+            delta=self.delta,
+            accountant=self.plan["accountant"],
+            grad_sample_mode=grad_sample_mode,
+            noise_seed=noise_seed,
+        )
 
     def record_round(self, server_round: int, model_version: str, history: list[tuple[float, float, int]]) -> dict[str, Any]:
         entry_history = [[float(s), float(q), int(n)] for s, q, n in history]
         total = spent(self.history() + [tuple(h) for h in entry_history], self.delta, self.plan["accountant"])
         return self.ledger.append(
-            "round", shop=self.shop, round=int(server_round), model_version=model_version, history=entry_history,
-            steps=int(sum(n for _, _, n in history)), sample_rate=float(self.plan["sample_rate"]),
-            noise_multiplier=float(self.plan["noise_multiplier"]), max_grad_norm=float(self.plan["max_grad_norm"]),
-            delta=self.delta, accountant=self.plan["accountant"], target_epsilon=self.target_epsilon, **total.as_dict(),
-        )  # fmt: skip
+            "round",
+            shop=self.shop,
+            round=int(server_round),
+            model_version=model_version,
+            history=entry_history,
+            steps=int(sum(n for _, _, n in history)),
+            sample_rate=float(self.plan["sample_rate"]),
+            noise_multiplier=float(self.plan["noise_multiplier"]),
+            max_grad_norm=float(self.plan["max_grad_norm"]),
+            delta=self.delta,
+            accountant=self.plan["accountant"],
+            target_epsilon=self.target_epsilon,
+            **total.as_dict(),
+        )
 
     def record_skip(self, server_round: int, model_version: str) -> dict[str, Any]:
         now, projected = self.spent(), self.projected()
         return self.ledger.append(
-            "skip", shop=self.shop, round=int(server_round), model_version=model_version,
+            "skip",
+            shop=self.shop,
+            round=int(server_round),
+            model_version=model_version,
             reason=f"budget: one more round would spend ε={projected.reported:.3f} > target {self.target_epsilon:g}",
-            delta=self.delta, accountant=self.plan["accountant"], target_epsilon=self.target_epsilon, **now.as_dict(),
-        )  # fmt: skip
+            delta=self.delta,
+            accountant=self.plan["accountant"],
+            target_epsilon=self.target_epsilon,
+            **now.as_dict(),
+        )
 
 
 def open_budget(
-    directory: str | Path, *, shop: str, users: int, config: "PrivacyConfig", rounds: int, local_epochs: int, batch_size: int
+    directory: str | Path, *, shop: str, users: int, config: PrivacyConfig, rounds: int, local_epochs: int, batch_size: int
 ) -> ShopBudget:
     """The shop's budget in ``directory``: verifies the ledger, writes the plan on first use."""
     ledger = PrivacyLedger(directory)
@@ -117,27 +136,36 @@ def open_budget(
         return ShopBudget(shop=shop, ledger=ledger, plan=plan)
     planned = plan_for(users, config, rounds=rounds, local_epochs=local_epochs, batch_size=batch_size)
     plan = ledger.append(
-        "plan", shop=shop, users=int(users), **planned,
-        privacy_unit="one customer's whole history in one shop", mechanism="Poisson-subsampled Gaussian (DP-SGD, Opacus)",
-    )  # fmt: skip
+        "plan",
+        shop=shop,
+        users=int(users),
+        **planned,
+        privacy_unit="one customer's whole history in one shop",
+        mechanism="Poisson-subsampled Gaussian (DP-SGD, Opacus)",
+    )
     return ShopBudget(shop=shop, ledger=ledger, plan=plan)
 
 
-def plan_for(
-    users: int, config: "PrivacyConfig", *, rounds: int, local_epochs: int, batch_size: int, noise: bool = True
-) -> dict[str, Any]:
+def plan_for(users: int, config: PrivacyConfig, *, rounds: int, local_epochs: int, batch_size: int, noise: bool = True) -> dict[str, Any]:
     """The DP-SGD plan for a shop of ``users`` trainable users (see module docs)."""
     q = min(1.0, batch_size / max(1, users))
     delta = config.delta or default_delta(users)
     steps_per_round = local_epochs * _steps_per_epoch(q)
     plan: dict[str, Any] = {
-        "target_epsilon": float(config.target_epsilon), "delta": float(delta), "max_grad_norm": float(config.max_grad_norm),
-        "accountant": config.accountant, "sample_rate": float(q), "steps_per_round": int(steps_per_round),
-        "planned_rounds": int(rounds), "planned_steps": int(rounds * steps_per_round),
-    }  # fmt: skip
+        "target_epsilon": float(config.target_epsilon),
+        "delta": float(delta),
+        "max_grad_norm": float(config.max_grad_norm),
+        "accountant": config.accountant,
+        "sample_rate": float(q),
+        "steps_per_round": int(steps_per_round),
+        "planned_rounds": int(rounds),
+        "planned_steps": int(rounds * steps_per_round),
+    }
     if noise:
         steps = plan["planned_steps"]
         sigma = float(config.noise_multiplier) or noise_multiplier_for(config.target_epsilon, delta, q, steps, config.accountant)
         planned = spent([(sigma, q, steps)], delta, config.accountant)
-        plan.update(noise_multiplier=sigma, planned_epsilon=planned.reported, planned_epsilon_rdp=planned.rdp, planned_epsilon_prv=planned.prv)
+        plan.update(
+            noise_multiplier=sigma, planned_epsilon=planned.reported, planned_epsilon_rdp=planned.rdp, planned_epsilon_prv=planned.prv
+        )
     return plan

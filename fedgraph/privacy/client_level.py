@@ -36,13 +36,13 @@ if TYPE_CHECKING:
 UNIFORM_WEIGHT_KEY = "shop-weight"
 
 
-def sampled_shops_per_round(config: "RunConfig", num_shops: int) -> int:
+def sampled_shops_per_round(config: RunConfig, num_shops: int) -> int:
     """How many shops Flower's FedAvg samples per round (its own rule)."""
     fed = config.federation
     return max(int(num_shops * fed.fraction_train), min(fed.min_train_shops, num_shops))
 
 
-def effective_noise_multiplier(config: "RunConfig", num_shops: int) -> float:
+def effective_noise_multiplier(config: RunConfig, num_shops: int) -> float:
     """The Gaussian multiplier one round of the configured client-level DP costs (see module docs).
 
     ``"fixed"``: ``σ``. ``"adaptive"``: the update at Flower's reduced ``z_Δ`` and the count of
@@ -61,16 +61,19 @@ def effective_noise_multiplier(config: "RunConfig", num_shops: int) -> float:
 class ServerPrivacyLedger:
     """The server's client-level DP ledger in ``directory``."""
 
-    def __init__(self, directory: str | Path, config: "RunConfig", num_shops: int) -> None:
+    def __init__(self, directory: str | Path, config: RunConfig, num_shops: int) -> None:
         self.ledger = PrivacyLedger(directory)
         self.config = config
         p = config.privacy
         entries = self.ledger.verify(repair=True)
         self.noise_multiplier = effective_noise_multiplier(config, num_shops)
         plan = {
-            "client_dp": p.client_dp, "noise_multiplier": float(p.client_noise_multiplier),
-            "clipping_norm": float(p.client_clipping_norm), "delta": float(p.client_delta),
-            "sampled_shops": sampled_shops_per_round(config, num_shops), "shops": int(num_shops),
+            "client_dp": p.client_dp,
+            "noise_multiplier": float(p.client_noise_multiplier),
+            "clipping_norm": float(p.client_clipping_norm),
+            "delta": float(p.client_delta),
+            "sampled_shops": sampled_shops_per_round(config, num_shops),
+            "shops": int(num_shops),
             "effective_noise_multiplier": self.noise_multiplier,
         }
         if entries:
@@ -79,11 +82,14 @@ class ServerPrivacyLedger:
                 raise ValueError(f"{self.ledger.path}: client-level DP settings changed since the run started ({old} → {plan})")
         else:
             self.ledger.append(
-                "plan", **plan, unit="one whole shop (add/remove, fixed denominator)", accountant="rdp",
+                "plan",
+                **plan,
+                unit="one whole shop (add/remove, fixed denominator)",
+                accountant="rdp",
                 mechanism=f"Flower server-side {p.client_dp} clipping + Gaussian noise, equal shop weights, no sampling amplification",
                 planned_rounds=int(config.train.rounds),
                 planned_epsilon=self.epsilon_after(int(config.train.rounds)),
-            )  # fmt: skip
+            )
 
     def epsilon_after(self, releases: int) -> float:
         p = self.config.privacy
@@ -99,8 +105,15 @@ class ServerPrivacyLedger:
     def record_round(self, server_round: int, model_version: str, shops: int, clipping_norm: float) -> dict[str, Any]:
         n = self.releases() + 1
         return self.ledger.append(
-            "round", round=int(server_round), model_version=model_version, shops_aggregated=int(shops),
-            clipping_norm=float(clipping_norm), noise_multiplier=float(self.config.privacy.client_noise_multiplier),
+            "round",
+            round=int(server_round),
+            model_version=model_version,
+            shops_aggregated=int(shops),
+            clipping_norm=float(clipping_norm),
+            noise_multiplier=float(self.config.privacy.client_noise_multiplier),
             effective_noise_multiplier=self.noise_multiplier,
-            delta=float(self.config.privacy.client_delta), releases=n, epsilon=self.epsilon_after(n), accountant="rdp",
-        )  # fmt: skip
+            delta=float(self.config.privacy.client_delta),
+            releases=n,
+            epsilon=self.epsilon_after(n),
+            accountant="rdp",
+        )

@@ -33,9 +33,10 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from cryptography.hazmat.primitives import hashes, hmac
 
@@ -77,7 +78,9 @@ def bind_key(directory: str | Path, key_path: str | Path) -> None:
         key = old.read_bytes()
         if key_path.exists():
             if key_path.read_bytes() != key:
-                raise LedgerTamperedError(f"{old}: a second ledger key differs from the shop's key {key_path}; remove the one that is not the shop's")
+                raise LedgerTamperedError(
+                    f"{old}: a second ledger key differs from the shop's key {key_path}; remove the one that is not the shop's"
+                )
         else:
             _write_key(key_path, key)
         old.unlink()
@@ -229,7 +232,7 @@ class PrivacyLedger:
             **fields,
             "kind": kind,
             "seq": len(entries),
-            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "time": datetime.now(UTC).isoformat(timespec="seconds"),
             "prev": entries[-1]["mac"] if entries else GENESIS,
         }
         entry["mac"] = _mac(key, entry)

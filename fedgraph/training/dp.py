@@ -48,16 +48,12 @@ from fedgraph.shop import ShopData
 from fedgraph.training.rows import RowSampler
 from fedgraph.training.settings import TrainResult, TrainSettings
 
-
 #: Largest per-user-gradient block (users x out x in elements) that linear_norm_sample builds at once:
-#: 1 MiB of floats, a few users of the item tower's first layer. Measured (simulations/RESULTS.md):
-#: the DP step's tensor peak is 31 MB against 38 MB with 16 MiB blocks (plain step: 22 MB), same time.
+#: 1 MiB of floats, a few users of the item tower's first layer (memory figures: simulations/RESULTS.md, 'Implementation measurements').
 DIRECT_NORM_ELEMENTS = 1 << 18
 
 
-def linear_norm_sample(
-    layer: nn.Linear, activations: list[torch.Tensor], backprops: torch.Tensor
-) -> dict[nn.Parameter, torch.Tensor]:
+def linear_norm_sample(layer: nn.Linear, activations: list[torch.Tensor], backprops: torch.Tensor) -> dict[nn.Parameter, torch.Tensor]:
     """Per-user gradient norms of a linear layer, by the cheaper of two exact routes.
 
     For user ``b`` with inputs ``a_t`` and output gradients ``g_t`` (``t`` over the user's
@@ -83,7 +79,10 @@ def linear_norm_sample(
             block = max(1, DIRECT_NORM_ELEMENTS // (d_in * d_out))
             # vector_norm reduces in place of pow(2).sum(): no second block-sized temporary.
             norms = torch.cat(
-                [torch.linalg.vector_norm(torch.bmm(g[i : i + block].transpose(1, 2), a[i : i + block]), dim=(1, 2)) for i in range(0, n, block)]
+                [
+                    torch.linalg.vector_norm(torch.bmm(g[i : i + block].transpose(1, 2), a[i : i + block]), dim=(1, 2))
+                    for i in range(0, n, block)
+                ]
             )
         else:
             norms = (torch.bmm(g, g.transpose(1, 2)) * torch.bmm(a, a.transpose(1, 2))).sum((1, 2)).clamp(min=0).sqrt()
@@ -104,8 +103,8 @@ def embedding_norm_sample(
     ``||sum of those output gradients||^2``. Same result as Opacus'
     ``compute_embedding_norm_sample``, but the distinct pairs are found with a 1-D
     ``torch.unique`` over ``b * num_embeddings + v`` instead of ``torch.unique(dim=0)`` over
-    pairs, which on CPU loops row by row in Python-visible ops (about 10 ms of a 50 ms DP step
-    at the default batch of 32 users x 84 looked-up items; see simulations/bench_dp_step.py).
+    pairs, which on CPU loops row by row in Python-visible ops (its cost:
+    simulations/RESULTS.md, 'Implementation measurements'; ``simulations/bench_dp_step.py``).
     """
     ids = activations[0]
     batch = ids.shape[0]
@@ -260,16 +259,24 @@ def train_dp(
             model, batch_first=True, loss_reduction="mean", max_grad_norm=dp.max_grad_norm, use_ghost_clipping=True
         )
         optimizer = (_SecureNoise.over(DPOptimizerFastGradientClipping, rng) if secure else DPOptimizerFastGradientClipping)(
-            base, noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
-            expected_batch_size=expected, loss_reduction="mean", generator=noise_gen,
-        )  # fmt: skip
+            base,
+            noise_multiplier=dp.noise_multiplier,
+            max_grad_norm=dp.max_grad_norm,
+            expected_batch_size=expected,
+            loss_reduction="mean",
+            generator=noise_gen,
+        )
         norm_pass = NormPass(wrapped)
     else:
         wrapped = GradSampleModule(model, batch_first=True, loss_reduction="mean")
         optimizer = (_SecureNoise.over(DPOptimizer, rng) if secure else DPOptimizer)(
-            base, noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
-            expected_batch_size=expected, loss_reduction="mean", generator=noise_gen,
-        )  # fmt: skip
+            base,
+            noise_multiplier=dp.noise_multiplier,
+            max_grad_norm=dp.max_grad_norm,
+            expected_batch_size=expected,
+            loss_reduction="mean",
+            generator=noise_gen,
+        )
     # Opacus' DP optimizer divides the clipped sum by the expected batch size, as DP-SGD does
     # with Poisson sampling; the actual batch size is private and never used.
     optimizer.expected_batch_size = expected

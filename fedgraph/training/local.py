@@ -32,7 +32,7 @@ def train_local(
     *,
     device: torch.device | str = "cpu",
     negative_range: np.ndarray | None = None,
-    dp: "DPSettings | None" = None,
+    dp: DPSettings | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``data``; returns the mean loss over the last epoch.
 
@@ -72,6 +72,4 @@ def train_local(
             optimizer.step()
             last_epoch_losses.append(float(loss.detach()))
             steps += 1
-    return TrainResult(
-        loss=float(np.mean(last_epoch_losses)), users=int(len(users)), steps=steps, seconds=time.perf_counter() - started
-    )
+    return TrainResult(loss=float(np.mean(last_epoch_losses)), users=int(len(users)), steps=steps, seconds=time.perf_counter() - started)

@@ -33,7 +33,7 @@ class TrainSettings:
     seed: int = TrainConfig.seed
 
     @classmethod
-    def from_config(cls, train: TrainConfig, **chosen: object) -> "TrainSettings":
+    def from_config(cls, train: TrainConfig, **chosen: object) -> TrainSettings:
         """The ``[train]`` settings of a run (fields of the same name), with ``chosen`` on top."""
         same = {f.name: getattr(train, f.name) for f in fields(cls) if hasattr(train, f.name)}
         return cls(**{**same, **chosen})  # type: ignore[arg-type]
@@ -55,7 +55,7 @@ class TrainResult:
         return {"train_loss": self.loss, "num-examples": self.users, "steps": self.steps, "train_seconds": self.seconds}
 
     @classmethod
-    def nothing_trained(cls) -> "TrainResult":
+    def nothing_trained(cls) -> TrainResult:
         """The result for a shop with no trainable user: no step taken."""
         return cls(loss=float("nan"), users=0, steps=0, seconds=0.0)
 

@@ -12,7 +12,11 @@ def _build(fed, common):
     return FedAdam(eta=fed.server_lr, **common)
 
 
-register(StrategySpec(
-    "fedadam", build=_build, secure_aggregation=False,
-    why_not="SecAgg+ averages the masked sum (FedAvg) and FedAdam's server optimiser would not be applied",
-))
+register(
+    StrategySpec(
+        "fedadam",
+        build=_build,
+        secure_aggregation=False,
+        why_not="SecAgg+ averages the masked sum (FedAvg) and FedAdam's server optimiser would not be applied",
+    )
+)
