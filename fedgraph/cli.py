@@ -12,6 +12,16 @@ import sys
 import time
 from pathlib import Path
 
+
+def _simulate_epilog() -> str:
+    """The simulate help's epilog, with one line per registered baseline (fedgraph.baselines)."""
+    from fedgraph.baselines import in_report_order
+
+    width = max(len(b.name) for b in in_report_order())
+    lines = "\n".join(f"       {b.name:<{width}}  {b.explain}" for b in in_report_order())
+    return EPILOG_SIMULATE.replace("{baselines}", lines)
+
+
 EPILOG_SIMULATE = """\
 what it does:
   1. loads the shop logs (default: the bundled UCI Online Retail data, split into shops),
@@ -19,9 +29,8 @@ what it does:
   2. embeds item text with MiniLM (cached on disk: a second run embeds nothing);
   3. runs federated training with Flower's simulation engine, one virtual client per shop,
      printing a line per round and writing a checkpoint per round;
-  4. trains the baselines (evaluation.baselines): popularity, content (text only), itemknn,
-     ease and ease_dp (each shop alone), local (the same model, each shop alone), pooled and
-     pooled_ease (all data pooled: the upper bound), lightgcn_pooled (PyG LightGCN);
+  4. trains the baselines (evaluation.baselines; any settings chosen on validation):
+{baselines}
   5. chooses the round kept and each shop's hybrid blend on the validation split, scores the
      choice once on test, and rebuilds each shop's interest graph into graph.sqlite;
   6. writes metrics.json and metrics.png and prints the comparison table.
@@ -71,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
         help="run a federated simulation of partner shops end to end",
         description="Run a federated simulation of partner shops, with baselines, graphs and a report.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=EPILOG_SIMULATE,
+        epilog=_simulate_epilog(),
     )
     sim.add_argument("overrides", nargs="*", metavar="section.key=value", help="configuration overrides")
     sim.add_argument("--config", "-c", type=Path, help="TOML run configuration (default: built-in defaults = configs/default.toml)")

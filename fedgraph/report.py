@@ -35,29 +35,21 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from fedgraph.atomic import atomic_write_json, atomic_write_with  # noqa: E402
-from fedgraph.config import METHODS  # noqa: E402
+from fedgraph.baselines import in_report_order  # noqa: E402
 from fedgraph.console import plural  # noqa: E402
 from fedgraph.federation.run_dir import RunDir  # noqa: E402
 from fedgraph.metrics import aggregate_shops, figure  # noqa: E402
 
-#: Report order of the methods (federated among the baselines).
-ORDER = METHODS
-LABELS = {
-    "popularity": "popularity",
-    "content": "content (no training)",
-    "itemknn": "item-kNN, shop alone",
-    "ease": "EASE, shop alone",
-    "ease_dp": "EASE-DP, shop alone",
-    "local": "same model, shop alone",
-    "federated": "federated global model",
-    "hybrid": "fedgraph hybrid (global + EASE)",
-    "pooled": "same model, pooled",
-    "pooled_ease": "EASE, all data pooled",
-    "lightgcn_pooled": "LightGCN pooled (PyG)",
-}
-COLOURS = dict(
-    zip(ORDER, ("#999999", "#8c564b", "#bcbd22", "#d62728", "#ff9896", "#e08a2c", "#1f6fb4", "#17becf", "#2ca02c", "#98df8a", "#9467bd"))
-)
+#: The federated system's own rows (fedgraph.selection): (order, label, colour) among the baselines'.
+FEDERATED_ROWS = {"federated": (70, "federated global model", "#1f6fb4"), "hybrid": (75, "fedgraph hybrid (global + EASE)", "#17becf")}
+
+
+def methods_in_order() -> list[tuple[str, str, str]]:
+    """``(name, label, colour)`` of every method in report order: the registered baselines
+    (:mod:`fedgraph.baselines`, read at call time) and the federated rows among them."""
+    rows = [(b.order, b.name, b.label, b.colour) for b in in_report_order()]
+    rows += [(order, name, label, colour) for name, (order, label, colour) in FEDERATED_ROWS.items()]
+    return [(name, label, colour) for _, name, label, colour in sorted(rows)]
 
 
 def _summarise(per_shop: dict[str, dict], k: int, largest: str) -> dict[str, Any]:
@@ -93,7 +85,7 @@ def write_report(
     k = run.config.evaluation.k
     summary = run.index.get("summary", [])
     largest = max(summary, key=lambda s: s["users"])["shop"] if summary else ""
-    methods = {m: _summarise(results[m], k, largest) for m in ORDER if m in results}
+    methods = {m: _summarise(results[m], k, largest) for m, _, _ in methods_in_order() if m in results}
     rounds = []
     for r in run.read_history()["rounds"]:
         agg = aggregate_shops(
@@ -185,12 +177,13 @@ def privacy_summary(run: RunDir) -> dict[str, Any]:
 def summary_table(doc: dict[str, Any]) -> str:
     """The terminal table: test figures of every method, then what the rows mean."""
     k = doc["k"]
-    width = max([24] + [len(LABELS.get(m, m)) for m in doc["methods"]])
+    labels = {m: label for m, label, _ in methods_in_order()}
+    width = max([24] + [len(labels.get(m, m)) for m in doc["methods"]])
     head = f"{'method (test split)':<{width}} {'Recall@' + str(k):>10} {'NDCG@' + str(k):>9} {'NDCG w.':>9} {'NDCG excl. ' + doc['largest_shop']:>18}"
     lines = [head, "-" * len(head)]
     for m, v in doc["methods"].items():
         lines.append(
-            f"{LABELS.get(m, m):<{width}} {v[f'recall@{k}']:>10.4f} {v[f'ndcg@{k}']:>9.4f} {v['weighted'][f'ndcg@{k}']:>9.4f} "
+            f"{labels.get(m, m):<{width}} {v[f'recall@{k}']:>10.4f} {v[f'ndcg@{k}']:>9.4f} {v['weighted'][f'ndcg@{k}']:>9.4f} "
             f"{v['macro_excluding_largest'][f'ndcg@{k}']:>18.4f}"
         )
     evaluated = [s for s in doc["shops"] if s.get("evaluable_users", 1)]
@@ -229,10 +222,13 @@ def _plot(doc: dict[str, Any], path) -> None:
     k = doc["k"]
     metric = f"ndcg@{k}"
     methods = doc["methods"]
+    order = methods_in_order()
+    labels = {m: label for m, label, _ in order}
+    colours = {m: colour for m, _, colour in order}
     fig, axes = plt.subplots(1, 3, figsize=(18, 5.2), gridspec_kw={"width_ratios": [1, 1, 1.6]})
     ax = axes[0]
     rounds = [r["round"] for r in doc["rounds"]]
-    ax.plot(rounds, [r[metric] for r in doc["rounds"]], marker="o", color=COLOURS["federated"], label="global model")
+    ax.plot(rounds, [r[metric] for r in doc["rounds"]], marker="o", color=colours["federated"], label="global model")
     kept = (doc.get("selection") or {}).get("round")
     if kept is not None:
         ax.axvline(kept, color="black", linestyle=":", label=f"kept: round {kept}")
@@ -245,10 +241,10 @@ def _plot(doc: dict[str, Any], path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax = axes[1]
-    shown = [m for m in ORDER if m in methods]
-    ax.barh(range(len(shown)), [methods[m][metric] for m in shown], color=[COLOURS[m] for m in shown])
+    shown = [m for m, _, _ in order if m in methods]
+    ax.barh(range(len(shown)), [methods[m][metric] for m in shown], color=[colours[m] for m in shown])
     ax.set_yticks(range(len(shown)))
-    ax.set_yticklabels([LABELS[m] for m in shown], fontsize=8)
+    ax.set_yticklabels([labels[m] for m in shown], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel(f"test {metric.upper()} (macro over shops)")
     ax.set_title("test split, every method")
@@ -258,7 +254,7 @@ def _plot(doc: dict[str, Any], path) -> None:
     width = 0.8 / max(len(shown), 1)
     for j, m in enumerate(shown):
         vals = [methods[m]["per_shop"].get(s, {}).get(metric, float("nan")) for s in shops]
-        ax.bar([i + j * width for i in range(len(shops))], vals, width=width, color=COLOURS[m], label=LABELS[m])
+        ax.bar([i + j * width for i in range(len(shops))], vals, width=width, color=colours[m], label=labels[m])
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(shops))])
     ax.set_xticklabels(
         [f"{s}\n({next(x['users'] for x in doc['shops'] if x['shop'] == s)})" for s in shops], rotation=45, fontsize=7, ha="right"

@@ -192,172 +192,18 @@ def load_shops(run: RunDir, *, final: bool = False) -> list[ShopData]:
     return [ShopData.load(run.final_shop_file(s) if final else run.shop_file(s)) for s in run.shop_names]
 
 
-def _baseline_settings(run: RunDir):
-    from fedgraph.federation.shop_side import train_settings
-
-    cfg = run.config
-    return train_settings(run, epochs=cfg.train.rounds * cfg.train.local_epochs, seed=cfg.train.seed)
-
-
-def _train_alone(run_path: str, shop_name: str) -> tuple[str, dict]:
-    """One shop trained alone (runs in a worker process, one thread)."""
-    from fedgraph import baselines
-    from fedgraph.training import resolve_device
-
-    torch.set_num_threads(1)
-    run = RunDir.at(run_path)
-    shop, final = ShopData.load(run.shop_file(shop_name)), ShopData.load(run.final_shop_file(shop_name))
-    cfg = run.config
-    device = resolve_device(cfg.train.device)
-    dp = _alone_dp(run, shop)
-    per_shop = baselines.local_alone(
-        [shop],
-        [final],
-        run.new_model,
-        _baseline_settings(run),
-        k=cfg.evaluation.k,
-        history=cfg.evaluation.history,
-        device=device,
-        chunk_epochs=cfg.train.local_epochs,
-        max_chunks=cfg.train.rounds,
-        dp=dp,
-    )[shop_name]
-    if dp is not None:
-        per_shop = {**per_shop, "epsilon": _alone_epsilon(run, shop, dp), "delta": dp.delta}
-    return shop_name, per_shop
-
-
-def _alone_plan(run: RunDir, shop: ShopData) -> dict:
-    from fedgraph.privacy.budget import plan_for
-
-    cfg = run.config
-    return plan_for(
-        len(shop.trainable_users()),
-        cfg.privacy,
-        rounds=cfg.train.rounds,
-        local_epochs=cfg.train.local_epochs,
-        batch_size=cfg.train.batch_size,
-    )
-
-
-def _alone_dp(run: RunDir, shop: ShopData):
-    """Under ``privacy.enabled`` the each-shop-alone baseline trains with the same DP plan as its federated shop."""
-    from fedgraph.privacy import DPSettings
-
-    p = run.config.privacy
-    if not p.enabled:
-        return None
-    plan = _alone_plan(run, shop)
-    seed = run.config.train.seed if p.deterministic_noise else None
-    return DPSettings(
-        noise_multiplier=plan["noise_multiplier"],
-        max_grad_norm=plan["max_grad_norm"],
-        sample_rate=plan["sample_rate"],
-        delta=plan["delta"],
-        accountant=plan["accountant"],
-        grad_sample_mode=p.grad_sample_mode,
-        noise_seed=seed,
-    )
-
-
-def _alone_epsilon(run: RunDir, shop: ShopData, dp) -> float:
-    return float(_alone_plan(run, shop)["planned_epsilon"])
-
-
-def _local_in_parallel(run: RunDir, device: torch.device) -> dict[str, dict]:
-    """The each-shop-alone baseline, shops spread over CPU worker processes (one per core).
-
-    On a GPU the shops run one after the other in this process instead.
-    """
-    import multiprocessing
-    import os
-    from concurrent.futures import ProcessPoolExecutor
-
-    names = run.shop_names
-    workers = min(len(names), os.cpu_count() or 1)
-    if device.type != "cpu" or workers <= 1:
-        return dict(_train_alone(str(run.path), name) for name in names)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return dict(pool.map(_train_alone, [str(run.path)] * len(names), names))
-
-
-@dataclass
-class BaselineContext:
-    """What a baseline of :func:`_baseline_methods` gets: the run, every shop's training view
-    (held-out = validation) and test view, the device and the progress printer."""
-
-    run: RunDir
-    shops: list[ShopData]
-    finals: list[ShopData]
-    device: torch.device
-    say: Say
-
-
-def _shop_epsilon(run: RunDir) -> Callable[[ShopData], tuple[float, float]]:
-    """``shop -> (ε, δ)`` of the shop's DP plan (the target ε and the plan's δ rule)."""
-    from fedgraph.privacy import default_delta
-
-    p = run.config.privacy
-
-    def of(shop: ShopData) -> tuple[float, float]:
-        return float(p.target_epsilon), float(p.delta or default_delta(len(shop.trainable_users())))
-
-    return of
-
-
-def _baseline_methods() -> dict[str, Callable[[BaselineContext], dict[str, dict]]]:
-    from fedgraph import baselines as b
-
-    def ev(c: BaselineContext):
-        return c.run.config.evaluation
-
-    return {
-        "popularity": lambda c: b.popularity(c.finals, k=ev(c).k),
-        "content": lambda c: b.content(c.finals, k=ev(c).k, history=ev(c).history),
-        "ease": lambda c: b.ease_alone(c.shops, c.finals, k=ev(c).k),
-        "itemknn": lambda c: b.itemknn_alone(c.shops, c.finals, k=ev(c).k),
-        "ease_dp": lambda c: b.ease_dp_alone(c.shops, c.finals, k=ev(c).k, epsilon=_shop_epsilon(c.run), seed=c.run.config.train.seed),
-        "local": lambda c: _local_in_parallel(c.run, c.device),
-        "pooled": lambda c: b.pooled_central(
-            c.shops,
-            c.finals,
-            c.run.new_model,
-            _baseline_settings(c.run),
-            k=ev(c).k,
-            history=ev(c).history,
-            device=c.device,
-            max_epochs=c.run.config.train.rounds * c.run.config.train.local_epochs,
-            progress=c.say,
-        ),
-        "pooled_ease": lambda c: b.pooled_ease(c.shops, c.finals, k=ev(c).k),
-        "lightgcn_pooled": lambda c: b.lightgcn_pooled(
-            c.finals,
-            k=ev(c).k,
-            epochs=ev(c).lightgcn_epochs,
-            layers=ev(c).lightgcn_layers,
-            dim=ev(c).lightgcn_dim,
-            lr=ev(c).lightgcn_lr,
-            batch_size=ev(c).lightgcn_batch_size,
-            seed=c.run.config.train.seed,
-            device=c.device,
-            progress=c.say,
-        ),
-    }
-
-
 def run_baselines(run: RunDir, say: Say = print) -> dict[str, dict[str, dict]]:
-    """Compute (or reuse) every configured baseline; one JSON file per method.
-
-    ``ease_dp`` runs only under ``privacy.enabled`` (it is a DP reference).
-    """
+    """Compute (or reuse) every configured baseline (:mod:`fedgraph.baselines`); one JSON file
+    per method. A ``dp_only`` baseline (``ease_dp``) runs only under ``privacy.enabled``."""
+    from fedgraph.baselines import BASELINES, BaselineContext, check_names
     from fedgraph.training import resolve_device
 
     cfg = run.config
-    methods = _baseline_methods()
+    check_names(cfg.evaluation.baselines)
     context = BaselineContext(run, load_shops(run), load_shops(run, final=True), resolve_device(cfg.train.device), say)
     results = {}
     for method in cfg.evaluation.baselines:
-        if method == "ease_dp" and not cfg.privacy.enabled:
+        if BASELINES[method].dp_only and not cfg.privacy.enabled:
             continue
         path = run.baselines_dir / f"{method}.json"
         if path.exists():
@@ -365,7 +211,7 @@ def run_baselines(run: RunDir, say: Say = print) -> dict[str, dict[str, dict]]:
             say(f"baseline {method}: reused {path.name}")
             continue
         started = time.perf_counter()
-        per_shop = methods[method](context)
+        per_shop = BASELINES[method].run(context)
         seconds = time.perf_counter() - started
         atomic_write_json(path, {"method": method, "seconds": seconds, "per_shop": per_shop})
         results[method] = per_shop
@@ -497,6 +343,9 @@ def simulate(config: RunConfig | None, out_dir: str | Path, *, resume: bool = Fa
         if out_dir.exists() and any(out_dir.iterdir()):
             raise FileExistsError(f"{out_dir} already holds files; pick a new --out, or resume it with --resume {out_dir}")
         assert config is not None
+        from fedgraph.baselines import check_names
+
+        check_names(config.evaluation.baselines)
         # Everything that can be checked is checked before the run directory exists, so a bad
         # value or data file leaves nothing behind and the same command can simply be retried.
         dataset = load_dataset(config)

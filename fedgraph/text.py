@@ -27,6 +27,7 @@ a warning -- it never changes the returned vectors.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -136,6 +137,21 @@ def model_fingerprint(model_dir: Path) -> str:
         raise FileNotFoundError(f"No model.safetensors or pytorch_model.bin in {model_dir}")
     _weights_digest(model_dir / weights[0], h)
     return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=8)
+def encoder_identity(model_dir: str | None = None) -> dict[str, Any]:
+    """What identifies the text encoder in a federation: ``{"fingerprint", "dim"}`` of the model
+    in ``model_dir`` (default: the bundled MiniLM). Part of the model signature shops and server
+    compare (:func:`fedgraph.deploy.shop_state.model_signature`): item features from another
+    encoder, or another width, would not fit the averaged weights. No weights are loaded.
+
+    Raises:
+        FileNotFoundError: ``model_dir`` is not a model directory.
+    """
+    path = Path(model_dir) if model_dir is not None else _bundled_model_dir()
+    config = json.loads((path / "config.json").read_text())
+    return {"fingerprint": model_fingerprint(path), "dim": int(config["hidden_size"])}
 
 
 @contextlib.contextmanager

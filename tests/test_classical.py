@@ -147,7 +147,7 @@ def test_settings_are_chosen_on_validation_and_scored_on_test():
 
 
 def test_early_stopping_keeps_the_validation_best_chunk(monkeypatch):
-    import fedgraph.baselines as b
+    import fedgraph.baselines.methods as b
 
     model = torch.nn.Linear(1, 1, bias=False)
     torch.nn.init.zeros_(model.weight)

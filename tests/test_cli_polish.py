@@ -71,7 +71,7 @@ def test_a_closed_pipe_is_not_a_traceback(monkeypatch, tmp_path):
 
 
 def test_simulate_help_teaches_privacy_and_lists_every_baseline(capsys):
-    from fedgraph.config import BASELINES
+    from fedgraph.baselines import BASELINES
 
     with pytest.raises(SystemExit):
         main(["simulate", "--help"])
@@ -171,3 +171,34 @@ def test_the_generated_flower_app_is_a_valid_flower_app():
     for ref in app["components"].values():
         module, attr = ref.split(":")
         assert getattr(importlib.import_module(module), attr) is not None
+
+
+def test_the_audit_leakage_tables_are_readable():
+    """Issue 13.13: the leakage table had 11 dense columns with repeated names ("recall" and
+    "chance precision" twice). Now: one table about items and one about categories, each with
+    unique headers, at most six columns, and each figure beside its chance level."""
+    import re
+
+    from fedgraph.audit.render import leakage_section
+
+    view = {
+        "label": "the shop's update (no DP)",
+        "item_precision": 0.61,
+        "item_recall": 0.52,
+        "item_base_rate": 0.3,
+        "item_auc": 0.71,
+        "bestseller_precision": 0.4,
+        "bestseller_base_rate": 0.2,
+        "category_precision": 0.8,
+        "category_recall": 0.5,
+        "category_base_rate": 0.4,
+        "category_spearman": 0.33,
+    }
+    html = leakage_section({"method": "shadow shops", "shops": {"uk-1": {"plain": view, "dp": {**view, "label": "under DP"}}}})
+    tables = re.findall(r"<table>.*?</table>", html, flags=re.S)
+    assert len(tables) == 2
+    for table in tables:
+        headers = re.findall(r"<th>(.*?)</th>", table)
+        assert len(headers) == len(set(headers)) <= 6, headers
+        assert len(re.findall(r"<tr>", table)) == 3  # header + one row per view
+    assert "0.61 (chance 0.3)" in html and "0.8 (chance 0.4)" in html

@@ -48,3 +48,19 @@ def test_no_import_cycle_and_no_private_import_across_packages():
         pytest.skip("archcheck is steering-side context, not part of a clean clone")
     done = subprocess.run([sys.executable, str(tool)], cwd=LIBRARY.parent, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr  # 1 on a cycle, a private import, no linter or a fmt: skip marker
+
+
+def test_the_model_signature_names_the_text_encoder(monkeypatch):
+    """Issue 17.2: the text encoder's width and weights were not part of the model signature, so
+    shops embedding item text with different encoders would have federated silently."""
+    from fedgraph import text
+    from fedgraph.config import RunConfig
+    from fedgraph.deploy.shop_state import model_signature, model_signature_digest
+
+    config = RunConfig()
+    ours = model_signature_digest(config)
+    assert '"text_encoder"' in model_signature(config) and '"dim": 384' in model_signature(config)
+    text.encoder_identity.cache_clear()
+    monkeypatch.setattr(text, "model_fingerprint", lambda model_dir: "another-encoder")
+    assert model_signature_digest(config) != ours
+    text.encoder_identity.cache_clear()

@@ -88,14 +88,15 @@ def test_a_shop_with_no_validation_users_does_not_drag_the_pooled_validation_fig
     import torch
 
     from fedgraph.baselines import pooled_central
-    from fedgraph.simulation import _baseline_settings, load_shops
+    from fedgraph.baselines.methods import baseline_settings
+    from fedgraph.simulation import load_shops
 
     config = RunConfig.load(None, [f"features.cache_dir='{text_cache}'", "federation.min_train_shops=1"])
     config.save(tmp_path / "config.toml")
     run = RunDir.at(tmp_path)
     prepare(config, run, lambda line: None, dataset=_dataset())
     said: list[str] = []
-    settings = _baseline_settings(run)
+    settings = baseline_settings(run)
     pooled_central(
         load_shops(run),
         load_shops(run, final=True),

@@ -383,47 +383,66 @@ def _attack_section(doc: dict[str, Any]) -> str:
     parts.append(_canary_plot(attacks, doc["promise"]))
     leak = doc["attacks"]["leakage"]
     if leak:
-        parts.append("<h3>4.3 Update leakage</h3><p>" + escape(leak["method"]) + "</p>")
-        rows = []
-        for shop, views in leak["shops"].items():
-            for v in views.values():
-                rows.append(
-                    [
-                        shop,
-                        v["label"],
-                        v["item_precision"],
-                        v["item_recall"],
-                        v["item_base_rate"],
-                        v["item_auc"],
-                        v["bestseller_precision"],
-                        v["bestseller_base_rate"],
-                        v["category_precision"],
-                        v["category_recall"],
-                        v["category_base_rate"],
-                        v["category_spearman"],
-                    ]
-                )
-        parts.append(
-            _table(
-                [
-                    "shop",
-                    "what the server sees",
-                    "popular-item precision",
-                    "recall",
-                    "chance precision",
-                    "item AUC",
-                    "best-seller precision",
-                    "chance",
-                    "category precision",
-                    "recall",
-                    "chance precision",
-                    "category rank corr.",
-                ],
-                rows,
-            )
-        )
-        parts.append(_leakage_plot(leak))
+        parts.append(leakage_section(leak))
     return "".join(parts)
+
+
+def _against_chance(value: Any, chance: Any) -> str:
+    return f"{_fmt(value)} (chance {_fmt(chance)})" if value is not None else "—"
+
+
+def leakage_section(leak: dict[str, Any]) -> str:
+    """Section 4.3: what the server could infer from each shop's update, one table about items
+    and one about categories, each figure beside what guessing at random would score."""
+    views = [(shop, v) for shop, per in leak["shops"].items() for v in per.values()]
+    items = _table(
+        [
+            "shop",
+            "what the server sees",
+            "popular items guessed: precision",
+            "popular items found: recall",
+            "ranking AUC (0.5 = chance)",
+            "top-20 % best-sellers guessed",
+        ],
+        [
+            [
+                shop,
+                v["label"],
+                _against_chance(v["item_precision"], v["item_base_rate"]),
+                _fmt(v["item_recall"]),
+                v["item_auc"],
+                _against_chance(v["bestseller_precision"], v["bestseller_base_rate"]),
+            ]
+            for shop, v in views
+        ],
+    )
+    categories = _table(
+        [
+            "shop",
+            "what the server sees",
+            "favourite categories guessed: precision",
+            "favourite categories found: recall",
+            "category rank correlation (0 = chance)",
+        ],
+        [
+            [
+                shop,
+                v["label"],
+                _against_chance(v["category_precision"], v["category_base_rate"]),
+                _fmt(v["category_recall"]),
+                v["category_spearman"],
+            ]
+            for shop, v in views
+        ],
+    )
+    return (
+        "<h3>4.3 Update leakage</h3><p>" + escape(leak["method"]) + "</p>"
+        "<h4>Which items the shop's customers buy most</h4>"
+        + items
+        + "<h4>Which categories they favour</h4>"
+        + categories
+        + _leakage_plot(leak)
+    )
 
 
 def _verdict_section(doc: dict[str, Any]) -> str:

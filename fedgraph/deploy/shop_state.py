@@ -52,8 +52,16 @@ _DATA_LOCK = threading.Lock()
 
 
 def model_signature(config: RunConfig) -> str:
-    """What shops and server must agree on for weights to fit: the model and feature settings."""
-    sig = {"model": config.to_dict()["model"], "hops": config.features.hops, "feature_size": feature_size(hops=config.features.hops)}
+    """What shops and server must agree on for weights to fit: the model and feature settings and
+    the text encoder (its weights' fingerprint and width, :func:`fedgraph.text.encoder_identity`)."""
+    from fedgraph.text import encoder_identity
+
+    sig = {
+        "model": config.to_dict()["model"],
+        "hops": config.features.hops,
+        "feature_size": feature_size(hops=config.features.hops),
+        "text_encoder": encoder_identity(),
+    }
     return json.dumps(sig, sort_keys=True)
 
 

@@ -1,34 +1,8 @@
-"""The methods federated training is measured against, and how each is tuned.
-
-Every tunable method makes its choices on the **validation** split (each user's latest items of
-the training period, ``run.shop_file``) and is then scored once on the **test** split
-(``run.final_shop_file``: the whole training period as history, the test items held out):
-
-* ``popularity`` – each shop recommends its most popular unseen items.
-* ``content`` – no training: each user gets the unseen items whose text embedding is closest
-  to the mean of those of the user's recent items. Uses nobody else's data.
-* ``ease`` – EASE (Steck, 2019) fitted on each shop's own log alone; λ chosen per shop on
-  validation from :data:`EASE_L2`, then refitted on the whole training period.
-* ``itemknn`` – item-based cosine kNN on each shop's own log alone; neighbours chosen per shop
-  on validation from :data:`KNN_NEIGHBOURS`.
-* ``ease_dp`` (only under ``privacy.enabled``) – EASE from a user-level DP release of each
-  shop's Gram matrix at the shop's own (ε, δ): one Gaussian release, rows clipped to the
-  user's latest m items (m and λ chosen on validation).
-* ``local`` – each shop trains the same model alone, in chunks of ``train.local_epochs`` epochs
-  (one chunk = one round), at most ``train.rounds`` chunks, keeping the chunk best on
-  validation (early stopping).
-* ``pooled`` – the same model trained centrally on all shops' data (non-private upper
-  bound: the data flow federation exists to avoid), early-stopped per epoch on validation.
-* ``pooled_ease`` – one EASE on all shops' users over the union of their items (two shops'
-  items share a column when both id and title agree: Online Retail's countries sell the same
-  stock codes; the synthetic shops' local ids do not collide), λ chosen on validation.
-* ``lightgcn_pooled`` – PyTorch Geometric's :class:`~torch_geometric.nn.models.LightGCN`
-  (He et al., 2020) trained centrally on the pooled interaction graph with BPR, a well-known
-  reference with fixed settings (``evaluation.lightgcn_*``). Items are shop-local nodes.
-
-:func:`fedgraph.simulation._baseline_methods` maps each method name to its function; a new
-baseline is one function here and one entry there.
-"""
+"""The shared implementations of the baselines registered in :mod:`fedgraph.baselines` (one
+file per baseline there says what each is and calls one of these), and the helpers they share:
+validation-tuned fitting (:func:`tuned_shop_model`), early stopping (:func:`early_stopped`),
+pooling shops (:func:`pool_shops`) and the settings every trained baseline uses
+(:func:`baseline_settings`)."""
 
 from __future__ import annotations
 
@@ -50,6 +24,7 @@ from fedgraph.shop import ShopData
 from fedgraph.training import TrainSettings, train_local
 
 if TYPE_CHECKING:
+    from fedgraph.federation.run_dir import RunDir
     from fedgraph.privacy import DPSettings
 
 ModelFactory = Callable[[int], InterestModel]  # number of shop-local items -> fresh model
@@ -62,6 +37,15 @@ KNN_NEIGHBOURS: tuple[int, ...] = (10, 25, 50, 100, 200, 400)
 DP_ROW_ITEMS: tuple[int, ...] = (8, 16, 32)
 #: ``ease_dp``: ridge weights tried on validation (the noise calls for larger ones).
 DP_EASE_L2: tuple[float, ...] = (1000.0, 3000.0, 10000.0)
+
+
+def baseline_settings(run: RunDir) -> TrainSettings:
+    """The trained baselines' settings: the run's ``[train]`` settings, with as many epochs as
+    the whole federated run trains (``train.rounds * train.local_epochs``)."""
+    from fedgraph.federation.shop_side import train_settings
+
+    cfg = run.config
+    return train_settings(run, epochs=cfg.train.rounds * cfg.train.local_epochs, seed=cfg.train.seed)
 
 
 def shop_matrix(data: ShopData, *, latest: int = 0) -> sp.csr_matrix:

@@ -1,0 +1,112 @@
+"""The methods federated training is measured against: a registry, one file per baseline.
+
+Every tunable method makes its choices on the **validation** split (each user's latest items of
+the training period, ``run.shop_file``) and is then scored once on the **test** split
+(``run.final_shop_file``: the whole training period as history, the test items held out).
+
+Each baseline is a file in this package that calls :func:`register` with a :class:`Baseline`
+(its name in ``evaluation.baselines``, its report label and colour, a line for ``--help``, and a
+``run(context) -> {shop: figures}`` function). The package imports every such file, so adding a
+baseline is adding a file, plus, if it should run by default, its name in the config default
+(:data:`fedgraph.config.DEFAULT_BASELINES`, ``configs/default.toml``). The report, the plot, the
+``--help`` text and the name check all read this registry.
+
+The package itself is light (no torch): a baseline file imports what it computes with inside
+its ``run`` function; the shared implementations live in :mod:`fedgraph.baselines.methods`, and
+their names are also reachable here (``fedgraph.baselines.EASE_L2``, ...).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from fedgraph.federation.run_dir import RunDir
+    from fedgraph.shop import ShopData
+
+
+@dataclass
+class BaselineContext:
+    """What a baseline's ``run`` gets: the run, every shop's training view (held-out =
+    validation) and test view, in the run's shop order, the device and the progress printer."""
+
+    run: RunDir
+    shops: list[ShopData]
+    finals: list[ShopData]
+    device: torch.device
+    say: Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """One baseline.
+
+    Attributes:
+        name: its ``evaluation.baselines`` word and ``metrics.json`` key.
+        label: its row in the report table and plot.
+        colour: its colour in ``metrics.png``.
+        order: its place in the report (the federated rows sit at 70 and 75).
+        explain: one line for ``fedgraph simulate --help``: what it is and what data it uses.
+        run: ``run(context) -> {shop: {"recall@K", "ndcg@K", "users", chosen settings...}}``.
+        dp_only: run only under ``privacy.enabled`` (a DP reference).
+    """
+
+    name: str
+    label: str
+    colour: str
+    order: int
+    explain: str
+    run: Callable[[BaselineContext], dict[str, dict[str, Any]]]
+    dp_only: bool = False
+
+
+BASELINES: dict[str, Baseline] = {}
+
+
+def register(baseline: Baseline) -> Baseline:
+    """Add ``baseline`` to :data:`BASELINES` (a second one of the same name is an error)."""
+    if baseline.name in BASELINES and BASELINES[baseline.name] != baseline:
+        raise ValueError(f"baseline {baseline.name!r} is registered twice")
+    BASELINES[baseline.name] = baseline
+    return baseline
+
+
+def in_report_order() -> list[Baseline]:
+    return sorted(BASELINES.values(), key=lambda b: (b.order, b.name))
+
+
+def check_names(names: Iterable[str]) -> None:
+    """Raise :class:`~fedgraph.config.ConfigError` for a name in ``evaluation.baselines`` that no
+    file registers."""
+    unknown = [n for n in names if n not in BASELINES]
+    if unknown:
+        from fedgraph.config import ConfigError
+
+        raise ConfigError(
+            f"evaluation.baselines: unknown {', '.join(map(repr, unknown))}; the registered baselines are "
+            f"{', '.join(b.name for b in in_report_order())} (fedgraph simulate --help explains each)"
+        )
+
+
+_IMPLEMENTATION = "methods"  # shared implementations, imported on first use (they need torch)
+
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name != _IMPLEMENTATION:
+        importlib.import_module(f"{__name__}.{_module.name}")
+
+
+def __getattr__(name: str) -> Any:
+    """``fedgraph.baselines.X`` for the implementations in :mod:`fedgraph.baselines.methods`."""
+    if name.startswith("__"):
+        raise AttributeError(name)
+    methods = importlib.import_module(f"{__name__}.{_IMPLEMENTATION}")
+    try:
+        return getattr(methods, name)
+    except AttributeError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
