@@ -7,7 +7,7 @@ a CUDA device. Skipped where there is none.
 import numpy as np
 import pytest
 import torch
-from test_shop_training import _planted_shop
+from factories import planted_shop as _planted_shop
 
 from fedgraph.evaluation import evaluate_model, evaluate_popularity
 from fedgraph.models import InterestModel

@@ -6,9 +6,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from factories import catalog as _catalog
+from factories import events as _events
+from factories import planted_shop as _planted_shop
 from opacus.accountants import PRVAccountant, RDPAccountant
 from opacus.grad_sample import GradSampleModule
-from test_shop_training import _catalog, _events, _planted_shop
 
 from fedgraph.config import PrivacyConfig
 from fedgraph.models import InterestModel

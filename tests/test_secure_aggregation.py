@@ -1,7 +1,7 @@
 """Secure aggregation with Flower's SecAgg+: equals FedAvg, survives a drop-out, refuses bad settings."""
 
 import pytest
-from test_simulation_e2e import _fedgraph
+from factories import run_fedgraph as _fedgraph
 
 from fedgraph.config import ConfigError, RunConfig
 from fedgraph.federation.run_dir import RunDir

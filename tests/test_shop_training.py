@@ -1,34 +1,15 @@
 import numpy as np
-import pandas as pd
 import pytest
 import torch
+from factories import catalog as _catalog
+from factories import events as _events
+from factories import planted_shop as _planted_shop
 
 from fedgraph.evaluation import evaluate_model, evaluate_popularity
 from fedgraph.features import feature_size, item_features, propagate, text_knn_edges
 from fedgraph.models import InterestModel
 from fedgraph.shop import ShopData, ShopDataError, build_shop_data
 from fedgraph.training import RowSampler, TrainSettings, train_local
-
-T0 = pd.Timestamp("2011-01-01")
-
-
-def _events(rows):
-    df = pd.DataFrame(rows, columns=["user", "item", "day", "kind", "weight"])
-    return pd.DataFrame(
-        {
-            "event_id": [f"e{i}" for i in range(len(df))],
-            "shop": "s",
-            "user": df["user"],
-            "item": df["item"],
-            "timestamp": T0 + pd.to_timedelta(df["day"], unit="D"),
-            "kind": df["kind"],
-            "weight": df["weight"].astype(float),
-        }
-    )
-
-
-def _catalog(items):
-    return pd.DataFrame({"shop": "s", "item": items, "title": items, "description": "", "category": "c", "price": 1.0})
 
 
 def test_shop_data_orders_histories_by_time_and_merges_repeats(tmp_path):
@@ -75,20 +56,6 @@ def test_item_features_layout_and_smoothing():
     d = adj.sum(1).rsqrt()
     assert torch.allclose(smoothed, (d[:, None] * adj * d[None, :]) @ torch.from_numpy(text), atol=1e-6)
     assert item_features(text, np.ones(4), hops=0).shape == (4, 5)
-
-
-def _planted_shop(n_users=120, n_items=60, seed=0):
-    """Users like one of 3 groups of items; item features reveal the group."""
-    rng = np.random.default_rng(seed)
-    group = np.arange(n_items) % 3
-    rows, test_rows = [], []
-    for u in range(n_users):
-        liked = np.flatnonzero(group == u % 3)
-        picks = rng.choice(liked, size=8, replace=False)
-        for day, i in enumerate(picks):
-            (test_rows if day >= 6 else rows).append((f"u{u}", f"i{i}", day, "purchase", 1))
-    feats = np.eye(3, dtype=np.float32)[group] + 0.05 * rng.standard_normal((n_items, 3)).astype(np.float32)
-    return build_shop_data("s", _events(rows), _events(test_rows), _catalog([f"i{i}" for i in range(n_items)]), feats)
 
 
 def test_training_learns_planted_interests_and_is_deterministic():

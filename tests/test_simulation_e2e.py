@@ -1,24 +1,14 @@
 """End to end: `fedgraph simulate` runs a real Flower simulation (SuperLink + `flwr run`)."""
 
 import json
-import os
 import subprocess
-import sys
 
 import pytest
+from factories import run_fedgraph as _fedgraph
 
 from fedgraph.graph import GraphStore
 
 pytestmark = pytest.mark.timeout(600)
-
-
-def _fedgraph(*args, timeout=420):
-    # As in CI: the virtual environment is not activated, so its bin/ is not on PATH and
-    # fedgraph must find Flower's helper commands itself.
-    venv_bin = os.path.dirname(sys.executable)
-    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p != venv_bin)
-    env = {**os.environ, "PATH": path}
-    return subprocess.run([sys.executable, "-m", "fedgraph.cli", *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def _no_process_mentions(text):
