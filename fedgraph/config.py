@@ -288,6 +288,7 @@ class RunConfig:
         the first invalid value: every number against :data:`RANGES` (and finite), every choice
         against its allowed words, and the combinations that cannot run together."""
         from fedgraph.federation.strategies import STRATEGIES
+        from fedgraph.privacy.accountants import ACCOUNTANTS
 
         for section in fields(self):
             values = getattr(self, section.name)
@@ -339,7 +340,7 @@ class RunConfig:
             (0.0 <= self.privacy.delta < 1.0, "privacy.delta must be in [0, 1); 0 picks min(1e-5, 0.1/users) per shop"),
             (self.privacy.max_grad_norm > 0, "privacy.max_grad_norm must be > 0"),
             (self.privacy.noise_multiplier >= 0, "privacy.noise_multiplier must be >= 0 (0 = derive from target_epsilon)"),
-            (self.privacy.accountant in ("rdp", "prv"), "privacy.accountant must be rdp or prv"),
+            (self.privacy.accountant in ACCOUNTANTS, f"privacy.accountant must be one of {', '.join(sorted(ACCOUNTANTS))}"),
             (self.privacy.grad_sample_mode in ("ghost", "hooks"), "privacy.grad_sample_mode must be ghost or hooks"),
             (self.privacy.client_dp in ("off", "fixed", "adaptive"), "privacy.client_dp must be off, fixed or adaptive"),
             (
