@@ -380,7 +380,7 @@ def simulate(config: RunConfig | None, out_dir: str | Path, *, resume: bool = Fa
             gpus_per_shop=fed.gpus_per_shop,
             total_cpus=fed.total_cpus,
             on_line=lambda line: _forward_flower_line(line, say),
-            clientapp="clients.client_app:secagg_app" if config.privacy.secure_aggregation else "clients.client_app:app",
+            secure_aggregation=config.privacy.secure_aggregation,
         )
     federated_results(run)  # raises unless training finished
     timings["federated_s"] = time.perf_counter() - t

@@ -64,3 +64,22 @@ def test_the_model_signature_names_the_text_encoder(monkeypatch):
     monkeypatch.setattr(text, "model_fingerprint", lambda model_dir: "another-encoder")
     assert model_signature_digest(config) != ours
     text.encoder_identity.cache_clear()
+
+
+def test_simulation_and_deployment_write_the_same_flower_app(tmp_path):
+    """Issue 17.1: two app pyproject templates; now one writer for both engines."""
+    import tomllib
+
+    from fedgraph import flower_app
+
+    for secure in (False, True):
+        path = flower_app.write_app(tmp_path / str(secure), secure_aggregation=secure)
+        app = tomllib.loads(path.read_text())["tool"]["flwr"]["app"]
+        assert app["components"] == {
+            "serverapp": "server.server_app:app",
+            "clientapp": "clients.client_app:secagg_app" if secure else "clients.client_app:app",
+        }
+        assert set(app["config"]) == {"run-dir", "shops", "fedgraph-model", "secagg-masks"}
+    for module in ("fedgraph/flower_runtime.py", "fedgraph/deploy/server.py"):
+        source = (LIBRARY.parent / module).read_text()
+        assert "[tool.flwr.app" not in source and "flower_app.write_app" in source, module
