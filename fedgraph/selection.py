@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from fedgraph.atomic import atomic_write_json
-from fedgraph.baselines import EASE_L2, shop_matrix
+from fedgraph.baselines.methods import EASE_L2, shop_matrix
 from fedgraph.evaluation import evaluate_scores, model_scores
 from fedgraph.federation.run_dir import RunDir
 from fedgraph.metrics import figure

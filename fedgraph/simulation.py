@@ -157,8 +157,15 @@ def prepare(config: RunConfig, run: RunDir, say: Say = print, *, dataset: Datase
     if len(round_shops) < min(config.federation.min_train_shops, len(shops)) or not round_shops:
         raise ConfigError(
             f"only {plural(len(round_shops), 'shop')} of {len(shops)} can train (a shop trains when a customer has two or "
-            f"more training events), fewer than federation.min_train_shops={config.federation.min_train_shops}; lower it or add data"
+            f"more distinct training items), fewer than federation.min_train_shops={config.federation.min_train_shops}; lower it or add data"
         )
+    if config.privacy.secure_aggregation:  # SecAgg+ runs over the shops in the rounds
+        from fedgraph.federation.secure_aggregation import check_settings
+
+        try:
+            check_settings(config, len(round_shops))
+        except ConfigError as exc:
+            raise ConfigError(f"{plural(len(round_shops), 'shop')} of {len(shops)} can train and would be in the rounds: {exc}") from exc
     index = {"shops": list(shops), "round_shops": round_shops, "feature_size": feature_size(hops=config.features.hops)}
     atomic_write_json(run.shops_dir / "index.json", {**index, "dataset": dataset.description, "summary": summary})
     say(f"prepared {plural(len(shops), 'shop')} in {time.perf_counter() - started:.1f} s")
@@ -170,20 +177,25 @@ def _names(shops: list[str], most: int = 8) -> str:
 
 
 def _warn_about_small_shops(summary: list[dict[str, Any]], say: Say) -> None:
-    """Say which shops cannot train (no customer with two training events: they are left out of
-    the rounds) and which cannot be evaluated (no customer with a training and a held-out event:
-    no figure covers them)."""
+    """Say which shops cannot train (no customer with two distinct training items: they are left
+    out of the rounds), which have no test figure, and which have no validation figure (the
+    rounds and the choices made on validation are not scored on their data)."""
     idle = [s["shop"] for s in summary if s["trainable_users"] == 0]
     if idle:
         say(
-            f"warning: {plural(len(idle), 'shop')} cannot train (no customer with two or more training events) and "
+            f"warning: {plural(len(idle), 'shop')} cannot train (no customer with two or more distinct training items) and "
             f"{'is' if len(idle) == 1 else 'are'} left out of the federated rounds; still evaluated with the global model: {_names(idle)}"
         )
-    blind = [s["shop"] for s in summary if s["evaluable_users"] == 0 or s["validation_users"] == 0]
-    if blind:
+    no_test = [s["shop"] for s in summary if s["evaluable_users"] == 0]
+    if no_test:
         say(
-            f"warning: {plural(len(blind), 'shop')} cannot be evaluated (no customer with both a training and a held-out event "
-            f"in the validation or the test split), so no figure or choice covers {'it' if len(blind) == 1 else 'them'}: {_names(blind)}"
+            f"warning: {plural(len(no_test), 'shop')} with no test figure (no customer with both training and test items): {_names(no_test)}"
+        )
+    no_validation = [s["shop"] for s in summary if s["validation_users"] == 0 and s["shop"] not in no_test]
+    if no_validation:
+        say(
+            f"warning: {plural(len(no_validation), 'shop')} with no validation figure (no customer with both training and validation "
+            f"items): the kept round and the blend are chosen without their data: {_names(no_validation)}"
         )
 
 

@@ -1,7 +1,7 @@
 """Benchmark: recommendation quality of fedgraph against a well-known peer on the same split.
 
 The peer is PyTorch Geometric's ``LightGCN`` trained centrally on all shops' data pooled
-(``evaluation.baselines=["lightgcn_pooled"]``, :func:`fedgraph.baselines.lightgcn_pooled`),
+(``evaluation.baselines=["lightgcn_pooled"]``, :func:`fedgraph.baselines.methods.lightgcn_pooled`),
 non-private. fedgraph is the federated model (Flower simulation), non-private and, when the
 run configuration has a ``[privacy]`` section, with user-level DP-SGD at
 ``privacy.target_epsilon`` (default 8). Every method is scored by the same evaluation

@@ -16,7 +16,7 @@ import json
 import numpy as np
 import torch
 
-from fedgraph.baselines import EASE_L2, shop_matrix
+from fedgraph.baselines.methods import EASE_L2, shop_matrix
 from fedgraph.evaluation import model_scores, popularity_scores
 from fedgraph.federation.run_dir import RunDir
 from fedgraph.federation.shop_side import model_for_shop

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedgraph.baselines import early_stopped, tuned_shop_model
+from fedgraph.baselines.methods import early_stopped, tuned_shop_model
 from fedgraph.models.ease import EASE, dp_ease_noise, dp_gram, interaction_matrix
 from fedgraph.models.hybrid import blend, choose_alpha, standardise
 from fedgraph.models.itemknn import ItemKNN

@@ -48,3 +48,23 @@ def test_a_new_strategy_is_one_registry_entry(monkeypatch):
         RunConfig.load(overrides=["privacy.secure_aggregation=true", "federation.strategy=fedavgm"])
     with pytest.raises(ConfigError, match="federation.strategy must be one of fedadam, fedavg, fedavgm, fedprox"):
         RunConfig.load(overrides=["federation.strategy=krum"])
+
+
+def test_what_a_strategy_sends_the_shops_each_round_comes_from_its_registry_entry(monkeypatch):
+    """Review of 7dd27c0: the round loop spelled strategy == "fedprox" to send proximal-mu, so a
+    new shop-side strategy registered as a file would have trained without its term."""
+    from fedgraph.federation.rounds import round_train_config
+
+    assert dict(round_train_config(RunConfig.load(overrides=["federation.strategy=fedprox", "federation.proximal_mu=0.3"]))) == {
+        "proximal-mu": 0.3
+    }
+    assert dict(round_train_config(RunConfig())) == {}
+    spec = StrategySpec(
+        "fedprox2",
+        build=STRATEGIES["fedprox"].build,
+        secure_aggregation=True,
+        train_config=lambda fed: {"proximal-mu": 2 * fed.proximal_mu},
+    )
+    monkeypatch.setitem(STRATEGIES, spec.name, spec)
+    config = RunConfig.load(overrides=["federation.strategy=fedprox2", "federation.proximal_mu=0.25"])
+    assert dict(round_train_config(config)) == {"proximal-mu": 0.5}

@@ -42,8 +42,9 @@ def test_a_shop_that_cannot_train_is_named_and_left_out_of_the_rounds(tmp_path, 
     assert shops == ["big", "tiny"] and run.shop_names == ["big", "tiny"]  # still evaluated and given a graph
     assert run.round_shops == ["big"]
     said = "\n".join(lines)
-    assert "tiny" in said and "cannot train" in said and "left out of the federated rounds" in said
-    assert "cannot be evaluated" in said  # none of its customers has a training and a held-out item
+    assert "tiny" in said and "cannot train (no customer with two or more distinct training items)" in said
+    assert "left out of the federated rounds" in said
+    assert "no test figure (no customer with both training and test items): tiny" in said
     # The shop side and the server count partitions over the shops in the rounds.
     from fedgraph.federation.shop_side import shop_data
 
@@ -87,8 +88,7 @@ def test_data_where_no_customer_has_a_validation_item_is_refused_before_training
 def test_a_shop_with_no_validation_users_does_not_drag_the_pooled_validation_figure(tmp_path, text_cache):
     import torch
 
-    from fedgraph.baselines import pooled_central
-    from fedgraph.baselines.methods import baseline_settings
+    from fedgraph.baselines.methods import baseline_settings, pooled_central
     from fedgraph.simulation import load_shops
 
     config = RunConfig.load(None, [f"features.cache_dir='{text_cache}'", "federation.min_train_shops=1"])
@@ -110,3 +110,37 @@ def test_a_shop_with_no_validation_users_does_not_drag_the_pooled_validation_fig
     )
     figure = float(said[-1].rsplit(" ", 1)[-1].rstrip(")"))
     assert 0.0 <= figure <= 1.0, said[-1]
+
+
+def test_the_audit_does_not_call_a_shop_left_out_of_the_rounds_tampered(tmp_path, text_cache):
+    """Review of 050a168: a DP shop out of the rounds never opens a ledger; the audit must say it
+    was not in the rounds, not that its ledger was removed."""
+    from fedgraph.audit.integrity import check_run
+    from fedgraph.federation.shop_side import shop_budget, shop_data
+
+    config = RunConfig.load(None, [f"features.cache_dir='{text_cache}'", "federation.min_train_shops=1", "privacy.enabled=true"])
+    config.save(tmp_path / "config.toml")
+    run = RunDir.at(tmp_path)
+    prepare(config, run, lambda line: None, dataset=_dataset())
+    shop_budget(run, shop_data(run, 0))  # the shop in the rounds opens its ledger
+    report = check_run(run)
+    ledger_findings = [x["detail"] for x in report["findings"] if x["check"] == "ledger"]
+    assert not [d for d in ledger_findings if d.startswith("tiny")], ledger_findings
+    from fedgraph.audit.core import _ledger_state
+
+    assert _ledger_state(report["ledgers"]["tiny"]) == "no ledger (not in the federated rounds: no customer to train on)"
+
+
+def test_secure_aggregation_over_too_few_shops_that_can_train_is_refused_before_training(tmp_path, text_cache):
+    """Review of 050a168: SecAgg+ was checked against the shops in the rounds only when the
+    ServerApp started, inside Flower; now prepare refuses it like any other config error."""
+    import pytest
+
+    from fedgraph.config import ConfigError
+
+    overrides = [f"features.cache_dir='{text_cache}'", "federation.min_train_shops=1", "privacy.secure_aggregation=true"]
+    config = RunConfig.load(None, overrides)
+    config.save(tmp_path / "config.toml")
+    with pytest.raises(ConfigError, match=r"1 shop of 2 can train .*privacy.secure_aggregation needs at least 2 shops"):
+        prepare(config, RunDir.at(tmp_path), lambda line: None, dataset=_dataset())
+    assert not (tmp_path / "shops" / "index.json").exists()

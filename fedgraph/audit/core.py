@@ -332,6 +332,8 @@ def _ledger_state(info: dict[str, Any]) -> str:
     """How the report names a shop's ledger that holds no plan."""
     if info.get("verified"):
         return "verified, empty"
+    if info.get("not_in_rounds"):
+        return "no ledger (not in the federated rounds: no customer to train on)"
     if info.get("error") is None:
         return "no ledger (this shop did not train with DP)"
     return f"NOT VERIFIED: {info['error']}"
@@ -370,7 +372,8 @@ def run_audit(
     history = run.read_history()
     index = run.index
     sizes = {row["shop"]: row["users"] for row in index.get("summary", [])}
-    audited = sorted(run.shop_names, key=lambda s: (-sizes.get(s, 0), s))[: max(1, options.max_shops)]
+    # the attacks need an update: only shops in the federated rounds sent one
+    audited = sorted(run.round_shops, key=lambda s: (-sizes.get(s, 0), s))[: max(1, options.max_shops)]
     attacks: dict[str, dict[str, Any]] = {}
     verdicts: dict[str, dict[str, Any]] = {}
     leakage: dict[str, Any] = {}

@@ -176,6 +176,7 @@ def check_run(run: RunDir) -> dict[str, Any]:
     metrics = _load_json(run.metrics_file)
     index = _load_json(run.shops_dir / "index.json") or {}
     shops = list(index.get("shops", []))
+    in_rounds = set(index.get("round_shops", shops))  # a shop with no customer to train on is not called
 
     # -- config.toml against the digest the run recorded when it started
     recorded = _load_json(run.path / "run.json")
@@ -265,6 +266,9 @@ def check_run(run: RunDir) -> dict[str, Any]:
         skipped = {r["round"]: r["budget_exhausted"][shop] for r in rounds if shop in (r.get("budget_exhausted") or {})}
         info: dict[str, Any] = {"verified": False, "entries": [], "error": None}
         ledgers[shop] = info
+        if shop not in in_rounds and not ledger.exists() and not reported:
+            info["not_in_rounds"] = True
+            continue
         if not ledger.exists():
             if private or reported:
                 f.add(

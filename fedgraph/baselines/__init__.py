@@ -12,8 +12,9 @@ baseline is adding a file, plus, if it should run by default, its name in the co
 ``--help`` text and the name check all read this registry.
 
 The package itself is light (no torch): a baseline file imports what it computes with inside
-its ``run`` function; the shared implementations live in :mod:`fedgraph.baselines.methods`, and
-their names are also reachable here (``fedgraph.baselines.EASE_L2``, ...).
+its ``run`` function; the shared implementations live in :mod:`fedgraph.baselines.methods`
+(import them from there: ``fedgraph.baselines.popularity`` is the baseline's file, not the
+function).
 """
 
 from __future__ import annotations
@@ -99,14 +100,3 @@ _IMPLEMENTATION = "methods"  # shared implementations, imported on first use (th
 for _module in pkgutil.iter_modules(__path__):
     if _module.name != _IMPLEMENTATION:
         importlib.import_module(f"{__name__}.{_module.name}")
-
-
-def __getattr__(name: str) -> Any:
-    """``fedgraph.baselines.X`` for the implementations in :mod:`fedgraph.baselines.methods`."""
-    if name.startswith("__"):
-        raise AttributeError(name)
-    methods = importlib.import_module(f"{__name__}.{_IMPLEMENTATION}")
-    try:
-        return getattr(methods, name)
-    except AttributeError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None

@@ -117,7 +117,9 @@ def shop_columns(vocab: np.ndarray, data: ShopData) -> tuple[np.ndarray, np.ndar
 
 class FederatedEASE:
     """EASE fitted once on the federation's summed counts over the whole shared item space,
-    scored for one shop's customers and items: exactly EASE on all shops' data pooled, with no
+    scored for one shop's customers and items: exactly EASE on the pooled data of the shops that
+    sent counts (in a simulation, the shops in the federated rounds: a shop with no customer to
+    train on sends none, and its one-item customers would only add to the diagonal), with no
     customer's row leaving a shop.
 
     Args:

@@ -82,11 +82,23 @@ def _per_shop(run: RunDir, replies: list[Message]) -> dict[str, dict[str, float]
     return out
 
 
+def round_train_config(cfg: Any) -> ConfigRecord:
+    """What every shop is sent with each round's training message, besides the weights: the
+    configured strategy's shop-side settings (:attr:`StrategySpec.train_config`, e.g. FedProx's
+    ``proximal-mu``)."""
+    from fedgraph.federation.strategies import STRATEGIES
+
+    spec = STRATEGIES[cfg.federation.strategy]
+    return ConfigRecord(dict(spec.train_config(cfg.federation)) if spec.train_config else {})
+
+
 def aggregate_in_shop_order(strategy: Strategy, server_round: int, replies: list[Message]) -> tuple[ArrayRecord | None, Any]:
     """``strategy.aggregate_train`` over the replies sorted by shop (partition id), not by arrival:
     Flower adds the updates in the order it is given and float addition is not associative, so the
     arrival order (which thread finished first) changed the global weights in the last bits
-    (about 6e-8) from run to run. Sorted, two runs with the same seed give the same model."""
+    (about 6e-8) from run to run. Sorted, two runs with the same seed give the same model, unless
+    noise comes from the CSPRNG (DP-SGD without ``privacy.deterministic_noise``, or
+    ``privacy.client_dp``), which is not seeded by design."""
 
     def shop_index(msg: Message) -> tuple[int, int]:
         metrics = msg.content["metrics"] if "metrics" in msg.content else {}
@@ -334,9 +346,7 @@ def run_rounds(grid: Grid, strategy: Strategy, run: RunDir, *, say: Callable[[st
         history["rounds"] = [r for r in history.get("rounds", []) if r["round"] <= start]
         say(f"{PREFIX} resuming after round {start}/{total} from {run.checkpoint_file(start).name}")
     server_ledger = ServerPrivacyLedger(run.server_privacy_dir, cfg, len(run.round_shops)) if cfg.privacy.client_dp != "off" else None
-    train_config = (
-        ConfigRecord({"proximal-mu": float(cfg.federation.proximal_mu)}) if cfg.federation.strategy == "fedprox" else ConfigRecord()
-    )
+    train_config = round_train_config(cfg)
 
     for server_round in range(start + 1, total + 1):
         began = time.perf_counter()

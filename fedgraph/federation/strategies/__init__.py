@@ -32,12 +32,17 @@ class StrategySpec:
         secure_aggregation: whether SecAgg+ runs it unchanged (the server step is a mean of the
             updates; shop-side terms such as FedProx's are fine).
         why_not: with ``secure_aggregation=False``, what SecAgg+ would lose (shown in the error).
+        train_config: ``train_config(federation_config) -> {key: number}`` sent to every shop
+            with each round's training message (the shop-side part of the strategy, e.g.
+            FedProx's ``proximal-mu``, read by :func:`fedgraph.federation.shop_side.shop_train`);
+            None: nothing.
     """
 
     name: str
     build: Callable[[Any, dict[str, Any]], Any]
     secure_aggregation: bool
     why_not: str = ""
+    train_config: Callable[[Any], dict[str, float]] | None = None
 
 
 STRATEGIES: dict[str, StrategySpec] = {}

@@ -13,4 +13,4 @@ def _build(fed, common):
 
 
 # The proximal term is the shops' (sent with every round's config); the server step is FedAvg.
-register(StrategySpec("fedprox", build=_build, secure_aggregation=True))
+register(StrategySpec("fedprox", build=_build, secure_aggregation=True, train_config=lambda fed: {"proximal-mu": float(fed.proximal_mu)}))
