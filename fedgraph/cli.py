@@ -142,12 +142,21 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _open_store(path: Path):
-    from fedgraph.graph import GraphStore
+    """The graph store of a run directory or a shop's state directory (its configured
+    ``graph.store``), or a store file given directly (SQLite)."""
+    from fedgraph.config import RunConfig
+    from fedgraph.graph.stores import STORES
 
-    file = path / "graph.sqlite" if path.is_dir() else path
-    if not file.exists():
-        raise SystemExit(f"fedgraph graph: no graph store at {file}; run `fedgraph simulate` first (it writes RUN_DIR/graph.sqlite)")
-    return GraphStore(file)
+    if path.is_dir():
+        configs = [c for c in (path / "config.toml", path / "run" / "config.toml") if c.is_file()]
+        config = RunConfig.load(configs[0]) if configs else RunConfig()
+        spec = STORES[config.graph.store]
+        location = spec.location(path)
+    else:
+        spec, location = STORES["sqlite"], path
+    if not location.exists():
+        raise SystemExit(f"fedgraph graph: no graph store at {location}; run `fedgraph simulate` first (it writes RUN_DIR/graph.sqlite)")
+    return spec.open(location, False)
 
 
 def _cmd_graph(args: argparse.Namespace) -> int:

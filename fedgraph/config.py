@@ -162,6 +162,8 @@ class EvaluationConfig:
 
 @dataclass
 class GraphConfig:
+    #: Where the interest graphs are kept: a backend of fedgraph.graph.stores ("sqlite": graph.sqlite).
+    store: str = "sqlite"
     top_k_items: int = 20
     top_k_interests: int = 5
     top_k_neighbours: int = 10
@@ -288,6 +290,7 @@ class RunConfig:
         the first invalid value: every number against :data:`RANGES` (and finite), every choice
         against its allowed words, and the combinations that cannot run together."""
         from fedgraph.federation.strategies import STRATEGIES
+        from fedgraph.graph.stores import STORES
         from fedgraph.privacy.accountants import ACCOUNTANTS
 
         for section in fields(self):
@@ -340,6 +343,7 @@ class RunConfig:
             (0.0 <= self.privacy.delta < 1.0, "privacy.delta must be in [0, 1); 0 picks min(1e-5, 0.1/users) per shop"),
             (self.privacy.max_grad_norm > 0, "privacy.max_grad_norm must be > 0"),
             (self.privacy.noise_multiplier >= 0, "privacy.noise_multiplier must be >= 0 (0 = derive from target_epsilon)"),
+            (self.graph.store in STORES, f"graph.store must be one of {', '.join(sorted(STORES))}"),
             (self.privacy.accountant in ACCOUNTANTS, f"privacy.accountant must be one of {', '.join(sorted(ACCOUNTANTS))}"),
             (self.privacy.grad_sample_mode in ("ghost", "hooks"), "privacy.grad_sample_mode must be ghost or hooks"),
             (self.privacy.client_dp in ("off", "fixed", "adaptive"), "privacy.client_dp must be off, fixed or adaptive"),

@@ -251,7 +251,8 @@ def build_graphs(run: RunDir, selection: dict[str, Any], say: Say = print) -> di
     are the blend with the shop's own EASE (λ and α as chosen on validation)."""
     from fedgraph.evaluation import item_embeddings, user_embeddings
     from fedgraph.federation.shop_side import model_for_shop
-    from fedgraph.graph import GraphStore, build_interest_graph
+    from fedgraph.graph import build_interest_graph
+    from fedgraph.graph.stores import open_store
     from fedgraph.models.hybrid import blend
     from fedgraph.selection import PrivateCandidates
     from fedgraph.training import resolve_device
@@ -261,7 +262,7 @@ def build_graphs(run: RunDir, selection: dict[str, Any], say: Say = print) -> di
     kept = int(selection["round"])
     state = run.load_checkpoint(kept)["state_dict"] if kept > 0 else run.new_model().state_dict()
     version = state_digest(state)[:16]
-    store = GraphStore(run.graph_file)
+    store = open_store(cfg, run.path, create=True)
     sizes = {}
     candidates = PrivateCandidates(run, "final", selection.get("private_part", "none"))
     for shop in load_shops(run, final=True):

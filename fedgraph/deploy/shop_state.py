@@ -218,13 +218,13 @@ class GraphUpdater:
     """Keeps ``graph.sqlite`` current: full rebuild per model version, per-user upserts per event."""
 
     def __init__(self, paths: ShopPaths, catalog: Catalog, config: RunConfig, events: EventLog):
-        from fedgraph.graph import GraphStore
+        from fedgraph.graph.stores import open_store
 
         self.paths = paths
         self.catalog = catalog
         self.config = config
         self.events = events
-        self.store = GraphStore(paths.graph)
+        self.store = open_store(config, paths.root, create=True)
         self.item_index = pd.Index(catalog.items)
         self.model_version: str | None = None
         self.round = 0
