@@ -289,6 +289,7 @@ class RunConfig:
         """Raise :class:`ConfigError` naming the key, the value, the allowed range and a fix for
         the first invalid value: every number against :data:`RANGES` (and finite), every choice
         against its allowed words, and the combinations that cannot run together."""
+        from fedgraph.data.sources import SOURCES
         from fedgraph.federation.strategies import STRATEGIES
         from fedgraph.graph.stores import STORES
         from fedgraph.privacy.accountants import ACCOUNTANTS
@@ -304,7 +305,7 @@ class RunConfig:
                 _DEVICE.fullmatch(self.train.device) is not None,
                 f"train.device must be auto, cpu, cuda, cuda:N or mps, got {self.train.device!r} (auto picks CUDA when present)",
             ),
-            (self.data.source in ("online_retail", "synthetic", "files"), "data.source must be online_retail, synthetic or files"),
+            (self.data.source in SOURCES, f"data.source must be one of {', '.join(sorted(SOURCES))}"),
             (
                 self.data.source != "files" or (self.data.events and self.data.catalog),
                 "data.source=files needs data.events and data.catalog paths",

@@ -15,7 +15,6 @@ import resource
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -27,45 +26,12 @@ import torch
 from fedgraph.atomic import atomic_write_json
 from fedgraph.config import ConfigError, RunConfig
 from fedgraph.console import plural, strip_ansi
+from fedgraph.data.sources import Dataset, load_dataset
 from fedgraph.features import feature_size, pipeline
 from fedgraph.federation.run_dir import RunDir, state_digest
 from fedgraph.shop import ShopData
 
 Say = Callable[[str], None]
-
-
-@dataclass
-class Dataset:
-    events: pd.DataFrame
-    catalog: pd.DataFrame
-    description: dict[str, Any]
-
-
-def load_dataset(config: RunConfig) -> Dataset:
-    """Load and validate the configured data source."""
-    d = config.data
-    if d.source == "online_retail":
-        from fedgraph.data.online_retail import load_online_retail
-
-        data = load_online_retail(
-            uk_shards=d.uk_shards, min_customers=d.min_customers, max_users_per_shop=d.max_users_per_shop or None, seed=d.seed
-        )
-        return Dataset(data.events, data.catalog, {"source": "UCI Online Retail (CC BY 4.0)", "cleaning": data.cleaning})
-    if d.source == "synthetic":
-        from fedgraph.data.synthetic import generate_federation
-
-        fed = generate_federation(
-            d.synthetic_shops,
-            seed=d.seed,
-            users_per_shop=tuple(d.synthetic_users_per_shop),
-            items_per_shop=tuple(d.synthetic_items_per_shop),
-        )
-        return Dataset(fed.events, fed.catalog, {"source": f"synthetic ({d.synthetic_shops} shops, seed {d.seed})"})
-    from fedgraph.data.loaders import check_events_against_catalog, load_catalog, load_events
-
-    events, catalog = load_events(d.events), load_catalog(d.catalog)
-    check_events_against_catalog(events, catalog, source=d.events, catalog_source=d.catalog)
-    return Dataset(events, catalog, {"source": f"files: {d.events}, {d.catalog}"})
 
 
 def check_before_work(config: RunConfig, dataset: Dataset) -> None:

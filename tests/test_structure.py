@@ -83,3 +83,19 @@ def test_simulation_and_deployment_write_the_same_flower_app(tmp_path):
     for module in ("fedgraph/flower_runtime.py", "fedgraph/deploy/server.py"):
         source = (LIBRARY.parent / module).read_text()
         assert "[tool.flwr.app" not in source and "flower_app.write_app" in source, module
+
+
+def test_data_sources_live_in_data_and_a_new_one_is_one_entry(monkeypatch):
+    """Issue 17.4: the data-source selection was an if-chain in simulation.py."""
+    import pandas as pd
+
+    from fedgraph import simulation
+    from fedgraph.config import RunConfig
+    from fedgraph.data.sources import SOURCES, Dataset, load_dataset
+
+    assert set(SOURCES) == {"online_retail", "synthetic", "files"}
+    assert simulation.load_dataset is load_dataset
+    frame = pd.DataFrame()
+    monkeypatch.setitem(SOURCES, "warehouse", lambda config: Dataset(frame, frame, {"source": "warehouse"}))
+    config = RunConfig.load(overrides=["data.source=warehouse"])
+    assert load_dataset(config).description == {"source": "warehouse"}
