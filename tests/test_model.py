@@ -110,3 +110,20 @@ def test_content_term_adds_the_scaled_text_cosine_in_training_and_serving():
         model.content_scale.weight.zero_()
     _, pos0, _ = model(batch, feats)
     assert torch.allclose(pos0, base, atol=1e-5)
+
+
+def test_the_model_is_built_from_its_config_not_by_the_run_directory():
+    """Issue 17.4: RunDir built models; the model's own from_config does, RunDir only supplies
+    the feature width it prepared."""
+    import torch
+
+    from fedgraph.config import ModelConfig
+    from fedgraph.models import InterestModel
+
+    config = ModelConfig(dim=8, hidden=16, local_items=True, content_score=True)
+    a = InterestModel.from_config(config, in_features=20, text_dim=12, num_local_items=5, seed=3)
+    b = InterestModel.from_config(config, in_features=20, text_dim=12, num_local_items=5, seed=3)
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
+    assert (a.dim, a.hidden, a.content_dim, a.num_local_items) == (8, 16, 12, 5)
+    plain = InterestModel.from_config(ModelConfig(local_items=False, content_score=False), in_features=20, text_dim=12, num_local_items=5)
+    assert (plain.content_dim, plain.local) == (0, None)

@@ -114,15 +114,12 @@ class RunDir:
 
         ``num_local_items`` > 0 adds the shop-private item part (if ``model.local_items``).
         """
-        m = self.config.model
-        torch.manual_seed(self.config.train.seed)
-        return InterestModel(
-            int(self.index["feature_size"]),
-            dim=m.dim,
-            hidden=m.hidden,
-            temperature=m.temperature,
-            num_local_items=num_local_items if m.local_items else 0,
-            content_dim=TEXT_DIM if m.content_score else 0,
+        return InterestModel.from_config(
+            self.config.model,
+            in_features=int(self.index["feature_size"]),
+            text_dim=TEXT_DIM,
+            num_local_items=num_local_items,
+            seed=self.config.train.seed,
         )
 
     def local_state_file(self, shop: str, server_round: int | None = None) -> Path:

@@ -55,11 +55,15 @@ over the user's positives.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.utils import scatter, softmax
+
+if TYPE_CHECKING:
+    from fedgraph.config import ModelConfig
 
 #: State-dict prefix of the shop-private parameters.
 LOCAL_PREFIX = "local."
@@ -169,6 +173,26 @@ class InterestModel(nn.Module):
     def user_embedding_size(self) -> int:
         """Columns of a user embedding: ``dim`` (unit vector), then ``content_dim`` (``s * c_u``)."""
         return self.dim + self.content_dim
+
+    @classmethod
+    def from_config(
+        cls, config: ModelConfig, *, in_features: int, text_dim: int, num_local_items: int = 0, seed: int | None = None
+    ) -> InterestModel:
+        """The model a run's ``[model]`` settings describe, over item features of width
+        ``in_features`` whose first ``text_dim`` columns are the text embedding (the content
+        term's input, with ``content_score``); the shop-private item part for
+        ``num_local_items`` items (with ``local_items``). With ``seed``, torch's generator is
+        seeded first, so every process builds the same shared weights."""
+        if seed is not None:
+            torch.manual_seed(seed)
+        return cls(
+            int(in_features),
+            dim=config.dim,
+            hidden=config.hidden,
+            temperature=config.temperature,
+            num_local_items=num_local_items if config.local_items else 0,
+            content_dim=text_dim if config.content_score else 0,
+        )
 
     def shared_state_dict(self) -> dict[str, Tensor]:
         """The transferable parameters: what federated learning averages."""
