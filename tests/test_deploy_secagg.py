@@ -66,7 +66,7 @@ def test_deployment_runs_secure_aggregation_by_default(tmp_path, text_cache):
     assert [r["round"] for r in rounds] == [1, 2]
     assert all(set(r["train"]) == set(demo.shops) and not r["failures"] for r in rounds), rounds
     bundle = (tmp_path / "server-state" / "app" / "pyproject.toml").read_text()
-    assert 'clientapp = "clients.client_app:secagg_app"' in bundle
+    assert 'clientapp = "fedgraph.apps.client_app:secagg_app"' in bundle
 
 
 def test_deployed_secure_sum_equals_fedavg_of_the_same_updates(tmp_path, text_cache):

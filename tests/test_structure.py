@@ -76,8 +76,8 @@ def test_simulation_and_deployment_write_the_same_flower_app(tmp_path):
         path = flower_app.write_app(tmp_path / str(secure), secure_aggregation=secure)
         app = tomllib.loads(path.read_text())["tool"]["flwr"]["app"]
         assert app["components"] == {
-            "serverapp": "server.server_app:app",
-            "clientapp": "clients.client_app:secagg_app" if secure else "clients.client_app:app",
+            "serverapp": "fedgraph.apps.server_app:app",
+            "clientapp": "fedgraph.apps.client_app:secagg_app" if secure else "fedgraph.apps.client_app:app",
         }
         assert set(app["config"]) == {"run-dir", "shops", "fedgraph-model", "secagg-masks"}
     for module in ("fedgraph/flower_runtime.py", "fedgraph/deploy/server.py"):
@@ -99,3 +99,27 @@ def test_data_sources_live_in_data_and_a_new_one_is_one_entry(monkeypatch):
     monkeypatch.setitem(SOURCES, "warehouse", lambda config: Dataset(frame, frame, {"source": "warehouse"}))
     config = RunConfig.load(overrides=["data.source=warehouse"])
     assert load_dataset(config).description == {"source": "warehouse"}
+
+
+def test_the_library_never_imports_the_app_folders():
+    """Issue 17.4: deploy.daemon imported clients.client_app (library -> app) while the ClientApp
+    imported deploy.shop_app. The Flower apps live in fedgraph.apps; clients/ and server/ only
+    re-export them, so Flower references to either resolve to the same objects."""
+    offenders = []
+    for path in LIBRARY.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            offenders += [f"{path.relative_to(LIBRARY)}: {n}" for n in names if n.split(".")[0] in ("clients", "server")]
+    assert not offenders, offenders
+    import clients.client_app
+    import server.server_app
+    from fedgraph.apps import client_app, server_app
+
+    assert clients.client_app.app is client_app.app and clients.client_app.secagg_app is client_app.secagg_app
+    assert server.server_app.app is server_app.app

@@ -338,7 +338,7 @@ class ShopDaemon:
         supernode = SuperNodeSupervisor(cfg, paths.flwr_home, runtime_port, log, paths.root / "logs" / "supernode.log")
         worker = None
         if cfg.daemon.isolation == "warm":
-            from clients.client_app import app as client_app
+            from fedgraph.apps.client_app import app as client_app
             from fedgraph.deploy.warm import WarmClientAppWorker
 
             worker = WarmClientAppWorker(

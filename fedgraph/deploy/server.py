@@ -248,7 +248,7 @@ def start_server(cfg, overrides: list[str], log: EventLogger, *, say: Callable[[
     prepare_run_dir(paths, config, shops)
     paths.superlink.mkdir(parents=True, exist_ok=True)
     # SecAgg+ needs the shops' secaggplus_mod: the bundle names that ClientApp, and each shop daemon
-    # runs it from its own installed clients.client_app
+    # runs it from its own installed fedgraph.apps.client_app
     flower_app.write_app(paths.app, secure_aggregation=config.privacy.secure_aggregation)
     write_cli_config(cfg, paths)
     env = processes.flower_env(paths.home)

@@ -127,7 +127,8 @@ class WarmClientAppWorker(threading.Thread):
 
     def _app_for(self, fab: Any) -> Any:
         """The ClientApp the run names (``[tool.flwr.app.components] clientapp``), taken from the
-        *installed* ``clients.client_app`` module -- e.g. ``secagg_app`` for secure aggregation.
+        *installed* :mod:`fedgraph.apps.client_app` -- e.g. ``secagg_app`` for secure aggregation
+        (``clients.client_app``, what older bundles name, re-exports the same objects).
         Any other reference is refused: the daemon never imports code from the app bundle."""
         key = getattr(fab, "hash_str", "")
         if key in self._apps:
@@ -137,7 +138,7 @@ class WarmClientAppWorker(threading.Thread):
         import tomllib
         import zipfile
 
-        ref = "clients.client_app:app"
+        ref = "fedgraph.apps.client_app:app"
         try:
             with zipfile.ZipFile(io.BytesIO(fab.content)) as z:
                 project = tomllib.loads(z.read("pyproject.toml").decode())
@@ -145,9 +146,11 @@ class WarmClientAppWorker(threading.Thread):
         except Exception:  # noqa: BLE001 - no readable bundle: the default app
             pass
         module, _, attr = ref.partition(":")
-        if module != "clients.client_app" or not attr.isidentifier():
-            raise PermissionError(f"refusing ClientApp {ref!r}: a shop daemon only runs ClientApps of its installed clients.client_app")
-        app = self.client_app if attr == "app" else getattr(importlib.import_module(module), attr)
+        if module not in ("fedgraph.apps.client_app", "clients.client_app") or not attr.isidentifier():
+            raise PermissionError(
+                f"refusing ClientApp {ref!r}: a shop daemon only runs ClientApps of its installed fedgraph.apps.client_app"
+            )
+        app = self.client_app if attr == "app" else getattr(importlib.import_module("fedgraph.apps.client_app"), attr)
         self._apps[key] = app
         return app
 

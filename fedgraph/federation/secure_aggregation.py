@@ -17,7 +17,7 @@ under DP, nothing about its size or data otherwise).
 
 In flwr 1.42 SecAgg+ exists only in the legacy API, so this module drives it with a
 :class:`~flwr.server.compat.LegacyContext` and a legacy FedAvg that records what it was
-given; the shop side is :data:`clients.client_app.secagg_app` (``secaggplus_mod``). The
+given; the shop side is :data:`fedgraph.apps.client_app.secagg_app` (``secaggplus_mod``). The
 workflow only *logs* "Secure aggregation halted" when a stage fails; here a halted round
 raises :class:`SecureAggregationHalted`, so no metrics are reported for a model that was
 never aggregated.
