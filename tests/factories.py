@@ -54,3 +54,21 @@ def run_fedgraph(*args, timeout=420):
     path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p != venv_bin)
     env = {**os.environ, "PATH": path}
     return subprocess.run([sys.executable, "-m", "fedgraph.cli", *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def train_reply(update, metrics: dict, node: int):
+    """A shop's reply to a train message as the server receives it: one array, ``metrics``."""
+    from flwr.app import ArrayRecord, Message, Metadata, MetricRecord, RecordDict
+
+    meta = Metadata(
+        run_id=1,
+        message_id=f"m{node}",
+        src_node_id=node,
+        dst_node_id=0,
+        reply_to_message_id=f"i{node}",
+        group_id="1",
+        created_at=0.0,
+        ttl=60.0,
+        message_type="train",
+    )
+    return Message(content=RecordDict({"arrays": ArrayRecord([update]), "metrics": MetricRecord(metrics)}), metadata=meta)

@@ -2,7 +2,8 @@
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, Message, Metadata, MetricRecord, RecordDict
+from factories import train_reply
+from flwr.app import ArrayRecord
 
 from fedgraph.config import RunConfig
 from fedgraph.federation.server_strategy import build_strategy
@@ -12,19 +13,7 @@ from fedgraph.privacy.client_level import UNIFORM_WEIGHT_KEY, ServerPrivacyLedge
 
 def _reply(update, users, node):
     """A shop's reply as the server receives it."""
-    content = RecordDict({"arrays": ArrayRecord([update]), "metrics": MetricRecord({"num-examples": users, UNIFORM_WEIGHT_KEY: 1.0})})
-    meta = Metadata(
-        run_id=1,
-        message_id=f"m{node}",
-        src_node_id=node,
-        dst_node_id=0,
-        reply_to_message_id=f"i{node}",
-        group_id="1",
-        created_at=0.0,
-        ttl=60.0,
-        message_type="train",
-    )
-    return Message(content=content, metadata=meta)
+    return train_reply(update, {"num-examples": users, UNIFORM_WEIGHT_KEY: 1.0}, node)
 
 
 def _config(**privacy):

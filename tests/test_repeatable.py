@@ -4,27 +4,15 @@ by about 6e-8 from round 1 on)."""
 from __future__ import annotations
 
 import numpy as np
-from flwr.app import ArrayRecord, Message, Metadata, MetricRecord, RecordDict
+from factories import train_reply
 
 from fedgraph.config import RunConfig
 from fedgraph.federation.rounds import aggregate_in_shop_order
 from fedgraph.federation.server_strategy import build_strategy
 
 
-def _reply(update: np.ndarray, users: int, partition: int, node: int) -> Message:
-    metrics = MetricRecord({"num-examples": users, "partition-id": partition})
-    meta = Metadata(
-        run_id=1,
-        message_id=f"m{node}",
-        src_node_id=node,
-        dst_node_id=0,
-        reply_to_message_id=f"i{node}",
-        group_id="1",
-        created_at=0.0,
-        ttl=60.0,
-        message_type="train",
-    )
-    return Message(content=RecordDict({"arrays": ArrayRecord([update]), "metrics": metrics}), metadata=meta)
+def _reply(update: np.ndarray, users: int, partition: int, node: int):
+    return train_reply(update, {"num-examples": users, "partition-id": partition}, node)
 
 
 def test_the_aggregate_does_not_depend_on_the_order_the_replies_arrive_in():

@@ -19,11 +19,11 @@ function).
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from fedgraph.registry import Registry, import_entries
 
 if TYPE_CHECKING:
     import torch
@@ -67,15 +67,11 @@ class Baseline:
     dp_only: bool = False
 
 
-BASELINES: dict[str, Baseline] = {}
+BASELINES: Registry[Baseline] = Registry("baseline")
 
 
-def register(baseline: Baseline) -> Baseline:
-    """Add ``baseline`` to :data:`BASELINES` (a second one of the same name is an error)."""
-    if baseline.name in BASELINES and BASELINES[baseline.name] != baseline:
-        raise ValueError(f"baseline {baseline.name!r} is registered twice")
-    BASELINES[baseline.name] = baseline
-    return baseline
+#: Add an entry (a second, different one of the same name is an error).
+register = BASELINES.register
 
 
 def in_report_order() -> list[Baseline]:
@@ -95,8 +91,4 @@ def check_names(names: Iterable[str]) -> None:
         )
 
 
-_IMPLEMENTATION = "methods"  # shared implementations, imported on first use (they need torch)
-
-for _module in pkgutil.iter_modules(__path__):
-    if _module.name != _IMPLEMENTATION:
-        importlib.import_module(f"{__name__}.{_module.name}")
+import_entries(__name__, __path__, skip=("methods",))  # methods: shared implementations, imported on first use (torch)

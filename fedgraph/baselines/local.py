@@ -31,7 +31,15 @@ def train_alone(run_path: str, shop_name: str) -> tuple[str, dict]:
     shop, final = ShopData.load(run.shop_file(shop_name)), ShopData.load(run.final_shop_file(shop_name))
     cfg = run.config
     device = resolve_device(cfg.train.device)
-    dp = _alone_dp(run, shop)
+    from fedgraph.privacy.budget import plan_settings
+
+    plan = _alone_plan(run, shop)  # planned once: it searches for the noise multiplier
+    p = cfg.privacy
+    dp = (
+        None
+        if plan is None
+        else plan_settings(plan, noise_seed=cfg.train.seed if p.deterministic_noise else None, grad_sample_mode=p.grad_sample_mode)
+    )
     per_shop = local_alone(
         [shop],
         [final],
@@ -44,15 +52,18 @@ def train_alone(run_path: str, shop_name: str) -> tuple[str, dict]:
         max_chunks=cfg.train.rounds,
         dp=dp,
     )[shop_name]
-    if dp is not None:
-        per_shop = {**per_shop, "epsilon": _alone_epsilon(run, shop, dp), "delta": dp.delta}
+    if plan is not None:
+        per_shop = {**per_shop, "epsilon": float(plan["planned_epsilon"]), "delta": float(plan["delta"])}
     return shop_name, per_shop
 
 
-def _alone_plan(run: RunDir, shop: ShopData) -> dict:
+def _alone_plan(run: RunDir, shop: ShopData) -> dict | None:
+    """Under ``privacy.enabled`` the shop's DP plan, the same as its federated shop's (None without DP)."""
     from fedgraph.privacy.budget import plan_for
 
     cfg = run.config
+    if not cfg.privacy.enabled:
+        return None
     return plan_for(
         len(shop.trainable_users()),
         cfg.privacy,
@@ -60,30 +71,6 @@ def _alone_plan(run: RunDir, shop: ShopData) -> dict:
         local_epochs=cfg.train.local_epochs,
         batch_size=cfg.train.batch_size,
     )
-
-
-def _alone_dp(run: RunDir, shop: ShopData):
-    """Under ``privacy.enabled`` the each-shop-alone baseline trains with the same DP plan as its federated shop."""
-    from fedgraph.privacy import DPSettings
-
-    p = run.config.privacy
-    if not p.enabled:
-        return None
-    plan = _alone_plan(run, shop)
-    seed = run.config.train.seed if p.deterministic_noise else None
-    return DPSettings(
-        noise_multiplier=plan["noise_multiplier"],
-        max_grad_norm=plan["max_grad_norm"],
-        sample_rate=plan["sample_rate"],
-        delta=plan["delta"],
-        accountant=plan["accountant"],
-        grad_sample_mode=p.grad_sample_mode,
-        noise_seed=seed,
-    )
-
-
-def _alone_epsilon(run: RunDir, shop: ShopData, dp) -> float:
-    return float(_alone_plan(run, shop)["planned_epsilon"])
 
 
 def _in_parallel(run: RunDir, device: torch.device) -> dict[str, dict]:

@@ -68,15 +68,7 @@ class ShopBudget:
         return self.projected().reported <= self.target_epsilon * (1 + 1e-9)
 
     def settings(self, noise_seed: int | None, grad_sample_mode: str = "ghost") -> DPSettings:
-        return DPSettings(
-            noise_multiplier=float(self.plan["noise_multiplier"]),
-            max_grad_norm=float(self.plan["max_grad_norm"]),
-            sample_rate=float(self.plan["sample_rate"]),
-            delta=self.delta,
-            accountant=self.plan["accountant"],
-            grad_sample_mode=grad_sample_mode,
-            noise_seed=noise_seed,
-        )
+        return plan_settings(self.plan, noise_seed=noise_seed, grad_sample_mode=grad_sample_mode)
 
     def record_round(self, server_round: int, model_version: str, history: list[tuple[float, float, int]]) -> dict[str, Any]:
         entry_history = [[float(s), float(q), int(n)] for s, q, n in history]
@@ -144,6 +136,19 @@ def open_budget(
         mechanism="Poisson-subsampled Gaussian (DP-SGD, Opacus)",
     )
     return ShopBudget(shop=shop, ledger=ledger, plan=plan)
+
+
+def plan_settings(plan: dict[str, Any], *, noise_seed: int | None, grad_sample_mode: str = "ghost") -> DPSettings:
+    """The DP-SGD step settings of a plan (:func:`plan_for`); ``noise_seed`` None: CSPRNG noise."""
+    return DPSettings(
+        noise_multiplier=float(plan["noise_multiplier"]),
+        max_grad_norm=float(plan["max_grad_norm"]),
+        sample_rate=float(plan["sample_rate"]),
+        delta=float(plan["delta"]),
+        accountant=plan["accountant"],
+        grad_sample_mode=grad_sample_mode,
+        noise_seed=noise_seed,
+    )
 
 
 def plan_for(users: int, config: PrivacyConfig, *, rounds: int, local_epochs: int, batch_size: int, noise: bool = True) -> dict[str, Any]:

@@ -13,11 +13,11 @@ This module imports nothing from fedgraph, so the config can read the registry.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from fedgraph.registry import Registry, import_entries
 
 
 @dataclass(frozen=True)
@@ -45,16 +45,11 @@ class StrategySpec:
     train_config: Callable[[Any], dict[str, float]] | None = None
 
 
-STRATEGIES: dict[str, StrategySpec] = {}
+STRATEGIES: Registry[StrategySpec] = Registry("federation strategy")
 
 
-def register(spec: StrategySpec) -> StrategySpec:
-    """Add ``spec`` to :data:`STRATEGIES` (a second spec of the same name is an error)."""
-    if spec.name in STRATEGIES and STRATEGIES[spec.name] != spec:
-        raise ValueError(f"federation strategy {spec.name!r} is registered twice")
-    STRATEGIES[spec.name] = spec
-    return spec
+#: Add an entry (a second, different one of the same name is an error).
+register = STRATEGIES.register
 
 
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+import_entries(__name__, __path__)

@@ -11,12 +11,12 @@ This package imports no backend's dependencies until a store is opened.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+
+from fedgraph.registry import Registry, import_entries
 
 if TYPE_CHECKING:
     from fedgraph.config import RunConfig
@@ -59,20 +59,11 @@ class StoreSpec:
     description: str = ""
 
 
-STORES: dict[str, StoreSpec] = {}
+STORES: Registry[StoreSpec] = Registry("graph store")
 
 
-def register(spec: StoreSpec) -> StoreSpec:
-    """Add ``spec`` to :data:`STORES` (a second backend of the same name is an error)."""
-    if spec.name in STORES and STORES[spec.name] != spec:
-        raise ValueError(f"graph store {spec.name!r} is registered twice")
-    STORES[spec.name] = spec
-    return spec
-
-
-def store_location(config: RunConfig, root: str | Path) -> Path:
-    """Where the configured backend keeps the graphs of the run (or shop) at ``root``."""
-    return STORES[config.graph.store].location(Path(root))
+#: Add an entry (a second, different one of the same name is an error).
+register = STORES.register
 
 
 def open_store(config: RunConfig, root: str | Path, *, create: bool = False) -> InterestGraphStore:
@@ -81,5 +72,4 @@ def open_store(config: RunConfig, root: str | Path, *, create: bool = False) -> 
     return spec.open(spec.location(Path(root)), create)
 
 
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+import_entries(__name__, __path__)

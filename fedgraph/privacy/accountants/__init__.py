@@ -13,10 +13,10 @@ quick.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+from fedgraph.registry import Registry, import_entries
 
 History = Sequence[tuple[float, float, int]]
 
@@ -45,19 +45,14 @@ class Accountant:
     plans_at: Callable[[float], bool] = lambda sample_rate: True
 
 
-ACCOUNTANTS: dict[str, Accountant] = {}
+ACCOUNTANTS: Registry[Accountant] = Registry("accountant")
 
 #: The accountant every other one falls back to: valid for every history of this mechanism.
 FALLBACK = "rdp"
 
 
-def register(accountant: Accountant) -> Accountant:
-    """Add ``accountant`` to :data:`ACCOUNTANTS` (a second one of the same name is an error)."""
-    if accountant.name in ACCOUNTANTS and ACCOUNTANTS[accountant.name] != accountant:
-        raise ValueError(f"accountant {accountant.name!r} is registered twice")
-    ACCOUNTANTS[accountant.name] = accountant
-    return accountant
+#: Add an entry (a second, different one of the same name is an error).
+register = ACCOUNTANTS.register
 
 
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+import_entries(__name__, __path__)
