@@ -52,6 +52,9 @@ class DataConfig:
 
 @dataclass
 class FeatureConfig:
+    #: Text encoder (:mod:`fedgraph.features.encoders`, one file each); every shop of a
+    #: federation must use the same one (it is part of the model signature).
+    text_encoder: str = "minilm"
     #: Text-similarity neighbours per item for the public item graph.
     neighbours: int = 10
     #: Propagation steps over that graph (0 disables the smoothed-text block).
@@ -290,6 +293,7 @@ class RunConfig:
         the first invalid value: every number against :data:`RANGES` (and finite), every choice
         against its allowed words, and the combinations that cannot run together."""
         from fedgraph.data.sources import SOURCES
+        from fedgraph.features.encoders import ENCODERS
         from fedgraph.federation.strategies import STRATEGIES
         from fedgraph.graph.stores import STORES
         from fedgraph.privacy.accountants import ACCOUNTANTS
@@ -344,6 +348,7 @@ class RunConfig:
             (0.0 <= self.privacy.delta < 1.0, "privacy.delta must be in [0, 1); 0 picks min(1e-5, 0.1/users) per shop"),
             (self.privacy.max_grad_norm > 0, "privacy.max_grad_norm must be > 0"),
             (self.privacy.noise_multiplier >= 0, "privacy.noise_multiplier must be >= 0 (0 = derive from target_epsilon)"),
+            (self.features.text_encoder in ENCODERS, f"features.text_encoder must be one of {', '.join(sorted(ENCODERS))}"),
             (self.graph.store in STORES, f"graph.store must be one of {', '.join(sorted(STORES))}"),
             (self.privacy.accountant in ACCOUNTANTS, f"privacy.accountant must be one of {', '.join(sorted(ACCOUNTANTS))}"),
             (self.privacy.grad_sample_mode in ("ghost", "hooks"), "privacy.grad_sample_mode must be ghost or hooks"),

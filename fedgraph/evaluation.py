@@ -79,13 +79,11 @@ def evaluate_model(
 @torch.no_grad()
 def content_scores(data: ShopData, users: np.ndarray, *, history: int) -> torch.Tensor:
     """``[len(users), items]`` cosine between every item's text embedding (the first
-    :data:`~fedgraph.features.TEXT_DIM` columns of its public features) and the mean of those of
+    :attr:`~fedgraph.shop.ShopData.text_dim` columns of its public features) and the mean of those of
     the user's ``history`` most recent training items: a recommender with no training and no
     other user's data (the ``content`` baseline). Why the text block and not the whole feature
     vector: simulations/RESULTS.md, 'Implementation measurements'."""
-    from fedgraph.features import TEXT_DIM
-
-    text = torch.from_numpy(data.item_features[:, :TEXT_DIM]).float()
+    text = torch.from_numpy(data.item_features[:, : data.text_dim]).float()
     feats = torch.nn.functional.normalize(text, dim=1)
     batch = RowSampler(data, history=history, positives=1, negatives=1).encoding_batch(users, history)
     return text_profile(feats[batch.history], batch.history_mask) @ feats.T

@@ -64,6 +64,13 @@ class ShopData:
     def history_lengths(self) -> np.ndarray:
         return np.diff(self.indptr)
 
+    @property
+    def text_dim(self) -> int:
+        """Width of the text block, the first columns of :attr:`item_features` (the encoder's
+        width, recorded by :func:`fedgraph.features.pipeline.shop_data`). Data prepared before
+        the width was recorded used MiniLM: 384."""
+        return int(self.meta.get("text_dim", 384))
+
     def evaluable_users(self) -> np.ndarray:
         """Users with at least one training and one held-out item."""
         return np.flatnonzero((np.diff(self.test_indptr) > 0) & (np.diff(self.indptr) > 0))

@@ -27,7 +27,7 @@ from fedgraph.atomic import atomic_write_json
 from fedgraph.config import ConfigError, RunConfig
 from fedgraph.console import plural, strip_ansi
 from fedgraph.data.sources import Dataset, load_dataset
-from fedgraph.features import feature_size, pipeline
+from fedgraph.features import pipeline
 from fedgraph.federation.run_dir import RunDir, state_digest
 from fedgraph.shop import ShopData
 
@@ -132,7 +132,7 @@ def prepare(config: RunConfig, run: RunDir, say: Say = print, *, dataset: Datase
             check_settings(config, len(round_shops))
         except ConfigError as exc:
             raise ConfigError(f"{plural(len(round_shops), 'shop')} of {len(shops)} can train and would be in the rounds: {exc}") from exc
-    index = {"shops": list(shops), "round_shops": round_shops, "feature_size": feature_size(hops=config.features.hops)}
+    index = {"shops": list(shops), "round_shops": round_shops, **pipeline.index_entries(config)}
     atomic_write_json(run.shops_dir / "index.json", {**index, "dataset": dataset.description, "summary": summary})
     say(f"prepared {plural(len(shops), 'shop')} in {time.perf_counter() - started:.1f} s")
     return list(shops)

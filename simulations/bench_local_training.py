@@ -45,7 +45,8 @@ def shop_file(args: argparse.Namespace, n_users: int) -> Path:
     from fedgraph.config import RunConfig
     from fedgraph.data.split import temporal_split
     from fedgraph.data.synthetic import generate_federation
-    from fedgraph.features import TEXT_DIM, item_features
+    from fedgraph.features import item_features
+    from fedgraph.features.encoders import text_dim
     from fedgraph.shop import build_shop_data
 
     cfg = RunConfig()
@@ -56,7 +57,7 @@ def shop_file(args: argparse.Namespace, n_users: int) -> Path:
     fed = generate_federation(1, seed=args.seed, users_per_shop=(n_users, n_users), items_per_shop=(args.items, args.items))
     train, test = temporal_split(fed.events, test_fraction=cfg.data.test_fraction, min_user_items=cfg.data.min_user_items)
     rng = np.random.default_rng(args.seed)
-    text = rng.standard_normal((len(fed.catalog), TEXT_DIM)).astype(np.float32)
+    text = rng.standard_normal((len(fed.catalog), text_dim(cfg))).astype(np.float32)
     text /= np.linalg.norm(text, axis=1, keepdims=True)
     feats = item_features(text, fed.catalog["price"].to_numpy(), neighbours=cfg.features.neighbours, hops=cfg.features.hops)
     shop = fed.catalog["shop"].iloc[0]
@@ -85,7 +86,7 @@ def one_run(args: argparse.Namespace, n_users: int, mode: str) -> dict:
     # measured region, in both modes, so the two are compared on the same footing.
     import fedgraph.training.dp  # noqa: F401
     from fedgraph.config import RunConfig
-    from fedgraph.features import feature_size
+    from fedgraph.features import pipeline
     from fedgraph.models.interest_model import InterestModel
     from fedgraph.shop import ShopData
     from fedgraph.training.local import TrainSettings, train_local
@@ -110,7 +111,7 @@ def one_run(args: argparse.Namespace, n_users: int, mode: str) -> dict:
     torch.manual_seed(0)
     m = cfg.model
     model = InterestModel(
-        feature_size(hops=cfg.features.hops),
+        pipeline.feature_width(cfg),
         dim=m.dim,
         hidden=m.hidden,
         temperature=m.temperature,

@@ -72,7 +72,7 @@ def _plain(kind: str) -> Message:
     from fedgraph.models import InterestModel
 
     torch.manual_seed(0)
-    state = InterestModel(feature_size(hops=1), dim=16, hidden=16).state_dict()
+    state = InterestModel(feature_size(384, hops=1), dim=16, hidden=16).state_dict()
     return _message(kind, RecordDict({"arrays": ArrayRecord(state), "config": ConfigRecord({"server-round": 1})}))
 
 
@@ -161,10 +161,9 @@ def _global_model(demo, shop: str, server_round: int) -> Message:
     """A plain train message with the federation's initial global model, as the server sends it."""
     from fedgraph.deploy.paths import ShopPaths
     from fedgraph.deploy.shop_state import write_run_dir
-    from fedgraph.features import feature_size
 
     config = ShopConfig.load(demo.shop_config(shop)).run_config()
-    server = write_run_dir(ShopPaths(demo.root / "server-view"), config, demo.shops, feature_dim=feature_size(hops=config.features.hops))
+    server = write_run_dir(ShopPaths(demo.root / "server-view"), config, demo.shops)
     content = RecordDict({"arrays": ArrayRecord(server.new_model().state_dict()), "config": ConfigRecord({"server-round": server_round})})
     return _message("train", content)
 

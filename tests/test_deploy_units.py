@@ -204,7 +204,7 @@ def test_graph_updates_touch_only_affected_users_and_record_model_and_offset(tmp
 
     config = RunConfig.from_dict({"model": {"dim": 8, "hidden": 8}, "train": {"device": "cpu"}, "evaluation": {"history": 8}})
     paths = ShopPaths(tmp_path / "state")
-    write_run_dir(paths, config, [SHOP], feature_dim=feature_size(hops=config.features.hops))
+    write_run_dir(paths, config, [SHOP])
     rng = np.random.default_rng(0)
     frame = pd.DataFrame(
         {
@@ -216,7 +216,7 @@ def test_graph_updates_touch_only_affected_users_and_record_model_and_offset(tmp
             "price": 1.0,
         }
     )
-    catalog = Catalog(SHOP, frame, rng.normal(size=(len(ITEMS), feature_size(hops=1))).astype(np.float32))
+    catalog = Catalog(SHOP, frame, rng.normal(size=(len(ITEMS), feature_size(384, hops=1))).astype(np.float32))
     events = EventLog(paths.events)
     events.ingest(_events(0, 50, users=5).assign(shop=SHOP).pipe(_canonical), source="s1", name="s1")
     updater = GraphUpdater(paths, catalog, config, events)
@@ -566,13 +566,13 @@ def test_serving_features_depend_only_on_the_users_own_events_as_in_training(tmp
             "price": 1.0,
         }
     )
-    catalog = Catalog(SHOP, frame, rng.normal(size=(len(ITEMS), feature_size(hops=1))).astype(np.float32))
+    catalog = Catalog(SHOP, frame, rng.normal(size=(len(ITEMS), feature_size(384, hops=1))).astype(np.float32))
     base = _events(0, 40, users=4)
     later = _events(40, 3, users=1, t0="2025-06-01").assign(user="u9")  # another customer, a year later
     recs = {}
     for name, frames in (("alone", [base]), ("with_later", [base, later])):
         paths = ShopPaths(tmp_path / name)
-        write_run_dir(paths, config, [SHOP], feature_dim=feature_size(hops=config.features.hops))
+        write_run_dir(paths, config, [SHOP])
         events = EventLog(paths.events)
         for i, f in enumerate(frames):
             events.ingest(f.assign(shop=SHOP).pipe(_canonical), source=f"s{i}", name=f"s{i}")

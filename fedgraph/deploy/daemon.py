@@ -297,7 +297,6 @@ class ShopDaemon:
     def _run(self) -> int:
         from fedgraph.deploy.ingest import DropFolder, EventLog, SqliteTable
         from fedgraph.deploy.shop_state import GraphUpdater, atomic_status, load_catalog_features, write_run_dir
-        from fedgraph.features import feature_size
 
         cfg, paths = self.cfg, self.paths
         paths.root.mkdir(parents=True, exist_ok=True)
@@ -316,7 +315,7 @@ class ShopDaemon:
         config = cfg.run_config()
         catalog = load_catalog_features(cfg.resolve(cfg.source.catalog), cfg.shop.name, config, paths.items, log=log)
         if not (paths.run / "shops" / "index.json").exists():
-            write_run_dir(paths, config, [cfg.shop.name], feature_dim=feature_size(hops=config.features.hops))
+            write_run_dir(paths, config, [cfg.shop.name])
         events = EventLog(paths.events)
         items = set(catalog.items)
         if cfg.source.kind == "folder":

@@ -33,7 +33,7 @@ from fedgraph.console import strip_ansi
 from fedgraph.deploy import processes
 from fedgraph.deploy.certs import CertError, CertPaths, check_private_permissions
 from fedgraph.deploy.logs import EventLogger
-from fedgraph.features import feature_size
+from fedgraph.features import pipeline
 
 
 class ServerError(RuntimeError):
@@ -107,9 +107,7 @@ def prepare_run_dir(paths: ServerPaths, config: RunConfig, shops: list[str]) -> 
                 f"{paths.run} was started with shops {old}; server.shops now lists {shops}. Keep the list (and its order) to resume, or use a new state_dir"
             )
     else:
-        atomic_write_json(
-            index_file, {"shops": shops, "feature_size": feature_size(hops=config.features.hops), "dataset": {"source": "deployment"}}
-        )
+        atomic_write_json(index_file, {"shops": shops, **pipeline.index_entries(config), "dataset": {"source": "deployment"}})
 
 
 def superlink_command(cfg, paths: ServerPaths) -> list[str]:

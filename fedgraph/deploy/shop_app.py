@@ -97,7 +97,6 @@ def prepare_deployed_shop(shop_config: str, run_config: dict[str, Any], msg: Any
         save_global_model,
         write_run_dir,
     )
-    from fedgraph.features import feature_size
 
     cfg, paths, catalog = _shop(shop_config)
     config = cfg.run_config()
@@ -120,7 +119,7 @@ def prepare_deployed_shop(shop_config: str, run_config: dict[str, Any], msg: Any
 
         check_same(str(run_config.get(RUN_CONFIG_KEY, "")))
     check_protocol(config, kind, secure="config" not in content, source=cfg.resolve(cfg.shop.run_config))
-    write_run_dir(paths, config, shops, feature_dim=feature_size(hops=config.features.hops))
+    write_run_dir(paths, config, shops)
     if "config" in content:
         server_round = int(content["config"]["server-round"])
         global_state = content["arrays"].to_torch_state_dict()

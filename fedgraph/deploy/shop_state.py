@@ -41,7 +41,7 @@ from fedgraph.atomic import atomic_path, atomic_write_bytes, atomic_write_json
 from fedgraph.config import RunConfig
 from fedgraph.deploy.ingest import EventLog
 from fedgraph.deploy.paths import ShopPaths
-from fedgraph.features import feature_size
+from fedgraph.features import pipeline
 from fedgraph.federation.run_dir import RunDir, state_digest
 from fedgraph.models.interest_model import EDGE_FEATURES
 from fedgraph.shop import KIND_ORDER, edge_attributes
@@ -53,15 +53,9 @@ _DATA_LOCK = threading.Lock()
 
 def model_signature(config: RunConfig) -> str:
     """What shops and server must agree on for weights to fit: the model and feature settings and
-    the text encoder (its weights' fingerprint and width, :func:`fedgraph.text.encoder_identity`)."""
-    from fedgraph.text import encoder_identity
-
-    sig = {
-        "model": config.to_dict()["model"],
-        "hops": config.features.hops,
-        "feature_size": feature_size(hops=config.features.hops),
-        "text_encoder": encoder_identity(),
-    }
+    the text encoder (its name, weights' fingerprint and width,
+    :func:`fedgraph.features.encoders.encoder_identity`)."""
+    sig = {"model": config.to_dict()["model"], "hops": config.features.hops, **pipeline.index_entries(config)}
     return json.dumps(sig, sort_keys=True)
 
 
@@ -103,7 +97,6 @@ def load_catalog_features(path: Path, shop: str, config: RunConfig, cache: Path,
         with np.load(cache, allow_pickle=False) as z:
             if str(z["key"]) == key:
                 return Catalog(shop, catalog, z["features"])
-    from fedgraph.features import pipeline
 
     started = time.perf_counter()
     text, _ = pipeline.text_vectors(catalog, config, progress=False)
@@ -128,14 +121,14 @@ def load_catalog_features(path: Path, shop: str, config: RunConfig, cache: Path,
 # ----------------------------------------------------------------------------- training data
 
 
-def write_run_dir(paths: ShopPaths, config: RunConfig, shops: list[str], *, feature_dim: int) -> RunDir:
+def write_run_dir(paths: ShopPaths, config: RunConfig, shops: list[str]) -> RunDir:
     """The shop's run directory: the federation's config and shop list (only this shop's data)."""
     run = RunDir.at(paths.run)
     text = config.to_toml()
     if not run.config_file.exists() or run.config_file.read_text() != text:
         config.save(run.config_file)
     index_file = run.shops_dir / "index.json"
-    index = {"shops": list(shops), "feature_size": int(feature_dim), "dataset": {"source": "shop daemon event log"}}
+    index = {"shops": list(shops), **pipeline.index_entries(config), "dataset": {"source": "shop daemon event log"}}
     if not index_file.exists() or json.loads(index_file.read_text()) != index:
         atomic_write_json(index_file, index)
     return RunDir.at(paths.run)
@@ -146,7 +139,6 @@ def refresh_training_data(paths: ShopPaths, catalog: Catalog, config: RunConfig,
 
     Returns (event offset the data reflects, whether it was rebuilt).
     """
-    from fedgraph.features import pipeline
     from fedgraph.federation import shop_side
 
     with _DATA_LOCK:

@@ -5,7 +5,8 @@ computing it involves no customer data and costs no privacy:
 
 ``[ text | smoothed text | price ]`` where
 
-* ``text`` is the MiniLM embedding (384-d, unit norm) of "title. description. Category: c";
+* ``text`` is the configured text encoder's embedding (:mod:`fedgraph.features.encoders`; the
+  default MiniLM is 384-d), unit norm, of "title. description. Category: c";
 * ``smoothed text`` is one or more steps of symmetric-normalised propagation over the shop's
   item–item text-similarity graph (each item linked to its ``neighbours`` most similar
   items), i.e. SGC-style pre-propagation (Wu et al., 2019, "Simplifying Graph Convolutional
@@ -22,12 +23,12 @@ import numpy as np
 import torch
 from torch_geometric.utils import add_remaining_self_loops, degree, scatter, to_undirected
 
-TEXT_DIM = 384
 PRICE_SHIFT = 1.5
 
 
-def feature_size(text_dim: int = TEXT_DIM, hops: int = 1) -> int:
-    """Length of an item feature vector for the given settings."""
+def feature_size(text_dim: int, hops: int = 1) -> int:
+    """Length of an item feature vector: the text block (``text_dim``), the smoothed text block
+    when ``hops > 0``, and the price."""
     return text_dim * (2 if hops > 0 else 1) + 1
 
 

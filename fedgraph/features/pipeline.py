@@ -9,31 +9,57 @@ text model and feature recipe, the same temporal split, the same edge features a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from fedgraph.config import RunConfig
-from fedgraph.features import item_features
+from fedgraph.features import feature_size, item_features
 
 if TYPE_CHECKING:
     from fedgraph.shop import ShopData
-    from fedgraph.text import EmbedStats
 
 
-def text_vectors(catalog: pd.DataFrame, config: RunConfig, *, progress: bool = True) -> tuple[np.ndarray, EmbedStats]:
-    """The text embedding of every catalog row, in row order, and the embedder's cache figures.
+def text_vectors(catalog: pd.DataFrame, config: RunConfig, *, progress: bool = True) -> tuple[np.ndarray, Any]:
+    """The text embedding of every catalog row, in row order, by the configured encoder
+    (``features.text_encoder``, :mod:`fedgraph.features.encoders`), and its counters
+    (``hits``, ``embedded``, ``model_loads``).
 
     Args:
         catalog: canonical catalog rows (:func:`fedgraph.data.loaders.validate_catalog`).
-        config: ``features.cache_dir`` and ``features.text_batch_size`` are used.
+        config: the run configuration (the encoder reads its own settings from it).
         progress: show a progress bar while embedding.
-    """
-    from fedgraph.text import TextEmbedder, embed_catalog
 
-    embedder = TextEmbedder(cache_dir=config.features.cache_dir or None, batch_size=config.features.text_batch_size, progress=progress)
-    return embed_catalog(catalog, embedder), embedder.stats
+    Raises:
+        ValueError: the encoder returned vectors of another width than it declares.
+    """
+    from fedgraph.features.encoders import build_encoder
+    from fedgraph.text import catalog_texts
+
+    encoder = build_encoder(config, progress=progress)
+    vectors = np.asarray(encoder.encode(catalog_texts(catalog)), dtype=np.float32)
+    if vectors.shape != (len(catalog), encoder.dim):
+        raise ValueError(f"text encoder {config.features.text_encoder!r} returned {vectors.shape}, not ({len(catalog)}, {encoder.dim})")
+    return vectors, encoder.stats
+
+
+def feature_width(config: RunConfig) -> int:
+    """Width of every item feature vector under ``config``: from the encoder's width and ``features.hops``."""
+    from fedgraph.features.encoders import text_dim
+
+    return feature_size(text_dim(config), hops=config.features.hops)
+
+
+def index_entries(config: RunConfig) -> dict[str, Any]:
+    """What a run directory's ``shops/index.json`` records about the features, whoever writes it
+    (simulation, shop daemon, server): ``feature_size`` and the encoder's ``text_encoder``
+    identity (:func:`fedgraph.features.encoders.encoder_identity`), which
+    :meth:`fedgraph.federation.run_dir.RunDir.new_model` builds the model from."""
+    from fedgraph.features.encoders import encoder_identity
+
+    identity = encoder_identity(config)
+    return {"feature_size": feature_size(identity["dim"], hops=config.features.hops), "text_encoder": identity}
 
 
 def shop_item_features(text: np.ndarray, prices: np.ndarray, config: RunConfig) -> np.ndarray:
@@ -54,7 +80,10 @@ def shop_data(
     shop: str, history: pd.DataFrame, held_out: pd.DataFrame, catalog: pd.DataFrame, features: np.ndarray, config: RunConfig
 ) -> ShopData:
     """The :class:`~fedgraph.shop.ShopData` a shop trains and is evaluated on (edge recency with
-    ``model.recency_halflife_days``)."""
+    ``model.recency_halflife_days``; the text block's width, ``meta["text_dim"]``, from the encoder)."""
+    from fedgraph.features.encoders import text_dim
     from fedgraph.shop import build_shop_data
 
-    return build_shop_data(shop, history, held_out, catalog, features, recency_halflife_days=config.model.recency_halflife_days)
+    data = build_shop_data(shop, history, held_out, catalog, features, recency_halflife_days=config.model.recency_halflife_days)
+    data.meta["text_dim"] = text_dim(config)
+    return data

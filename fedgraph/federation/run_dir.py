@@ -27,7 +27,6 @@ import torch
 
 from fedgraph.atomic import atomic_path, atomic_write_json
 from fedgraph.config import RunConfig
-from fedgraph.features import TEXT_DIM
 from fedgraph.models.interest_model import InterestModel
 
 
@@ -109,6 +108,12 @@ class RunDir:
         the *test* items held out; test figures are computed once on it, for the chosen models."""
         return self.shops_dir / f"{shop}.final.npz"
 
+    @property
+    def text_dim(self) -> int:
+        """Width of the text block of the item features (``index.json`` -> ``text_encoder``;
+        run directories written before it was recorded used MiniLM: 384)."""
+        return int(self.index.get("text_encoder", {}).get("dim", 384))
+
     def new_model(self, num_local_items: int = 0) -> InterestModel:
         """A freshly initialised model (same seed → same shared weights in every process).
 
@@ -117,7 +122,7 @@ class RunDir:
         return InterestModel.from_config(
             self.config.model,
             in_features=int(self.index["feature_size"]),
-            text_dim=TEXT_DIM,
+            text_dim=self.text_dim,
             num_local_items=num_local_items,
             seed=self.config.train.seed,
         )
