@@ -77,7 +77,7 @@ def _plain(kind: str) -> Message:
 
 
 def test_12_4_a_shop_that_requires_secure_aggregation_refuses_plain_train_messages(demo):
-    from clients.client_app import train
+    from fedgraph.apps.client_app import train
     from fedgraph.deploy.paths import ShopPaths
 
     shop = demo.shops[0]
@@ -89,7 +89,7 @@ def test_12_4_a_shop_that_requires_secure_aggregation_refuses_plain_train_messag
 
 
 def test_12_6_a_shop_refuses_evaluate_messages_unless_its_config_opts_in(demo):
-    from clients.client_app import evaluate
+    from fedgraph.apps.client_app import evaluate
 
     path = demo.root / "federation.toml"
     path.write_text(path.read_text().replace("share_evaluation = true\n", ""))  # the deployment default
@@ -173,7 +173,7 @@ def test_12_3_a_deployed_dp_shop_that_gains_customers_between_rounds_keeps_train
     the current count and refused (BudgetError) every round after the shop's first new customer.
     Here the shop's ClientApp trains round 1 on 60 % of its customers, ingests the rest, and
     trains round 2 at the planned q and δ."""
-    from clients.client_app import train
+    from fedgraph.apps.client_app import train
     from fedgraph.deploy.ingest import EventLog, check_events
     from fedgraph.privacy import PrivacyLedger
 
@@ -203,7 +203,7 @@ def test_12_7_a_deployed_dp_shop_sends_no_figure_derived_from_its_size(demo):
     """ε after a round and δ = min(1e-5, 0.1/n) are functions of the shop's customer count n (σ and
     q are planned from it): sending them releases n. A deployed DP shop sends its ledger length,
     the (public) target and its weight only; ε stays in its ledger and `client status`."""
-    from clients.client_app import train
+    from fedgraph.apps.client_app import train
     from fedgraph.deploy.ingest import EventLog, check_events
 
     _privacy_table(demo, "enabled = true\nsecure_aggregation = false\nshare_evaluation = false\n")

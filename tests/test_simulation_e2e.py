@@ -119,7 +119,7 @@ def test_what_a_shop_sends_holds_no_private_part(finished_run, tmp_path, monkeyp
     from flwr.app import ArrayRecord, ConfigRecord, Message, Metadata, RecordDict
     from flwr.supercore.task_identity import TaskIdentity
 
-    from clients.client_app import train
+    from fedgraph.apps.client_app import train
     from fedgraph.federation.run_dir import RunDir
     from fedgraph.federation.shop_side import shared_names
     from fedgraph.shop import ShopData

@@ -123,3 +123,17 @@ def test_the_library_never_imports_the_app_folders():
 
     assert clients.client_app.app is client_app.app and clients.client_app.secagg_app is client_app.secagg_app
     assert server.server_app.app is server_app.app
+
+
+def test_the_distribution_installs_one_top_level_package():
+    """Issue 17.4: ``clients`` and ``server`` were installed as top-level packages, generic names
+    that clash with any other project's. The wheel holds ``fedgraph`` only; the two folders stay in
+    the source tree as thin re-exports for ``flwr run`` from a checkout."""
+    import tomllib
+
+    from setuptools import find_packages
+
+    root = LIBRARY.parent
+    found = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    packages = find_packages(str(root), include=found.get("include", ["*"]), exclude=found.get("exclude", ()))
+    assert {p.split(".")[0] for p in packages} == {"fedgraph"}, sorted(packages)
