@@ -255,7 +255,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from fedgraph.data.loaders import DataValidationError
         from fedgraph.deploy.cli import known_errors
         from fedgraph.federation.run_dir import CheckpointError
-        from fedgraph.flower_runtime import FlowerRunError
+        from fedgraph.runtime.simulation_engine import FlowerRunError
 
         if isinstance(exc, (DataValidationError, CheckpointError, FlowerRunError, KeyError, RuntimeError, *known_errors())):
             print(f"fedgraph {args.command}: {exc}", file=sys.stderr)

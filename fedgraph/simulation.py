@@ -304,8 +304,8 @@ def _peak_rss_mb() -> dict[str, float]:
 
 def simulate(config: RunConfig | None, out_dir: str | Path, *, resume: bool = False, say: Say = print) -> dict[str, Any]:
     """Run (or resume) a whole simulation into ``out_dir``; returns the metrics document."""
-    from fedgraph.flower_runtime import run_flower_simulation
     from fedgraph.report import write_report
+    from fedgraph.runtime.simulation_engine import run_flower_simulation
     from fedgraph.selection import select_and_test
 
     started = time.perf_counter()

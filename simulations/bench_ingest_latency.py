@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fedgraph.deploy.demo import make_demo, write_events  # noqa: E402
-from fedgraph.deploy.processes import free_port  # noqa: E402
+from fedgraph.runtime.processes import free_port  # noqa: E402
 
 
 def _new_events(base: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:

@@ -12,8 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_prepare_per_shop_grouping_gives_the_same_shops(tmp_path, monkeypatch):
     """prepare() hands build_shop_data each shop's own events; the files equal the full-frame ones."""
-    import fedgraph.text
     from fedgraph.config import RunConfig
+    from fedgraph.features.encoders import ENCODERS, EncoderSpec
     from fedgraph.data.split import temporal_split
     from fedgraph.features import item_features
     from fedgraph.federation.run_dir import RunDir
@@ -25,7 +25,15 @@ def test_prepare_per_shop_grouping_gives_the_same_shops(tmp_path, monkeypatch):
         v = rng.standard_normal((len(catalog), 384)).astype(np.float32)
         return v / np.linalg.norm(v, axis=1, keepdims=True)
 
-    monkeypatch.setattr(fedgraph.text, "embed_catalog", fake_embed)
+    class FakeEncoder:
+        dim = 384
+        stats = type("Stats", (), {"hits": 0, "embedded": 0, "model_loads": 0})()
+
+        def encode(self, texts):
+            return fake_embed(texts)
+
+    fake = EncoderSpec("minilm", lambda config, progress: FakeEncoder(), lambda config: {"fingerprint": "fake", "dim": 384})
+    monkeypatch.setitem(ENCODERS, "minilm", fake)
     config = RunConfig.load(
         overrides=[
             "data.source=synthetic",
@@ -57,7 +65,7 @@ def test_prepare_per_shop_grouping_gives_the_same_shops(tmp_path, monkeypatch):
             for name, value in want.__dict__.items():
                 if isinstance(value, np.ndarray):
                     np.testing.assert_array_equal(getattr(got, name), value, err_msg=f"{path.name}.{name}")
-            assert got.meta == want.meta
+            assert got.meta == {**want.meta, "text_dim": 384}
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 from fedgraph.deploy.demo import make_demo, write_events
-from fedgraph.deploy.processes import free_port
+from fedgraph.runtime.processes import free_port
 
 pytestmark = pytest.mark.timeout(900)
 

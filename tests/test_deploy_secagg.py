@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from fedgraph.deploy.demo import make_demo, write_events
-from fedgraph.deploy.processes import free_port
+from fedgraph.runtime.processes import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

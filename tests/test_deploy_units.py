@@ -497,7 +497,7 @@ def test_supernode_of_a_killed_multithreaded_daemon_gets_one_sigterm(tmp_path):
     ready, count = tmp_path / "ready", tmp_path / "count"
     daemon_like = f"""
 import os, sys, threading, time
-from fedgraph.deploy import processes
+from fedgraph.runtime import processes
 def start():  # from a thread that then ends, as a supervisor thread might
     cmd = [sys.executable, "-m", "fedgraph.deploy.guard", sys.executable, "-c", {_COUNT_SIGTERMS!r}, {str(ready)!r}, {str(count)!r}]
     processes.spawn(cmd, env=dict(os.environ))
@@ -522,7 +522,7 @@ def test_stopping_a_process_tree_reaches_children_in_other_sessions(tmp_path):
     stopping the SuperLink's process group left the ServerApp running after the server stopped."""
     import sys
 
-    from fedgraph.deploy import processes
+    from fedgraph.runtime import processes
 
     pid_file = tmp_path / "grandchild.pid"
     parent = f"""

@@ -80,7 +80,7 @@ def test_simulation_and_deployment_write_the_same_flower_app(tmp_path):
             "clientapp": "fedgraph.apps.client_app:secagg_app" if secure else "fedgraph.apps.client_app:app",
         }
         assert set(app["config"]) == {"run-dir", "shops", "fedgraph-model", "secagg-masks"}
-    for module in ("fedgraph/flower_runtime.py", "fedgraph/deploy/server.py"):
+    for module in ("fedgraph/runtime/simulation_engine.py", "fedgraph/deploy/server.py"):
         source = (LIBRARY.parent / module).read_text()
         assert "[tool.flwr.app" not in source and "flower_app.write_app" in source, module
 

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from fedgraph.console import strip_ansi
-from fedgraph.deploy import processes
 from fedgraph.deploy.logs import EventLogger, adopt, setup_logging
 from fedgraph.deploy.settings import ShopConfig
+from fedgraph.runtime import processes
 
 REFUSED_BACKOFF_S = 30.0
 #: Failed connection attempts in a row, against a SuperLink whose port answers, after which an

@@ -23,7 +23,7 @@ import signal
 import subprocess
 import sys
 
-from fedgraph.deploy.processes import die_with_parent
+from fedgraph.runtime.processes import die_with_parent
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,13 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedgraph import flower_app
-from fedgraph.atomic import atomic_write_json, atomic_write_text
+from fedgraph.atomic import atomic_write_json
 from fedgraph.config import ConfigError, RunConfig
-from fedgraph.console import strip_ansi
-from fedgraph.deploy import processes
 from fedgraph.deploy.certs import CertError, CertPaths, check_private_permissions
 from fedgraph.deploy.logs import EventLogger
 from fedgraph.features import pipeline
+from fedgraph.runtime import processes, superlink
 
 
 class ServerError(RuntimeError):
@@ -146,33 +145,23 @@ def local_address(cfg) -> str:
 
 
 def write_cli_config(cfg, paths: ServerPaths) -> None:
-    certs = CertPaths(cfg.certs_dir)
-    lines = ["[superlink]", 'default = "fedgraph"', "", "[superlink.fedgraph]", f'address = "{local_address(cfg)}"']
-    lines.append("insecure = true" if cfg.server.insecure else f'root-certificates = "{certs.ca_cert}"')
-    paths.home.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(paths.home / "config.toml", "\n".join(lines) + "\n")
+    """The Flower CLI's configuration for this server's SuperLink (TLS unless ``server.insecure``)."""
+    superlink.write_cli_config(
+        paths.home, local_address(cfg), root_certificates=None if cfg.server.insecure else CertPaths(cfg.certs_dir).ca_cert
+    )
 
 
-def wait_ready(cfg, superlink: subprocess.Popen, console: Path, timeout: float = 60.0) -> None:
-    import httpx
+def wait_ready(cfg, link: subprocess.Popen, console: Path, timeout: float = 60.0) -> None:
+    """Return once the SuperLink answers on its health endpoint (over TLS unless ``server.insecure``).
 
+    Raises:
+        ServerError: it exited first, or did not answer within ``timeout`` seconds.
+    """
     scheme = "http" if cfg.server.insecure else "https"
     verify = True if cfg.server.insecure else str(CertPaths(cfg.certs_dir).ca_cert)
-    deadline = time.monotonic() + timeout
-    while True:
-        if superlink.poll() is not None:
-            tail = console.read_text(errors="replace").strip().splitlines()[-8:] if console.exists() else []
-            raise ServerError(
-                f"flower-superlink exited with code {superlink.returncode} while starting; see {console}:\n    " + "\n    ".join(tail)
-            )
-        try:
-            if httpx.get(f"{scheme}://{local_address(cfg)}/health", timeout=1.0, verify=verify).is_success:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise ServerError(f"the SuperLink did not answer on {local_address(cfg)} within {timeout:.0f} s; see {console}")
-        time.sleep(0.3)
+    superlink.wait_healthy(
+        link, f"{scheme}://{local_address(cfg)}/health", console=console, timeout=timeout, error=ServerError, verify=verify
+    )
 
 
 def enrol(cfg, paths: ServerPaths, shop: str, env: dict[str, str], log: EventLogger) -> str:
@@ -252,7 +241,7 @@ def start_server(cfg, overrides: list[str], log: EventLogger, *, say: Callable[[
     env = processes.flower_env(paths.home)
     os.environ["FLWR_HOME"] = str(paths.home)  # in-process Control API calls (enrolment) read it
     console = paths.superlink / "superlink.console.log"
-    superlink = runner = None
+    link = None
     stopping = {"flag": False}
 
     def on_signal(signum, _frame):
@@ -264,13 +253,13 @@ def start_server(cfg, overrides: list[str], log: EventLogger, *, say: Callable[[
         # If this process is killed outright the SuperLink goes at once (SIGKILL): its graceful
         # SIGTERM shutdown can wait on a round in flight, and the port must be free for a restart.
         # Its state is in SQLite (transactions), and its helpers exit when their parent does.
-        superlink = processes.spawn(superlink_command(cfg, paths), env=env, log_path=console, on_parent_death=signal.SIGKILL)
-        wait_ready(cfg, superlink, console)
+        link = processes.spawn(superlink_command(cfg, paths), env=env, log_path=console, on_parent_death=signal.SIGKILL)
+        wait_ready(cfg, link, console)
         log.info(
             "superlink_ready",
             f"SuperLink listening on {cfg.server.host}:{cfg.server.port} "
             f"({'INSECURE' if cfg.server.insecure else 'TLS, SuperNode authentication on'}); runtime dependency installation off",
-            pid=superlink.pid,
+            pid=link.pid,
             host=cfg.server.host,
             port=cfg.server.port,
             tls=not cfg.server.insecure,
@@ -296,21 +285,16 @@ def start_server(cfg, overrides: list[str], log: EventLogger, *, say: Callable[[
             rounds=config.train.rounds,
             shops=shops,
         )
-        runner = processes.spawn(command, env=env, pipe=True, text=True)
-        assert runner.stdout is not None
-        with open(paths.root / "logs" / "run.log", "a", encoding="utf-8") as run_log:
-            for line in runner.stdout:
-                line = strip_ansi(line)
-                run_log.write(line)
-                run_log.flush()
-                if "[fedgraph]" in line:
-                    text = line[line.index("[fedgraph]") + len("[fedgraph] ") :].strip()
-                    (log.warning if "failed" in text else log.info)("round", text)
-                    say(text)
-        runner.wait()
-        processes.stop(runner)
-        if runner.returncode != 0:
-            raise ServerError(f"`flwr run` exited with code {runner.returncode}; see {paths.root / 'logs' / 'run.log'}")
+
+        def on_line(line: str) -> None:
+            if "[fedgraph]" in line:
+                text = line[line.index("[fedgraph]") + len("[fedgraph] ") :].strip()
+                (log.warning if "failed" in text else log.info)("round", text)
+                say(text)
+
+        code = superlink.submit(command, env=env, log_path=paths.root / "logs" / "run.log", on_line=on_line)
+        if code != 0:
+            raise ServerError(f"`flwr run` exited with code {code}; see {paths.root / 'logs' / 'run.log'}")
         finished = _finished_rounds(paths)
         if finished < config.train.rounds:
             raise ServerError(
@@ -320,12 +304,11 @@ def start_server(cfg, overrides: list[str], log: EventLogger, *, say: Callable[[
         log.info("run_finished", f"training finished: {finished} rounds; checkpoints in {paths.run / 'checkpoints'}", rounds=finished)
         if not cfg.server.exit_after_run:
             say("training finished; SuperLink keeps serving (Ctrl-C to stop)")
-            while superlink.poll() is None:
+            while link.poll() is None:
                 time.sleep(1.0)
         return 0
     finally:
-        processes.stop(runner)
-        processes.stop_tree(superlink)  # with the SuperExec and the ServerApp it started
+        processes.stop_tree(link)  # with the SuperExec and the ServerApp it started
         signal.signal(signal.SIGTERM, previous)
         log.info("server_stopped", "SuperLink and the ServerApp stopped")
 
