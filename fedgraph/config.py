@@ -187,7 +187,8 @@ class PrivacyConfig:
     max_grad_norm: float = 1.0
     #: Noise multiplier σ; 0 = the smallest σ that keeps the planned rounds within target_epsilon.
     noise_multiplier: float = 0.0
-    #: Accountant that plans the noise and enforces the budget: "rdp" or "prv" (both are recorded).
+    #: Accountant that plans the noise and enforces the budget (:mod:`fedgraph.privacy.accountants`:
+    #: "rdp", "prv", ...); every registered one is recorded in the ledger.
     accountant: str = "rdp"
     #: "ghost" (Opacus ghost clipping: no per-user gradient tensors) or "hooks".
     grad_sample_mode: str = "ghost"

@@ -39,6 +39,7 @@ from fedgraph.baselines import in_report_order  # noqa: E402
 from fedgraph.console import plural  # noqa: E402
 from fedgraph.federation.run_dir import RunDir  # noqa: E402
 from fedgraph.metrics import aggregate_shops, figure  # noqa: E402
+from fedgraph.privacy.accounting import epsilons_of  # noqa: E402
 
 #: The federated system's own rows (fedgraph.selection): (order, label, colour) among the baselines'.
 FEDERATED_ROWS = {"federated": (70, "federated global model", "#1f6fb4"), "hybrid": (75, "fedgraph hybrid (global + EASE)", "#17becf")}
@@ -151,8 +152,7 @@ def privacy_summary(run: RunDir) -> dict[str, Any]:
         last = trained[-1] if trained else {}
         per_shop[shop] = {
             "epsilon": float(last.get("epsilon", 0.0)),
-            "epsilon_rdp": float(last.get("epsilon_rdp", 0.0)),
-            "epsilon_prv": last.get("epsilon_prv"),
+            "epsilon_by_accountant": epsilons_of(last) if last else {},
             "accountant": plan.get("accountant", p.accountant),
             "delta": float(plan.get("delta", 0.0)),
             "target_epsilon": float(plan.get("target_epsilon", p.target_epsilon)),

@@ -46,3 +46,30 @@ def test_an_unknown_accountant_is_refused_with_the_registered_names():
         RunConfig.load(overrides=["privacy.accountant=gdp"])
     with pytest.raises(ValueError, match="unknown accountant 'gdp'"):
         epsilon(HISTORY, 1e-5, "gdp")
+
+
+def test_every_registered_accountant_is_recorded_by_name_in_the_ledger_and_the_audit(monkeypatch, tmp_path):
+    """Issue 17.2: ledger entries and the audit had fixed ``epsilon_rdp`` / ``epsilon_prv`` fields,
+    so a new accountant's ε was never recorded. Each entry now keys ε by accountant name."""
+    from fedgraph.audit.render import privacy_table_rows
+    from fedgraph.config import PrivacyConfig
+    from fedgraph.privacy.accounting import epsilons_of
+    from fedgraph.privacy.budget import open_budget
+
+    new = Accountant("loose", description="a test bound", applies=lambda history: True, epsilon=lambda h, d: 7.5, opacus_name=None)
+    monkeypatch.setitem(ACCOUNTANTS, new.name, new)
+    budget = open_budget(
+        tmp_path, shop="s", users=400, config=PrivacyConfig(enabled=True, target_epsilon=8.0), rounds=2, local_epochs=1, batch_size=20
+    )
+    assert set(budget.plan["planned_epsilon_by_accountant"]) == {"rdp", "prv", "loose"}
+    entry = budget.record_round(1, "v1", [(budget.plan["noise_multiplier"], budget.plan["sample_rate"], 20)])
+    by_name = entry["epsilon_by_accountant"]
+    assert set(by_name) == {"rdp", "prv", "loose"} and by_name["loose"] == 7.5 and by_name["prv"] < by_name["rdp"]
+    assert "epsilon_rdp" not in entry and "epsilon_prv" not in entry
+    assert epsilons_of(entry) == by_name
+    # ledgers written before: the two fixed fields are read as the same mapping
+    assert epsilons_of({"epsilon_rdp": 2.0, "epsilon_prv": None}) == {"rdp": 2.0, "prv": None}
+    shop = {"ledger": "verified", "epsilon": by_name["rdp"], "accountant": "rdp", "epsilon_by_accountant": by_name}
+    header, rows = privacy_table_rows({"configured": {"accountant": "rdp"}, "accountants": sorted(ACCOUNTANTS), "shops": {"s": shop}})
+    assert "ε (prv)" in header and "ε (loose)" in header
+    assert rows[0][header.index("ε (loose)")] == 7.5

@@ -103,7 +103,9 @@ def test_report_json_validates_and_states_the_promise(audited, dp_run):
     for shop in run.shop_names:
         last = [e for e in PrivacyLedger(run.privacy_dir(shop)).verify() if e["kind"] == "round"][-1]
         promised = doc["promise"]["shops"][shop]
-        assert promised["epsilon"] == pytest.approx(last["epsilon"]) and promised["epsilon_rdp"] == pytest.approx(last["epsilon_rdp"])
+        assert promised["epsilon"] == pytest.approx(last["epsilon"]) and promised["epsilon_by_accountant"] == pytest.approx(
+            last["epsilon_by_accountant"]
+        )
         assert len(promised["per_round"]) == 2
     for shop in doc["run"]["audited_shops"]:
         a = doc["attacks"]["shops"][shop]

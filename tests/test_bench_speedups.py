@@ -13,9 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_prepare_per_shop_grouping_gives_the_same_shops(tmp_path, monkeypatch):
     """prepare() hands build_shop_data each shop's own events; the files equal the full-frame ones."""
     from fedgraph.config import RunConfig
-    from fedgraph.features.encoders import ENCODERS, EncoderSpec
     from fedgraph.data.split import temporal_split
     from fedgraph.features import item_features
+    from fedgraph.features.encoders import ENCODERS, EncoderSpec
     from fedgraph.federation.run_dir import RunDir
     from fedgraph.shop import ShopData, build_shop_data
     from fedgraph.simulation import load_dataset, prepare

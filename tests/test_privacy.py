@@ -35,14 +35,14 @@ def test_accountants_match_opacus_and_prv_is_tighter():
     assert prv == pytest.approx(acc.get_epsilon(delta=1e-5), rel=1e-9)
     assert rdp == pytest.approx(2.10, abs=0.01) and prv == pytest.approx(1.84, abs=0.01)
     both = spent(history, 1e-5, "prv")
-    assert both.reported == both.prv and both.reported_by == "prv" and both.rdp == rdp
+    assert both.reported == both.by_accountant["prv"] == prv and both.reported_by == "prv" and both.rdp == rdp
     assert spent(history, 1e-5, "rdp").reported == rdp
 
 
 def test_prv_falls_back_to_rdp_where_it_does_not_apply():
     full_batch = [(2.0, 1.0, 5)]  # q = 1: PRV's numerics do not apply
     s = spent(full_batch, 1e-5, "prv")
-    assert s.prv is None and s.reported_by == "rdp" and s.reported == epsilon(full_batch, 1e-5, "rdp")
+    assert s.by_accountant["prv"] is None and s.reported_by == "rdp" and s.reported == epsilon(full_batch, 1e-5, "rdp")
     assert epsilon([], 1e-5) == 0.0
     assert epsilon([(0.0, 0.1, 3)], 1e-5) == math.inf
 
@@ -390,7 +390,7 @@ def test_budget_plans_noise_and_refuses_a_round_that_would_overspend(tmp_path):
     assert skip["kind"] == "skip" and "budget" in skip["reason"] and skip["epsilon"] <= 2.0
     rounds = list(budget.ledger.rounds())
     assert [e["epsilon"] for e in rounds] == sorted(e["epsilon"] for e in rounds)
-    assert rounds[-1]["epsilon_prv"] < rounds[-1]["epsilon_rdp"]
+    assert rounds[-1]["epsilon_by_accountant"]["prv"] < rounds[-1]["epsilon_by_accountant"]["rdp"]
     # the ledger survives a restart; changing the plan afterwards is refused
     again = open_budget(tmp_path / "b", shop="s", users=100, config=cfg, rounds=3, local_epochs=1, batch_size=10)
     assert not again.next_round_fits() and again.spent().reported == pytest.approx(rounds[-1]["epsilon"])

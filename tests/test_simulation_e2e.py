@@ -238,7 +238,10 @@ def test_dp_run_accounts_every_round_and_stops_shops_out_of_budget(tmp_path, tex
     assert privacy["enabled"] and privacy["unit"].startswith("one customer")
     shops = privacy["per_shop"]
     assert {s: v["rounds_trained"] for s, v in shops.items()} == {"shop-00000": 2, "shop-00001": 1}
-    assert all(v["rounds_refused"] >= 1 and 0 < v["epsilon"] <= 4.0 and v["epsilon_prv"] < v["epsilon_rdp"] for v in shops.values())
+    assert all(
+        v["rounds_refused"] >= 1 and 0 < v["epsilon"] <= 4.0 and v["epsilon_by_accountant"]["prv"] < v["epsilon_by_accountant"]["rdp"]
+        for v in shops.values()
+    )
     # the ε the server saw each round is the ε in the shop's ledger
     seen = {s: t["epsilon"] for r in history["rounds"] if r["round"] > 0 for s, t in r["train"].items()}
     assert seen == {s: pytest.approx(v["epsilon"]) for s, v in shops.items()}

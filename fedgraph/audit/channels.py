@@ -24,8 +24,12 @@ from typing import Any
 
 #: Reply metrics that do not depend on the shop's customers.
 PUBLIC = {"shop-weight", "partition-id", "target-epsilon", "ledger-seq", "budget-exhausted"}
-#: Reply metrics derived from the customer count through the DP plan.
-SIZE_DERIVED = {"epsilon", "epsilon-rdp", "epsilon-prv", "delta"}
+#: Reply metrics derived from the customer count through the DP plan (and ``epsilon-<accountant>``).
+SIZE_DERIVED = {"epsilon", "delta"}
+
+
+def _size_derived(key: str) -> bool:
+    return key in SIZE_DERIVED or key.startswith("epsilon-")
 
 
 def _channel(name: str, message: str, keys: list[str], rounds: list[int], status: str, detail: str) -> dict[str, Any]:
@@ -82,7 +86,7 @@ def released_channels(history: dict[str, Any], shops: list[str], private: bool) 
                     "weight 1, target ε, ledger length: the same for any set of customers",
                 )
             )
-        size = [k for k in train if k in SIZE_DERIVED]
+        size = [k for k in train if _size_derived(k)]
         if size:
             channels.append(
                 _channel(
@@ -94,7 +98,7 @@ def released_channels(history: dict[str, Any], shops: list[str], private: bool) 
                     "planned from the exact customer count, so they release it (privacy.report_epsilon = false keeps them in the shop)",
                 )
             )
-        data = [k for k in train if k not in PUBLIC | SIZE_DERIVED]
+        data = [k for k in train if k not in PUBLIC and not _size_derived(k)]
         if data:
             channels.append(
                 _channel(

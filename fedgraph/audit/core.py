@@ -24,6 +24,8 @@ from fedgraph.audit.channels import released_channels
 from fedgraph.audit.integrity import check_run, data_sources, provenance
 from fedgraph.audit.training import Mechanism, mechanism_for
 from fedgraph.federation.run_dir import RunDir
+from fedgraph.privacy.accountants import ACCOUNTANTS
+from fedgraph.privacy.accounting import epsilons_of
 from fedgraph.shop import ShopData
 
 SCHEMA_FILE = Path(__file__).with_name("report.schema.json")
@@ -74,8 +76,7 @@ def _promise(run: RunDir, ledgers: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "epsilon": last.get("epsilon", 0.0),
             "delta": plan.get("delta"),
             "accountant": last.get("epsilon_accountant", plan.get("accountant")),
-            "epsilon_rdp": last.get("epsilon_rdp", 0.0),
-            "epsilon_prv": last.get("epsilon_prv"),
+            "epsilon_by_accountant": epsilons_of(last) if last else {},
             "noise_multiplier": plan.get("noise_multiplier"),
             "sample_rate": plan.get("sample_rate"),
             "max_grad_norm": plan.get("max_grad_norm"),
@@ -83,10 +84,7 @@ def _promise(run: RunDir, ledgers: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "rounds_trained": len(rounds),
             "rounds_refused": len(skips),
             "planned_epsilon": plan.get("planned_epsilon"),
-            "per_round": [
-                {"round": e["round"], "epsilon": e["epsilon"], "epsilon_rdp": e["epsilon_rdp"], "epsilon_prv": e.get("epsilon_prv")}
-                for e in rounds
-            ],
+            "per_round": [{"round": e["round"], "epsilon": e["epsilon"], "epsilon_by_accountant": epsilons_of(e)} for e in rounds],
         }
     notes = []
     if p.enabled and p.deterministic_noise:
@@ -112,7 +110,7 @@ def _promise(run: RunDir, ledgers: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "noise_multiplier": p.noise_multiplier,
             "deterministic_noise": p.deterministic_noise,
         },
-        "second_accountant": "prv" if p.accountant == "rdp" else "rdp",
+        "accountants": sorted(ACCOUNTANTS),
         "client_dp": {
             "mode": p.client_dp,
             "noise_multiplier": p.client_noise_multiplier,

@@ -94,8 +94,9 @@ def _epsilon_plot(promise: dict[str, Any]) -> str:
         per = s.get("per_round") or []
         if per:
             line = ax.plot([r["round"] for r in per], [r["epsilon"] for r in per], marker="o", label=f"{shop}")[0]
-            prv = [(r["round"], r["epsilon_rdp"]) for r in per]
-            ax.plot([a for a, _ in prv], [b for _, b in prv], ls=":", color=line.get_color(), alpha=0.6)
+            rdp = [(r["round"], (r.get("epsilon_by_accountant") or {}).get("rdp")) for r in per]
+            rdp = [(a, b) for a, b in rdp if b is not None]
+            ax.plot([a for a, _ in rdp], [b for _, b in rdp], ls=":", color=line.get_color(), alpha=0.6)
             ax.axhline(s["target_epsilon"], ls="--", color=line.get_color(), lw=0.8)
             drawn = True
     ax.set_xlabel("round")
@@ -244,46 +245,38 @@ def _integrity_section(doc: dict[str, Any]) -> str:
     return f"<h2>2. Integrity of the records: {escape(integ['status'])}</h2>" + _table(["severity", "check", "finding"], rows)
 
 
-def _promise_section(doc: dict[str, Any]) -> str:
-    p = doc["promise"]
-    head = [
-        "shop",
-        "ledger",
-        "ε (reported)",
-        "accountant",
-        f"ε ({p['second_accountant']})",
-        "δ",
-        "target ε",
-        "σ",
-        "q",
-        "C",
-        "steps",
-        "rounds",
-    ]
+def privacy_table_rows(p: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """The per-shop rows of the promise table: the reported ε and its accountant, then ε under
+    every other accountant the audit knows (``p["accountants"]``, one column each, — where a
+    shop's ledger has no figure for it), then the plan."""
+    configured = p["configured"]["accountant"]
+    others = [name for name in p.get("accountants", []) if name != configured]
+    head = ["shop", "ledger", "ε (reported)", "accountant", *[f"ε ({name})" for name in others]]
+    head += ["δ", "target ε", "σ", "q", "C", "steps", "rounds"]
     rows = []
     for shop, s in p["shops"].items():
         if s.get("ledger") != "verified":
-            rows.append([shop, s.get("ledger")] + ["—"] * 10)
+            rows.append([shop, s.get("ledger")] + ["—"] * (len(head) - 2))
             continue
-        second = s["epsilon_prv"] if p["second_accountant"] == "prv" else s["epsilon_rdp"]
-        if s["accountant"] == "rdp" and p["second_accountant"] == "rdp":
-            second = s["epsilon_prv"]
+        by_name = s.get("epsilon_by_accountant") or {}
         rows.append(
-            [
-                shop,
-                "verified",
-                s["epsilon"],
-                s["accountant"],
-                second,
-                s["delta"],
-                s["target_epsilon"],
-                s["noise_multiplier"],
-                s["sample_rate"],
-                s["max_grad_norm"],
-                s["steps"],
-                f"{s['rounds_trained']} (+{s['rounds_refused']} refused)",
+            [shop, "verified", s["epsilon"], s["accountant"], *[by_name.get(name, "—") for name in others]]
+            + [
+                s.get("delta"),
+                s.get("target_epsilon"),
+                s.get("noise_multiplier"),
+                s.get("sample_rate"),
+                s.get("max_grad_norm"),
+                s.get("steps"),
+                f"{s.get('rounds_trained')} (+{s.get('rounds_refused')} refused)",
             ]
         )
+    return head, rows
+
+
+def _promise_section(doc: dict[str, Any]) -> str:
+    p = doc["promise"]
+    head, rows = privacy_table_rows(p)
     cd, sa = p["client_dp"], p["secure_aggregation"]
     settings = _table(
         ["setting", "value"],

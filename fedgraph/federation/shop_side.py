@@ -18,6 +18,7 @@ from fedgraph.atomic import atomic_path
 from fedgraph.evaluation import evaluate_model
 from fedgraph.federation.run_dir import RunDir, state_digest
 from fedgraph.models.interest_model import is_private_key
+from fedgraph.privacy.accounting import epsilons_of
 from fedgraph.privacy.budget import ShopBudget, open_budget
 from fedgraph.privacy.client_level import UNIFORM_WEIGHT_KEY
 from fedgraph.shop import ShopData
@@ -103,14 +104,14 @@ def shop_budget(run: RunDir, data: ShopData) -> ShopBudget:
 
 def _privacy_metrics(budget: ShopBudget, entry: dict[str, Any], report_epsilon: bool = True) -> dict[str, float]:
     """What a DP shop tells the server about its budget: its ledger's length and the target; with
-    ``report_epsilon`` also ε so far (both accountants) and δ. Never the sample rate or σ. ε and δ
+    ``report_epsilon`` also ε so far (``epsilon``, the reported one, and ``epsilon-<name>`` under
+    every accountant, -1 where one does not apply) and δ. Never the sample rate or σ. ε and δ
     are functions of the shop's size (σ, q, δ are planned from it): see ``privacy.report_epsilon``."""
     if not report_epsilon:
         return {"target-epsilon": budget.target_epsilon, "ledger-seq": int(entry["seq"])}
     return {
         "epsilon": float(entry["epsilon"]),
-        "epsilon-rdp": float(entry["epsilon_rdp"]),
-        "epsilon-prv": float(entry["epsilon_prv"]) if entry.get("epsilon_prv") is not None else -1.0,
+        **{f"epsilon-{name}": (-1.0 if value is None else value) for name, value in epsilons_of(entry).items()},
         "delta": budget.delta,
         "target-epsilon": budget.target_epsilon,
         "ledger-seq": int(entry["seq"]),

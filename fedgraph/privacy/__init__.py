@@ -14,7 +14,6 @@ from fedgraph.privacy.accounting import (
     default_delta,
     epsilon,
     noise_multiplier_for,
-    prv_applies,
     spent,
 )
 from fedgraph.privacy.ledger import LedgerTamperedError, PrivacyLedger
@@ -66,6 +65,5 @@ __all__ = [
     "default_delta",
     "epsilon",
     "noise_multiplier_for",
-    "prv_applies",
     "spent",
 ]

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from fedgraph.privacy.accountants import ACCOUNTANTS, FALLBACK
 
@@ -46,11 +47,6 @@ def _clean(history: Iterable[tuple[float, float, int]]) -> list[tuple[float, flo
             key = (float(s), float(q))
             merged[key] = merged.get(key, 0) + int(n)
     return [(s, q, n) for (s, q), n in merged.items()]
-
-
-def prv_applies(history: History) -> bool:
-    """Whether the PRV accountant's numerics are sound for this history (``0 < q < 1``, sigma > 0)."""
-    return ACCOUNTANTS["prv"].applies(_clean(history))
 
 
 def _known(accountant: str) -> None:
@@ -84,33 +80,51 @@ def epsilon(history: History, delta: float, accountant: str = FALLBACK) -> float
 
 @dataclass(frozen=True)
 class Spent:
-    """ε of one history under ``rdp`` and ``prv`` (both recorded in every ledger entry) and the
-    reported one: the configured accountant's (``rdp`` where it does not apply)."""
+    """ε of one history under every registered accountant (``by_accountant``: ``None`` where an
+    accountant's numerics do not apply) and the reported one: the configured accountant's
+    (``rdp``'s where it does not apply). Every ledger entry records all of them by name."""
 
-    rdp: float
-    prv: float | None  # None where PRV does not apply
+    by_accountant: Mapping[str, float | None]
     reported: float
     reported_by: str
 
-    def as_dict(self) -> dict[str, float | str | None]:
-        return {"epsilon": self.reported, "epsilon_accountant": self.reported_by, "epsilon_rdp": self.rdp, "epsilon_prv": self.prv}
+    @property
+    def rdp(self) -> float:
+        """ε under ``rdp``, which applies to every history."""
+        return float(self.by_accountant[FALLBACK])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"epsilon": self.reported, "epsilon_accountant": self.reported_by, "epsilon_by_accountant": dict(self.by_accountant)}
 
 
 def spent(history: History, delta: float, accountant: str = FALLBACK) -> Spent:
-    """ε under RDP and PRV, and the reported ε: the configured ``accountant``'s where it applies
-    (and is finite), else RDP's."""
+    """ε under every registered accountant, and the reported ε: the configured ``accountant``'s
+    where it applies (and is finite), else RDP's."""
     _known(accountant)
-    rdp = epsilon(history, delta, FALLBACK)
-    prv = epsilon(history, delta, "prv") if prv_applies(history) else None
-    if accountant == FALLBACK:
-        return Spent(rdp=rdp, prv=prv, reported=rdp, reported_by=FALLBACK)
-    if accountant == "prv":
-        return Spent(rdp=rdp, prv=prv, reported=prv, reported_by="prv") if prv is not None else Spent(rdp, prv, rdp, FALLBACK)
     hist = _clean(history)
-    own = ACCOUNTANTS[accountant].epsilon(tuple(hist), delta) if hist and ACCOUNTANTS[accountant].applies(hist) else math.nan
-    if math.isfinite(own):
-        return Spent(rdp=rdp, prv=prv, reported=float(own), reported_by=accountant)
-    return Spent(rdp=rdp, prv=prv, reported=rdp, reported_by=FALLBACK)
+    rdp = epsilon(history, delta, FALLBACK)
+    by_name: dict[str, float | None] = {}
+    for name, spec in sorted(ACCOUNTANTS.items()):
+        if name == FALLBACK:
+            by_name[name] = rdp
+            continue
+        value = spec.epsilon(tuple(hist), delta) if hist and all(s > 0 for s, _, _ in hist) and spec.applies(hist) else math.nan
+        by_name[name] = float(value) if math.isfinite(value) else (0.0 if not hist else None)
+    own = by_name.get(accountant)
+    if own is None:
+        return Spent(by_name, rdp, FALLBACK)
+    return Spent(by_name, float(own), accountant)
+
+
+def epsilons_of(entry: Mapping[str, Any], prefix: str = "epsilon") -> dict[str, float | None]:
+    """The ε by accountant name a ledger entry (or a plan, with ``prefix="planned_epsilon"``)
+    records: ``{prefix}_by_accountant``, or, in ledgers written before that field, the two fixed
+    fields ``{prefix}_rdp`` and ``{prefix}_prv``."""
+    keyed = entry.get(f"{prefix}_by_accountant")
+    if keyed is not None:
+        return {str(k): (None if v is None else float(v)) for k, v in keyed.items()}
+    old = {name: entry[f"{prefix}_{name}"] for name in ("rdp", "prv") if f"{prefix}_{name}" in entry}
+    return {k: (None if v is None else float(v)) for k, v in old.items()}
 
 
 def noise_multiplier_for(target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str = FALLBACK) -> float:

@@ -170,7 +170,5 @@ def plan_for(users: int, config: PrivacyConfig, *, rounds: int, local_epochs: in
         steps = plan["planned_steps"]
         sigma = float(config.noise_multiplier) or noise_multiplier_for(config.target_epsilon, delta, q, steps, config.accountant)
         planned = spent([(sigma, q, steps)], delta, config.accountant)
-        plan.update(
-            noise_multiplier=sigma, planned_epsilon=planned.reported, planned_epsilon_rdp=planned.rdp, planned_epsilon_prv=planned.prv
-        )
+        plan.update(noise_multiplier=sigma, planned_epsilon=planned.reported, planned_epsilon_by_accountant=dict(planned.by_accountant))
     return plan
