@@ -69,7 +69,9 @@ class ShopData:
         """Width of the text block, the first columns of :attr:`item_features` (the encoder's
         width, recorded by :func:`fedgraph.features.pipeline.shop_data`). Data prepared before
         the width was recorded used MiniLM: 384."""
-        return int(self.meta.get("text_dim", 384))
+        from fedgraph.features import LEGACY_TEXT_DIM
+
+        return int(self.meta.get("text_dim", LEGACY_TEXT_DIM))
 
     def evaluable_users(self) -> np.ndarray:
         """Users with at least one training and one held-out item."""

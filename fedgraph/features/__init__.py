@@ -24,6 +24,9 @@ import torch
 from torch_geometric.utils import add_remaining_self_loops, degree, scatter, to_undirected
 
 PRICE_SHIFT = 1.5
+#: Text width of data and run directories prepared before the encoder's width was recorded
+#: (they were all embedded with MiniLM).
+LEGACY_TEXT_DIM = 384
 
 
 def feature_size(text_dim: int, hops: int = 1) -> int:

@@ -46,9 +46,7 @@ def text_vectors(catalog: pd.DataFrame, config: RunConfig, *, progress: bool = T
 
 def feature_width(config: RunConfig) -> int:
     """Width of every item feature vector under ``config``: from the encoder's width and ``features.hops``."""
-    from fedgraph.features.encoders import text_dim
-
-    return feature_size(text_dim(config), hops=config.features.hops)
+    return int(index_entries(config)["feature_size"])
 
 
 def index_entries(config: RunConfig) -> dict[str, Any]:

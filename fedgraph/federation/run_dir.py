@@ -112,7 +112,9 @@ class RunDir:
     def text_dim(self) -> int:
         """Width of the text block of the item features (``index.json`` -> ``text_encoder``;
         run directories written before it was recorded used MiniLM: 384)."""
-        return int(self.index.get("text_encoder", {}).get("dim", 384))
+        from fedgraph.features import LEGACY_TEXT_DIM
+
+        return int(self.index.get("text_encoder", {}).get("dim", LEGACY_TEXT_DIM))
 
     def new_model(self, num_local_items: int = 0) -> InterestModel:
         """A freshly initialised model (same seed → same shared weights in every process).

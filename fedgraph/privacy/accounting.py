@@ -121,10 +121,9 @@ def epsilons_of(entry: Mapping[str, Any], prefix: str = "epsilon") -> dict[str, 
     records: ``{prefix}_by_accountant``, or, in ledgers written before that field, the two fixed
     fields ``{prefix}_rdp`` and ``{prefix}_prv``."""
     keyed = entry.get(f"{prefix}_by_accountant")
-    if keyed is not None:
-        return {str(k): (None if v is None else float(v)) for k, v in keyed.items()}
-    old = {name: entry[f"{prefix}_{name}"] for name in ("rdp", "prv") if f"{prefix}_{name}" in entry}
-    return {k: (None if v is None else float(v)) for k, v in old.items()}
+    if keyed is None:
+        keyed = {name: entry[f"{prefix}_{name}"] for name in ("rdp", "prv") if f"{prefix}_{name}" in entry}
+    return {str(k): (None if v is None else float(v)) for k, v in keyed.items()}
 
 
 def noise_multiplier_for(target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str = FALLBACK) -> float:
