@@ -137,3 +137,45 @@ def test_the_distribution_installs_one_top_level_package():
     found = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
     packages = find_packages(str(root), include=found.get("include", ["*"]), exclude=found.get("exclude", ()))
     assert {p.split(".")[0] for p in packages} == {"fedgraph"}, sorted(packages)
+
+
+# Root test files that test no single top-level module: the layout as a whole, and the scripts
+# under simulations/.
+_WHOLE_TREE_TESTS = {"test_structure.py", "test_benchmarks.py"}
+
+
+def test_the_tests_mirror_the_package_layout():
+    """Issue 17: ``tests/<subpackage>/`` tests ``fedgraph/<subpackage>/``, and a test file at the
+    top of ``tests/`` is named for a top-level module (``test_simulation_start.py`` tests
+    ``fedgraph/simulation.py``), so a module's tests are found where the module is."""
+    tests = Path(__file__).resolve().parent
+    misplaced = []
+    for path in sorted(tests.rglob("test_*.py")):
+        relative = path.relative_to(tests)
+        if len(relative.parts) > 1:
+            if not (LIBRARY / relative.parent).is_dir():
+                misplaced.append(f"{relative}: fedgraph/{relative.parent}/ does not exist")
+        elif path.name not in _WHOLE_TREE_TESTS:
+            words = path.stem.removeprefix("test_").split("_")
+            if not any((LIBRARY / f"{'_'.join(words[:n])}.py").is_file() for n in range(1, len(words) + 1)):
+                misplaced.append(f"{relative}: no fedgraph/<module>.py matches its name")
+    assert not misplaced, misplaced
+
+
+def test_test_files_do_not_import_from_each_other():
+    """Shared test data comes from the factory fixtures in ``tests/conftest.py``; a test module
+    importing another (or a helper module beside it) couples files that run on different workers."""
+    tests = Path(__file__).resolve().parent
+    local = {p.stem for p in tests.rglob("*.py")} | {"tests", "conftest"}
+    imports = []
+    for path in sorted(tests.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            imports += [f"{path.relative_to(tests)}:{node.lineno} {n}" for n in names if n.split(".")[0] in local]
+    assert not imports, imports

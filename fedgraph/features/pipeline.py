@@ -2,7 +2,7 @@
 
 Simulation (:func:`fedgraph.simulation.prepare`, every shop of a data set) and deployment
 (:mod:`fedgraph.deploy.shop_state`, one shop's daemon) both call these functions, so the same
-events give the same training rows in both (tested: ``tests/test_one_pipeline.py``): the same
+events give the same training rows in both (tested: ``tests/features/test_pipeline.py``): the same
 text model and feature recipe, the same temporal split, the same edge features and recency
 (:func:`fedgraph.shop.edge_attributes`).
 """

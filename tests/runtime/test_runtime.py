@@ -10,7 +10,7 @@ import pytest
 
 from fedgraph.runtime import processes, superlink
 
-LIBRARY = Path(__file__).resolve().parents[1] / "fedgraph"
+LIBRARY = Path(__file__).resolve().parents[2] / "fedgraph"
 
 
 def test_submit_streams_clean_lines_to_the_log_and_the_caller(tmp_path):

@@ -1,7 +1,6 @@
 """Secure aggregation with Flower's SecAgg+: equals FedAvg, survives a drop-out, refuses bad settings."""
 
 import pytest
-from factories import run_fedgraph as _fedgraph
 
 from fedgraph.config import ConfigError, RunConfig
 from fedgraph.federation.run_dir import RunDir
@@ -24,12 +23,12 @@ SHOPS = (
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, text_cache):
+def runs(tmp_path_factory, text_cache, run_fedgraph):
     base = tmp_path_factory.mktemp("secagg")
     cache = f"features.cache_dir='{text_cache}'"
-    secure = _fedgraph("simulate", "--out", str(base / "secure"), *SHOPS, cache, "train.rounds=2", "privacy.secure_aggregation=true")
+    secure = run_fedgraph("simulate", "--out", str(base / "secure"), *SHOPS, cache, "train.rounds=2", "privacy.secure_aggregation=true")
     assert secure.returncode == 0, secure.stdout + secure.stderr
-    plain = _fedgraph("simulate", "--out", str(base / "plain"), *SHOPS, cache, "train.rounds=1")
+    plain = run_fedgraph("simulate", "--out", str(base / "plain"), *SHOPS, cache, "train.rounds=1")
     assert plain.returncode == 0, plain.stdout + plain.stderr
     return base, secure.stdout
 

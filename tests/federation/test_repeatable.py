@@ -4,22 +4,17 @@ by about 6e-8 from round 1 on)."""
 from __future__ import annotations
 
 import numpy as np
-from factories import train_reply
 
 from fedgraph.config import RunConfig
 from fedgraph.federation.rounds import aggregate_in_shop_order
 from fedgraph.federation.server_strategy import build_strategy
 
 
-def _reply(update: np.ndarray, users: int, partition: int, node: int):
-    return train_reply(update, {"num-examples": users, "partition-id": partition}, node)
-
-
-def test_the_aggregate_does_not_depend_on_the_order_the_replies_arrive_in():
+def test_the_aggregate_does_not_depend_on_the_order_the_replies_arrive_in(train_reply):
     rng = np.random.default_rng(3)
     updates = [rng.normal(size=4096).astype(np.float32) for _ in range(6)]
     users = [17, 230, 5, 64, 1031, 9]
-    replies = [_reply(u, n, p, node=100 + 7 * p) for p, (u, n) in enumerate(zip(updates, users))]
+    replies = [train_reply(u, {"num-examples": n, "partition-id": p}, 100 + 7 * p) for p, (u, n) in enumerate(zip(updates, users))]
     arrival_orders = [replies, replies[::-1], [replies[i] for i in (3, 0, 5, 1, 4, 2)]]
 
     def plain(order):

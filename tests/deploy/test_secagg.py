@@ -2,7 +2,7 @@
 default, and three shop daemons complete rounds with it over TLS with SuperNode authentication.
 
 Slow (about two minutes: SecAgg+ takes four message exchanges a round and a SuperNode polls
-every 3 s), so behind the ``slow`` marker: ``pytest -m slow tests/test_deploy_secagg.py``.
+every 3 s), so behind the ``slow`` marker: ``pytest -m slow tests/deploy/test_secagg.py``.
 """
 
 from __future__ import annotations

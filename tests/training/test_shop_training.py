@@ -1,9 +1,6 @@
 import numpy as np
 import pytest
 import torch
-from factories import catalog as _catalog
-from factories import events as _events
-from factories import planted_shop as _planted_shop
 
 from fedgraph.evaluation import evaluate_model, evaluate_popularity
 from fedgraph.features import feature_size, item_features, propagate, text_knn_edges
@@ -12,10 +9,12 @@ from fedgraph.shop import ShopData, ShopDataError, build_shop_data
 from fedgraph.training import RowSampler, TrainSettings, train_local
 
 
-def test_shop_data_orders_histories_by_time_and_merges_repeats(tmp_path):
-    train = _events([("u1", "b", 2, "view", 1), ("u1", "a", 1, "purchase", 2), ("u1", "b", 3, "purchase", 3), ("u2", "c", 0, "cart", 1)])
-    test = _events([("u1", "c", 9, "purchase", 1)])
-    data = build_shop_data("s", train, test, _catalog(["a", "b", "c"]), np.zeros((3, 4), np.float32))
+def test_shop_data_orders_histories_by_time_and_merges_repeats(tmp_path, make_catalog, make_events):
+    train = make_events(
+        [("u1", "b", 2, "view", 1), ("u1", "a", 1, "purchase", 2), ("u1", "b", 3, "purchase", 3), ("u2", "c", 0, "cart", 1)]
+    )
+    test = make_events([("u1", "c", 9, "purchase", 1)])
+    data = build_shop_data("s", train, test, make_catalog(["a", "b", "c"]), np.zeros((3, 4), np.float32))
     assert list(data.users) == ["u1", "u2"]
     assert [data.items[i] for i in data.history(0)] == ["a", "b"]  # a (day 1) before b (last seen day 3)
     b_attr = data.attr[data.indptr[0] + 1]
@@ -34,10 +33,10 @@ def test_shop_data_orders_histories_by_time_and_merges_repeats(tmp_path):
         ShopData.load(path)
 
 
-def test_unknown_item_is_reported():
-    train = _events([("u1", "zz", 1, "view", 1)])
+def test_unknown_item_is_reported(make_catalog, make_events):
+    train = make_events([("u1", "zz", 1, "view", 1)])
     with pytest.raises(ShopDataError, match="'zz' has events but is not in the catalog"):
-        build_shop_data("s", train, train.iloc[:0], _catalog(["a"]), np.zeros((1, 4), np.float32))
+        build_shop_data("s", train, train.iloc[:0], make_catalog(["a"]), np.zeros((1, 4), np.float32))
 
 
 def test_item_features_layout_and_smoothing():
@@ -58,8 +57,8 @@ def test_item_features_layout_and_smoothing():
     assert item_features(text, np.ones(4), hops=0).shape == (4, 5)
 
 
-def test_training_learns_planted_interests_and_is_deterministic():
-    data = _planted_shop()
+def test_training_learns_planted_interests_and_is_deterministic(planted_shop):
+    data = planted_shop()
     settings = TrainSettings(epochs=15, batch_size=16, lr=0.01, history=8, positives=2, negatives=16, seed=3)
     results = []
     for _ in range(2):
@@ -74,8 +73,8 @@ def test_training_learns_planted_interests_and_is_deterministic():
     assert after["ndcg@5"] > before["ndcg@5"] + 0.1
 
 
-def test_rows_hold_only_the_users_own_items():
-    data = _planted_shop(n_users=10)
+def test_rows_hold_only_the_users_own_items(planted_shop):
+    data = planted_shop(n_users=10)
     sampler = RowSampler(data, history=4, positives=2, negatives=30)
     batch = sampler.training_batch(np.arange(10), np.random.default_rng(0))
     for row in range(10):
@@ -87,19 +86,19 @@ def test_rows_hold_only_the_users_own_items():
         assert not batch.negative_mask[row].numpy()[hits].any()
 
 
-def test_content_baseline_ranks_items_like_the_users_own_history_first():
+def test_content_baseline_ranks_items_like_the_users_own_history_first(planted_shop):
     """The training-free content baseline: on the planted shop (item features reveal the group a
     user likes) it finds the held-out items; with features that carry no group it does not."""
     from fedgraph.evaluation import content_scores, evaluate_content
 
-    data = _planted_shop()
+    data = planted_shop()
     scores = content_scores(data, np.arange(3), history=8)
     group = np.arange(data.num_items) % 3
     for u in range(3):  # every user's best-scored items are of the group it likes
         top = scores[u].topk(10).indices.numpy()
         assert (group[[int(data.items[i][1:]) for i in top]] == int(data.users[u][1:]) % 3).all()
     planted = evaluate_content(data, k=5, history=8)
-    blind = _planted_shop()
+    blind = planted_shop()
     blind.item_features = np.random.default_rng(1).standard_normal(blind.item_features.shape).astype(np.float32)
     # the group is all the features tell: 2 held-out items among the group's 14 unseen ones
     assert planted["ndcg@5"] > 2 * evaluate_content(blind, k=5, history=8)["ndcg@5"]

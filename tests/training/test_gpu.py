@@ -7,7 +7,6 @@ a CUDA device. Skipped where there is none.
 import numpy as np
 import pytest
 import torch
-from factories import planted_shop as _planted_shop
 
 from fedgraph.evaluation import evaluate_model, evaluate_popularity
 from fedgraph.models import InterestModel
@@ -21,8 +20,8 @@ pytestmark = [
 
 
 @pytest.mark.parametrize("private", [False, True])
-def test_training_on_cuda_learns_planted_interests(private):
-    data = _planted_shop()
+def test_training_on_cuda_learns_planted_interests(private, planted_shop):
+    data = planted_shop()
     settings = TrainSettings(epochs=15, batch_size=16, lr=0.01, history=8, positives=2, negatives=16, seed=3)
     dp = DPSettings(noise_multiplier=0.5, max_grad_norm=1.0, sample_rate=16 / 120, delta=1e-5, noise_seed=1) if private else None
     torch.manual_seed(0)

@@ -2,18 +2,12 @@
 
 import numpy as np
 import pytest
-from factories import train_reply
 from flwr.app import ArrayRecord
 
 from fedgraph.config import RunConfig
 from fedgraph.federation.server_strategy import build_strategy
 from fedgraph.privacy import epsilon
 from fedgraph.privacy.client_level import UNIFORM_WEIGHT_KEY, ServerPrivacyLedger
-
-
-def _reply(update, users, node):
-    """A shop's reply as the server receives it."""
-    return train_reply(update, {"num-examples": users, UNIFORM_WEIGHT_KEY: 1.0}, node)
 
 
 def _config(**privacy):
@@ -23,32 +17,40 @@ def _config(**privacy):
     return cfg
 
 
-def _aggregate(strategy, updates, users):
-    strategy.current_arrays = ArrayRecord([np.zeros(2, dtype=np.float32)])  # the global model it sent
-    arrays, _ = strategy.aggregate_train(
-        1, [_reply(np.asarray(u, dtype=np.float32), n, i + 1) for i, (u, n) in enumerate(zip(updates, users))]
-    )
-    return arrays.to_numpy_ndarrays()[0]
+@pytest.fixture
+def aggregate(train_reply):
+    """Aggregates one round of ``updates`` from shops of ``users`` users with ``strategy``."""
+
+    def run(strategy, updates, users):
+        strategy.current_arrays = ArrayRecord([np.zeros(2, dtype=np.float32)])  # the global model it sent
+        replies = [
+            train_reply(np.asarray(u, dtype=np.float32), {"num-examples": n, UNIFORM_WEIGHT_KEY: 1.0}, i + 1)
+            for i, (u, n) in enumerate(zip(updates, users))
+        ]
+        arrays, _ = strategy.aggregate_train(1, replies)
+        return arrays.to_numpy_ndarrays()[0]
+
+    return run
 
 
-def test_without_client_dp_shops_are_weighted_by_users():
+def test_without_client_dp_shops_are_weighted_by_users(aggregate):
     strategy = build_strategy(RunConfig(), num_shops=2)
-    out = _aggregate(strategy, [[3.0, 0.0], [0.0, 3.0]], [1, 2])
+    out = aggregate(strategy, [[3.0, 0.0], [0.0, 3.0]], [1, 2])
     assert out == pytest.approx([1.0, 2.0])
 
 
-def test_fixed_clipping_averages_clipped_updates_with_equal_weights():
+def test_fixed_clipping_averages_clipped_updates_with_equal_weights(aggregate):
     strategy = build_strategy(_config(client_dp="fixed", client_noise_multiplier=0.0, client_clipping_norm=1.0), num_shops=2)
     # a big shop (1,000 users) gets no more say than a small one, and each update is clipped to norm 1
-    out = _aggregate(strategy, [[3.0, 0.0], [0.0, 4.0]], [1000, 10])
+    out = aggregate(strategy, [[3.0, 0.0], [0.0, 4.0]], [1000, 10])
     assert out == pytest.approx([0.5, 0.5], abs=1e-6)
 
 
-def test_noise_scale_follows_the_noise_multiplier():
+def test_noise_scale_follows_the_noise_multiplier(aggregate):
     outs = []
     for _ in range(200):
         strategy = build_strategy(_config(client_dp="fixed", client_noise_multiplier=2.0, client_clipping_norm=1.0), num_shops=2)
-        outs.append(_aggregate(strategy, [[0.2, 0.0], [0.0, 0.2]], [5, 5]) - 0.1)
+        outs.append(aggregate(strategy, [[0.2, 0.0], [0.0, 0.2]], [5, 5]) - 0.1)
     # std = sigma * C / m = 2 * 1 / 2, around the clean mean (0.1, 0.1)
     assert np.std(np.concatenate(outs)) == pytest.approx(1.0, rel=0.15)
     assert abs(np.mean(np.concatenate(outs))) < 0.15
@@ -66,15 +68,15 @@ def test_server_ledger_accounts_each_round(tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["fixed", "adaptive"])
-def test_missing_shops_count_as_zero_so_the_sensitivity_is_c_over_m(mode):
+def test_missing_shops_count_as_zero_so_the_sensitivity_is_c_over_m(mode, aggregate):
     """Issue 12.9: Flower's wrappers average the replies (denominator r), while the noise σC/m and
     the ledger assume the fixed denominator m; with r < m one shop moved the mean by up to 2C/r.
     The sum of the clipped updates is divided by the m sampled shops, a missing one counting as zero."""
     strategy = build_strategy(_config(client_dp=mode, client_noise_multiplier=0.0, client_clipping_norm=10.0), num_shops=3)
-    out = _aggregate(strategy, [[3.0, 0.0], [0.0, 6.0]], [5, 5])  # 2 of the 3 sampled shops replied
+    out = aggregate(strategy, [[3.0, 0.0], [0.0, 6.0]], [5, 5])  # 2 of the 3 sampled shops replied
     assert out == pytest.approx([1.0, 2.0], abs=1e-6)
     full = build_strategy(_config(client_dp=mode, client_noise_multiplier=0.0, client_clipping_norm=10.0), num_shops=2)
-    assert _aggregate(full, [[3.0, 0.0], [0.0, 6.0]], [5, 5]) == pytest.approx([1.5, 3.0], abs=1e-6)
+    assert aggregate(full, [[3.0, 0.0], [0.0, 6.0]], [5, 5]) == pytest.approx([1.5, 3.0], abs=1e-6)
 
 
 def test_adaptive_clipping_accounts_the_clipped_count_at_its_true_sensitivity(tmp_path):
@@ -97,14 +99,14 @@ def test_adaptive_clipping_accounts_the_clipped_count_at_its_true_sensitivity(tm
 
 
 @pytest.mark.parametrize("mode", ["fixed", "adaptive"])
-def test_server_side_dp_noise_does_not_come_from_numpys_global_generator(mode):
+def test_server_side_dp_noise_does_not_come_from_numpys_global_generator(mode, aggregate):
     """The server's client-level DP noise (and adaptive clipping's noisy count) came from
     ``np.random.normal``: Mersenne Twister, predictable from its state. It must come from the CSPRNG."""
     outs = []
     for _ in range(2):
         np.random.seed(0)
         strategy = build_strategy(_config(client_dp=mode, client_noise_multiplier=0.15, client_clipping_norm=1.0), num_shops=2)
-        outs.append(_aggregate(strategy, [[0.2, 0.0], [0.0, 0.2]], [5, 5]))
+        outs.append(aggregate(strategy, [[0.2, 0.0], [0.0, 0.2]], [5, 5]))
         if mode == "adaptive":
             outs[-1] = np.append(outs[-1], strategy.clipping_norm)
     assert not np.allclose(outs[0], outs[1])

@@ -6,9 +6,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from factories import catalog as _catalog
-from factories import events as _events
-from factories import planted_shop as _planted_shop
 from opacus.accountants import PRVAccountant, RDPAccountant
 from opacus.grad_sample import GradSampleModule
 
@@ -69,8 +66,8 @@ def _trained(data, dp, seed=0):
     return result, {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def test_ghost_clipping_gives_the_same_update_as_per_sample_gradients():
-    data = _planted_shop()
+def test_ghost_clipping_gives_the_same_update_as_per_sample_gradients(planted_shop):
+    data = planted_shop()
     common = dict(noise_multiplier=0.0, max_grad_norm=0.05, sample_rate=16 / 120, delta=1e-5, noise_seed=1)
     _, ghost = _trained(data, DPSettings(**common, grad_sample_mode="ghost"))
     _, hooks = _trained(data, DPSettings(**common, grad_sample_mode="hooks"))
@@ -79,8 +76,8 @@ def test_ghost_clipping_gives_the_same_update_as_per_sample_gradients():
     assert max((ghost[k] - plain[k]).abs().max().item() for k in ghost) > 1e-3  # clipping changed the update
 
 
-def test_dp_training_counts_steps_and_is_deterministic_under_a_seed():
-    data = _planted_shop()
+def test_dp_training_counts_steps_and_is_deterministic_under_a_seed(planted_shop):
+    data = planted_shop()
     dp = DPSettings(noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=0.1, delta=1e-5, noise_seed=7)
     (r1, s1), (_, s2) = _trained(data, dp), _trained(data, dp)
     assert r1.dp_history == [(1.0, 0.1, 20)] and r1.steps == 20  # 2 epochs of round(1/q) = 10 steps
@@ -89,8 +86,8 @@ def test_dp_training_counts_steps_and_is_deterministic_under_a_seed():
     assert any(not torch.equal(s1[k], s3[k]) for k in s1)
 
 
-def test_empty_poisson_samples_still_take_noisy_steps():
-    data = _planted_shop()
+def test_empty_poisson_samples_still_take_noisy_steps(planted_shop):
+    data = planted_shop()
     dp = DPSettings(noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=0.005, delta=1e-5, noise_seed=1)
     torch.manual_seed(0)
     model = InterestModel(3, dim=8, hidden=16, num_local_items=data.num_items)
@@ -102,27 +99,33 @@ def test_empty_poisson_samples_still_take_noisy_steps():
     assert all(not torch.equal(before[k], after[k]) for k in before)  # noise moved every parameter
 
 
-def _shop(events_a):
-    rows = [
-        ("B", "i1", 1, "purchase", 1),
-        ("B", "i2", 3, "view", 2),
-        ("B", "i3", 4, "cart", 1),
-        ("B", "i4", 6, "purchase", 1),
-        ("C", "i2", 2, "purchase", 1),
-        ("C", "i5", 5, "view", 1),
-        ("C", "i0", 9, "purchase", 1),
-    ] + events_a
-    items = [f"i{i}" for i in range(8)]
-    feats = np.random.default_rng(0).standard_normal((8, 3)).astype(np.float32)
-    return build_shop_data("s", _events(rows), _events(rows[:0]), _catalog(items), feats)
+@pytest.fixture
+def shop_with_user_a(make_catalog, make_events):
+    """A shop of users A, B and C: B and C fixed, A's events given."""
+
+    def build(events_a):
+        rows = [
+            ("B", "i1", 1, "purchase", 1),
+            ("B", "i2", 3, "view", 2),
+            ("B", "i3", 4, "cart", 1),
+            ("B", "i4", 6, "purchase", 1),
+            ("C", "i2", 2, "purchase", 1),
+            ("C", "i5", 5, "view", 1),
+            ("C", "i0", 9, "purchase", 1),
+        ] + events_a
+        items = [f"i{i}" for i in range(8)]
+        feats = np.random.default_rng(0).standard_normal((8, 3)).astype(np.float32)
+        return build_shop_data("s", make_events(rows), make_events(rows[:0]), make_catalog(items), feats)
+
+    return build
 
 
 @pytest.mark.parametrize("content_dim", [0, 3])
-def test_a_users_gradient_depends_only_on_that_users_data(content_dim):
+def test_a_users_gradient_depends_only_on_that_users_data(content_dim, shop_with_user_a):
     """Changing user A's interactions leaves user B's per-sample gradient unchanged (also with
     the content term, whose text profile is built from the user's own history only)."""
-    original = _shop([("A", "i0", 0, "view", 1), ("A", "i1", 2, "purchase", 1)])
-    changed = _shop([("A", "i6", 1, "purchase", 5), ("A", "i7", 30, "cart", 1), ("A", "i3", 40, "purchase", 2)])
+    original = shop_with_user_a([("A", "i0", 0, "view", 1), ("A", "i1", 2, "purchase", 1)])
+    changed = shop_with_user_a([("A", "i6", 1, "purchase", 5), ("A", "i7", 30, "cart", 1), ("A", "i3", 40, "purchase", 2)])
     torch.manual_seed(0)
     model = InterestModel(3, dim=8, hidden=16, num_local_items=8, content_dim=content_dim)
     features = torch.from_numpy(original.item_features)
@@ -178,7 +181,7 @@ def test_linear_norm_sample_equals_the_per_user_gradient_norm(rows, d_in, d_out,
 
 
 @pytest.mark.parametrize("content_dim", [0, 3])
-def test_dp_training_uses_fedgraphs_norm_routines_and_clips_per_user(content_dim):
+def test_dp_training_uses_fedgraphs_norm_routines_and_clips_per_user(content_dim, shop_with_user_a):
     """The wrapper takes fedgraph's routines for its layers, and a DP step's per-user norms equal
     the norms of per-user gradients computed by Opacus' hooks (so clipping is per user)."""
     from opacus.grad_sample import GradSampleModuleFastGradientClipping
@@ -189,7 +192,7 @@ def test_dp_training_uses_fedgraphs_norm_routines_and_clips_per_user(content_dim
     assert UserGradNormModule.NORM_SAMPLERS[torch.nn.Embedding] is embedding_norm_sample
     opacus_own = GradSampleModuleFastGradientClipping.NORM_SAMPLERS
     assert opacus_own[torch.nn.Linear] is not linear_norm_sample and opacus_own[torch.nn.Embedding] is not embedding_norm_sample
-    data = _shop([("A", "i0", 0, "view", 1), ("A", "i1", 2, "purchase", 1)])
+    data = shop_with_user_a([("A", "i0", 0, "view", 1), ("A", "i1", 2, "purchase", 1)])
     batch = RowSampler(data, history=4, positives=2, negatives=6).training_batch(np.arange(data.num_users), np.random.default_rng(5))
     features = torch.from_numpy(data.item_features)
     torch.manual_seed(0)
@@ -207,7 +210,7 @@ def test_dp_training_uses_fedgraphs_norm_routines_and_clips_per_user(content_dim
 
 
 @pytest.mark.parametrize("content_dim", [0, 3])
-def test_norm_pass_clips_like_opacus_two_passes_without_weight_gradients_in_the_first(content_dim):
+def test_norm_pass_clips_like_opacus_two_passes_without_weight_gradients_in_the_first(content_dim, shop_with_user_a):
     """fedgraph's first pass (gradients of the layers' outputs only) gives the same clipped
     gradient as Opacus' DPLossFastGradientClipping (a full first backward), and no parameter
     receives a gradient before the clipping coefficients are taken."""
@@ -216,7 +219,7 @@ def test_norm_pass_clips_like_opacus_two_passes_without_weight_gradients_in_the_
 
     from fedgraph.training.dp import NormPass, UserGradNormModule
 
-    data = _shop([("A", "i0", 0, "view", 1), ("A", "i1", 2, "purchase", 1)])
+    data = shop_with_user_a([("A", "i0", 0, "view", 1), ("A", "i1", 2, "purchase", 1)])
     batch = RowSampler(data, history=4, positives=2, negatives=6).training_batch(np.arange(data.num_users), np.random.default_rng(5))
     features = torch.from_numpy(data.item_features)
 
@@ -446,7 +449,7 @@ def test_a_growing_shop_keeps_its_planned_sample_rate_and_delta(tmp_path, delta)
 
 # ---------------------------------------------------------------------- noise source
 @pytest.mark.parametrize("mode", ["ghost", "hooks"])
-def test_unseeded_dp_training_draws_noise_and_sampling_from_the_csprng(monkeypatch, mode):
+def test_unseeded_dp_training_draws_noise_and_sampling_from_the_csprng(monkeypatch, mode, planted_shop):
     """Without a seed, neither the noise nor the Poisson sample may come from torch's Mersenne
     Twister (predictable from its seed): both come from fedgraph.privacy.csprng."""
     import opacus.optimizers.optimizer as opacus_optimizer
@@ -469,7 +472,7 @@ def test_unseeded_dp_training_draws_noise_and_sampling_from_the_csprng(monkeypat
     drawn = []
     real = csprng.SecureRandom.normal
     monkeypatch.setattr(csprng.SecureRandom, "normal", lambda self, n: drawn.append(n) or real(self, n))
-    data = _planted_shop()
+    data = planted_shop()
     dp = DPSettings(noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=0.1, delta=1e-5, noise_seed=None, grad_sample_mode=mode)
     result, after = _trained(data, dp)
     params = sum(p.numel() for p in InterestModel(3, dim=8, hidden=16, num_local_items=data.num_items).parameters() if p.requires_grad)

@@ -4,7 +4,6 @@ import json
 import subprocess
 
 import pytest
-from factories import run_fedgraph as _fedgraph
 
 from fedgraph.graph import GraphStore
 
@@ -17,9 +16,9 @@ def _no_process_mentions(text):
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, text_cache):
+def finished_run(tmp_path_factory, text_cache, run_fedgraph):
     out = tmp_path_factory.mktemp("e2e") / "run"
-    result = _fedgraph(
+    result = run_fedgraph(
         "simulate",
         "--out",
         str(out),
@@ -154,7 +153,7 @@ def test_what_a_shop_sends_holds_no_private_part(finished_run, tmp_path, monkeyp
         assert all(isinstance(v, (int, float)) for v in reply.content["metrics"].values())
 
 
-def test_interest_graph_built_and_queryable(finished_run):
+def test_interest_graph_built_and_queryable(finished_run, run_fedgraph):
     out, _ = finished_run
     store = GraphStore(out / "graph.sqlite")
     shops = store.shops()
@@ -165,11 +164,11 @@ def test_interest_graph_built_and_queryable(finished_run):
     user_id = list(store.iter_nodes(shops[0], "user"))[0][0]
     recs = store.user_recommendations(shops[0], user_id, k=5)
     assert len(recs) == 5 and recs[0].score >= recs[-1].score
-    cli = _fedgraph("graph", str(out), "user", shops[0], str(user_id), timeout=120)
+    cli = run_fedgraph("graph", str(out), "user", shops[0], str(user_id), timeout=120)
     assert cli.returncode == 0 and "recommendations:" in cli.stdout, cli.stderr
 
 
-def test_resume_continues_from_last_checkpoint(finished_run):
+def test_resume_continues_from_last_checkpoint(finished_run, run_fedgraph):
     out, _ = finished_run
     history = json.loads((out / "federated_history.json").read_text())
     uninterrupted = {r["round"]: (r["model_version"], r["eval"]) for r in history["rounds"]}
@@ -177,7 +176,7 @@ def test_resume_continues_from_last_checkpoint(finished_run):
     (out / "federated_history.json").write_text(json.dumps(history))
     (out / "checkpoints" / "round-0002.pt").unlink()
     (out / "metrics.json").unlink()
-    result = _fedgraph("simulate", "--resume", str(out))
+    result = run_fedgraph("simulate", "--resume", str(out))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "resuming after round 1/2" in result.stdout
     assert "round 1/2 |" not in result.stdout and "round 2/2 | shops 2/2" in result.stdout
@@ -189,29 +188,29 @@ def test_resume_continues_from_last_checkpoint(finished_run):
     assert replayed == uninterrupted
 
 
-def test_corrupt_checkpoint_is_reported_on_resume(finished_run):
+def test_corrupt_checkpoint_is_reported_on_resume(finished_run, run_fedgraph):
     out, _ = finished_run
     ckpt = out / "checkpoints" / "round-0002.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:200])
-    result = _fedgraph("simulate", "--resume", str(out), timeout=120)
+    result = run_fedgraph("simulate", "--resume", str(out), timeout=120)
     assert result.returncode != 0
     assert "round-0002.pt is unreadable" in result.stderr and "resume from round 1" in result.stderr
 
 
-def test_new_run_refuses_a_used_directory(finished_run):
+def test_new_run_refuses_a_used_directory(finished_run, run_fedgraph):
     out, _ = finished_run
-    result = _fedgraph("simulate", "--out", str(out), timeout=120)
+    result = run_fedgraph("simulate", "--out", str(out), timeout=120)
     assert result.returncode == 2 and "--resume" in result.stderr
 
 
 # Slow: the default run already sees a shop refuse a round for its budget in a DP simulation
-# (tests/test_secure_aggregation.py) and the budget arithmetic in tests/test_privacy.py.
+# (tests/federation/test_secure_aggregation.py) and the budget arithmetic in tests/privacy/test_dp_training_and_budget.py.
 @pytest.mark.slow
-def test_dp_run_accounts_every_round_and_stops_shops_out_of_budget(tmp_path, text_cache):
+def test_dp_run_accounts_every_round_and_stops_shops_out_of_budget(tmp_path, text_cache, run_fedgraph):
     """σ fixed at 1.5 with a budget of ε = 4: the bigger-q shop (36 users, q = 0.89) fits one
     round, the other (47 users, q = 0.68) two; the run goes on without them, then stops."""
     out = tmp_path / "dp"
-    result = _fedgraph(
+    result = run_fedgraph(
         "simulate",
         "--out",
         str(out),

@@ -70,7 +70,7 @@ class Federation:
             poll_s=0.2,
             settle_s=0.3,
             # SecAgg+ cannot finish a round when one of only two shops dies in it (the
-            # kill test below); tests/test_deploy_secagg.py covers SecAgg+ over the network
+            # kill test below); tests/deploy/test_secagg.py covers SecAgg+ over the network
             secure_aggregation=False,
         )
         self.root = self.demo.root
