@@ -81,6 +81,29 @@ class ShopData:
         """Users with at least two training items (one to predict, one to encode from)."""
         return np.flatnonzero(np.diff(self.indptr) >= 2)
 
+    def without_user(self, user: str) -> ShopData:
+        """A copy without ``user``: their row of the histories and of the held-out items, and
+        their id (the right to erasure; the catalog and the other users are unchanged). A user
+        not in the shop gives an equal copy."""
+        keep = self.users != str(user)
+        lengths, test_lengths = np.diff(self.indptr), np.diff(self.test_indptr)
+        rows = np.repeat(keep, lengths)
+        test_rows = np.repeat(keep, test_lengths)
+        return ShopData(
+            shop=self.shop,
+            items=self.items,
+            item_titles=self.item_titles,
+            item_categories=self.item_categories,
+            item_features=self.item_features,
+            users=self.users[keep],
+            indptr=np.concatenate([[0], np.cumsum(lengths[keep])]).astype(self.indptr.dtype),
+            item=self.item[rows],
+            attr=self.attr[rows],
+            test_indptr=np.concatenate([[0], np.cumsum(test_lengths[keep])]).astype(self.test_indptr.dtype),
+            test_item=self.test_item[test_rows],
+            meta=dict(self.meta),
+        )
+
     # ---------------------------------------------------------------- io
     def save(self, path: str | Path) -> Path:
         buffer = io.BytesIO()

@@ -1,11 +1,12 @@
 """End to end: `fedgraph simulate` runs a real Flower simulation (SuperLink + `flwr run`)."""
 
 import json
+import shutil
 import subprocess
 
 import pytest
 
-from fedgraph.graph import GraphStore
+from fedgraph.graph import GraphLookupError, GraphStore
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -245,3 +246,30 @@ def test_dp_run_accounts_every_round_and_stops_shops_out_of_budget(tmp_path, tex
     seen = {s: t["epsilon"] for r in history["rounds"] if r["round"] > 0 for s, t in r["train"].items()}
     assert seen == {s: pytest.approx(v["epsilon"]) for s, v in shops.items()}
     assert "privacy: user-level DP-SGD per shop" in result.stdout
+
+
+def test_forgetting_a_customer_in_a_run_removes_them_and_keeps_the_same_id_in_another_shop(finished_run, tmp_path):
+    """Issue 14.3, simulations: ``forget_in_run`` removes the customer's rows from the shop's data
+    files (so a resumed run never trains on them) and the graph; the same id in another shop is
+    another customer and stays."""
+    from fedgraph.privacy.erasure import files_naming, forget_in_run
+    from fedgraph.shop import ShopData
+
+    out, _ = finished_run
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    a, b = sorted(json.loads((run / "shops" / "index.json").read_text())["shops"])
+    users_a, users_b = (set(ShopData.load(run / "shops" / f"{s}.npz").users.tolist()) for s in (a, b))
+    user = sorted(users_a & users_b)[0]  # synthetic shops number their customers alike
+    assert files_naming([run], user, a)  # before: the shop's data files and graph name them
+    report = forget_in_run(run, a, user)
+    assert report.left == [] and report.events > 0 and report.graph_rows > 0
+    for name in (f"{a}.npz", f"{a}.final.npz"):
+        data = ShopData.load(run / "shops" / name)
+        assert user not in data.users.tolist() and data.num_users == len(users_a) - 1
+        assert len(data.indptr) == data.num_users + 1 and data.indptr[-1] == len(data.item) == len(data.attr)
+    assert user in ShopData.load(run / "shops" / f"{b}.npz").users.tolist()
+    with GraphStore(run / "graph.sqlite") as store:
+        with pytest.raises(GraphLookupError):
+            store.user_recommendations(a, user, k=3)
+        assert store.user_recommendations(b, user, k=3)

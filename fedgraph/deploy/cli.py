@@ -38,6 +38,7 @@ examples:
   fedgraph client start --config configs/deploy/shop.toml      # runs until Ctrl-C / SIGTERM
   fedgraph client status --config configs/deploy/shop.toml
   fedgraph client status --config configs/deploy/shop.toml --json
+  fedgraph client forget --config configs/deploy/shop.toml --ids-file erasure.txt   # right to erasure
 
 the daemon ingests new event files from its drop folder (or new rows of an SQLite table) exactly once,
 keeps the shop's interest graph current between rounds and takes part in training rounds.
@@ -104,6 +105,22 @@ def add_deploy_commands(sub: argparse._SubParsersAction) -> None:
     )
     status.add_argument("--config", "-c", type=Path, required=True)
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    forget = csub2.add_parser(
+        "forget",
+        help="erase customers (right to erasure): events, graph, training data, drop files, logs",
+        description=(
+            "Erase customers from the shop's state: their events, graph node and edges, training rows, their rows in "
+            "processed drop files, and their id in logs. Older events of theirs are refused if delivered again. Stop "
+            "the daemon first; then every file is searched for the id and any file still naming a customer is listed. "
+            "Models already trained are not undone (PRIVACY.md)."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG_CLIENT,
+    )
+    forget.add_argument("--config", "-c", type=Path, required=True)
+    forget.add_argument("users", nargs="*", metavar="USER", help="customer ids as in the events (prefer --ids-file: no shell history)")
+    forget.add_argument("--ids-file", type=Path, help="a file of customer ids, one per line ('-' for standard input)")
+    forget.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def run_deploy_command(args: argparse.Namespace) -> int | None:
@@ -145,6 +162,8 @@ def run_deploy_command(args: argparse.Namespace) -> int | None:
             from fedgraph.deploy.daemon import ShopDaemon
 
             return ShopDaemon(cfg).run()
+        if args.client_command == "forget":
+            return _forget(cfg, args)
         from fedgraph.deploy.status import collect, render
 
         info = collect(cfg)
@@ -153,11 +172,30 @@ def run_deploy_command(args: argparse.Namespace) -> int | None:
     return None
 
 
+def _forget(cfg, args: argparse.Namespace) -> int:
+    from fedgraph.deploy.forget import ForgetError, forget_customer, render
+
+    users = list(args.users)
+    if args.ids_file is not None:
+        text = sys.stdin.read() if str(args.ids_file) == "-" else args.ids_file.read_text(encoding="utf-8")
+        users += [line.strip() for line in text.splitlines() if line.strip()]
+    if not users:
+        raise ForgetError("fedgraph client forget: no customer given; name them (USER ...) or pass --ids-file FILE")
+    reports = [forget_customer(cfg, user) for user in dict.fromkeys(users)]
+    if args.json:
+        print(json.dumps([r.as_dict() for r in reports], indent=2))
+    else:
+        print("\n".join(render(r) for r in reports))
+    return 1 if any(r.left for r in reports) else 0
+
+
 def known_errors() -> tuple[type[BaseException], ...]:
     from fedgraph.deploy.certs import CertError
+    from fedgraph.deploy.forget import ForgetError
+    from fedgraph.deploy.paths import StateDirBusy
     from fedgraph.deploy.server import ServerError
 
-    return (CertError, ServerError)
+    return (CertError, ServerError, StateDirBusy, ForgetError)
 
 
 if __name__ == "__main__":  # pragma: no cover

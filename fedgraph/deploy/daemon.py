@@ -286,8 +286,11 @@ class ShopDaemon:
         self.stop_event.set()
 
     def run(self) -> int:
+        """Run until stopped, holding the state directory (a second daemon, or ``fedgraph client
+        forget``, on the same directory is refused while this one runs)."""
         try:
-            return self._run()
+            with self.paths.exclusive("the shop daemon"):
+                return self._run()
         except Exception as exc:
             log = getattr(self, "log", None)
             if log is not None:

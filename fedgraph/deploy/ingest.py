@@ -9,7 +9,11 @@ Everything a shop has ingested lives in one SQLite file, the *event log*
 * ``sources``: every drop-folder file seen (by SHA-256 of its bytes), with its outcome;
 * ``offsets``: named positions, e.g. the last ``rowid`` read from an SQLite source table and the
   event offset the interest graph reflects;
-* ``bad_rows``: rows of an SQLite source that failed validation (with the reason).
+* ``bad_rows``: rows of an SQLite source that failed validation (with the reason);
+* ``forgotten``: customers erased on request (:mod:`fedgraph.deploy.forget`), as a keyed
+  digest (HMAC-SHA256 under ``forget_key``, a random key kept in this file), never their id;
+  an event of such a customer dated up to the request is dropped at ingestion, so a re-delivered
+  export cannot bring them back.
 
 A file's events, its ``sources`` row and (for SQLite) the new read position are committed in
 *one* transaction, so a crash at any point either ingested the whole file or none of it; the
@@ -30,7 +34,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import os
+import secrets
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -40,6 +46,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fedgraph.atomic import atomic_path
 from fedgraph.data.loaders import DataValidationError, read_table, validate_events
 from fedgraph.deploy.logs import EventLogger
 
@@ -59,6 +66,8 @@ _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS bad_rows (
         id INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT NOT NULL, position INTEGER,
         reason TEXT NOT NULL, at REAL NOT NULL)""",
+    "CREATE TABLE IF NOT EXISTS forgotten (digest TEXT PRIMARY KEY, before_ts INTEGER NOT NULL, at REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS forget_key (id INTEGER PRIMARY KEY CHECK (id = 1), key BLOB NOT NULL)",
 ]
 
 
@@ -103,8 +112,12 @@ class EventLog:
 
     # ------------------------------------------------------------------ writes
     def ingest(self, events: pd.DataFrame, *, source: str, name: str, offset: tuple[str, int] | None = None) -> tuple[int, int]:
-        """Add validated ``events``; returns (rows, new events). All or nothing, with ``offset``."""
+        """Add validated ``events``; returns (rows, new events). All or nothing, with ``offset``.
+
+        Rows not counted as new: event ids already stored, and events of a forgotten customer
+        dated up to their erasure request (:meth:`forget_user`)."""
         now = time.time()
+        events = events[~self.forgotten_mask(events)]
         ts = events["timestamp"].to_numpy(dtype="datetime64[s]").astype(np.int64).tolist()
         rows = list(
             zip(
@@ -142,6 +155,49 @@ class EventLog:
             if offset is not None:
                 c.execute("INSERT INTO offsets VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value", offset)
         return len(rows), new
+
+    def _digest(self, user: str) -> str:
+        row = self._conn.execute("SELECT key FROM forget_key WHERE id = 1").fetchone()
+        if row is None:
+            with self._tx() as c:
+                c.execute("INSERT OR IGNORE INTO forget_key VALUES (1, ?)", (secrets.token_bytes(32),))
+            row = self._conn.execute("SELECT key FROM forget_key WHERE id = 1").fetchone()
+        return hmac.new(bytes(row[0]), str(user).encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def forgotten_mask(self, events: pd.DataFrame) -> np.ndarray:
+        """True for each event of a forgotten customer dated up to their erasure request."""
+        cutoffs = dict(self._conn.execute("SELECT digest, before_ts FROM forgotten").fetchall())
+        if not cutoffs or events.empty:
+            return np.zeros(len(events), dtype=bool)
+        ts = pd.to_datetime(events["timestamp"]).to_numpy(dtype="datetime64[s]").astype(np.int64)
+        digests = {u: self._digest(u) for u in events["user"].astype(str).unique()}
+        before = events["user"].astype(str).map(lambda u: cutoffs.get(digests[u], -(2**62))).to_numpy(dtype=np.int64)
+        return ts <= before
+
+    def forget_user(self, user: str) -> int:
+        """Erase every event of ``user`` and remember them as forgotten (a keyed digest and the
+        request time, so older events of theirs are refused if delivered again; a later event,
+        a returning customer's, is ingested). ``bad_rows`` whose reason names them go too. The
+        file is then rewritten (``secure_delete``, ``VACUUM``, WAL truncated) so no byte of the
+        removed rows remains. Returns the number of events removed."""
+        user = str(user)
+        digest = self._digest(user)
+        self._conn.execute("PRAGMA secure_delete = ON")
+        with self._tx() as c:
+            latest = c.execute("SELECT coalesce(max(ts), 0) FROM events WHERE user = ?", (user,)).fetchone()[0]
+            removed = c.execute("DELETE FROM events WHERE user = ?", (user,)).rowcount
+            c.execute("DELETE FROM bad_rows WHERE instr(reason, ?) > 0", (user,))
+            c.execute(
+                "INSERT INTO forgotten VALUES (?, ?, ?) ON CONFLICT (digest) DO UPDATE SET before_ts = excluded.before_ts, at = excluded.at",
+                (digest, max(int(latest), int(time.time())), time.time()),
+            )
+        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._conn.execute("VACUUM")
+        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return int(removed)
+
+    def forgotten_count(self) -> int:
+        return int(self._conn.execute("SELECT count(*) FROM forgotten").fetchone()[0])
 
     def mark_quarantined(self, source: str, name: str, reason: str) -> None:
         with self._tx() as c:
@@ -278,7 +334,7 @@ def check_events(frame: pd.DataFrame, *, shop: str, items: set[str], source: str
 # ----------------------------------------------------------------------------- drop folder
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -359,10 +415,10 @@ class DropFolder:
         return report
 
     def _one(self, path: Path, report: IngestReport) -> None:
-        sha = _sha256(path)
+        sha = file_sha256(path)
         status = self.events.source_status(sha)
         if status == "ingested":  # e.g. a crash between the commit and the move, or a re-drop
-            moved = _move(path, self.processed)
+            moved = self._archive(path, self._refused_ids(path))
             self.log.info(
                 "file_already_ingested", f"{path.name}: already ingested (same bytes); moved to {moved}", file=path.name, sha256=sha
             )
@@ -374,8 +430,9 @@ class DropFolder:
             self._quarantine(path, sha, str(exc))
             report.quarantined += 1
             return
+        refused = set(events.loc[self.events.forgotten_mask(events), "event_id"].astype(str))
         rows, new = self.events.ingest(events, source=sha, name=path.name)
-        moved = _move(path, self.processed)
+        moved = self._archive(path, refused, raw)
         report.files += 1
         report.rows += rows
         report.new_events += new
@@ -389,6 +446,43 @@ class DropFolder:
             duplicates=rows - new,
             event_offset=self.events.head,
         )
+
+    def _refused_ids(self, path: Path) -> set[str]:
+        """Event ids in ``path`` of forgotten customers (none when nobody was forgotten)."""
+        if not self.events.forgotten_count():
+            return set()
+        try:
+            events = check_events(read_table(path, path.name, "events"), shop=self.shop, items=self.items, source=path.name)
+        except DataValidationError:
+            return set()
+        return set(events.loc[self.events.forgotten_mask(events), "event_id"].astype(str))
+
+    def _archive(self, path: Path, refused: set[str], raw: pd.DataFrame | None = None) -> Path:
+        """Move ``path`` to ``processed/``; with ``refused`` event ids (a forgotten customer's),
+        the archived copy is written without those rows, so ``processed/`` never keeps them."""
+        if not refused:
+            return _move(path, self.processed)
+        raw = read_table(path, path.name, "events") if raw is None else raw
+        rest = raw[~raw["event_id"].astype(str).isin(refused)]
+        self.processed.mkdir(parents=True, exist_ok=True)
+        target = self.processed / path.name
+        n = 1
+        while target.exists():
+            target = self.processed / f"{path.name}.{n}"
+            n += 1
+        with atomic_path(target) as tmp:
+            if path.name.endswith(".parquet"):
+                rest.to_parquet(tmp, index=False)
+            else:
+                rest.to_csv(tmp, index=False, compression="gzip" if path.name.endswith(".gz") else None)
+        path.unlink()
+        self.log.info(
+            "forgotten_rows_refused",
+            f"{path.name}: {len(refused)} rows of forgotten customers refused and left out of processed/",
+            file=path.name,
+            rows=len(refused),
+        )
+        return target
 
     def _quarantine(self, path: Path, sha: str, reason: str) -> None:
         moved = _move(path, self.quarantine)

@@ -54,6 +54,13 @@ class EventLogger:
     def error(self, event: str, msg: str, exc_info: Any = None, **fields: Any) -> None:
         self._log(logging.ERROR, event, msg, exc_info=exc_info, **fields)
 
+    def close(self) -> None:
+        """Flush and close this logger's handlers (a short-lived command's last line is on disk)."""
+        for handler in list(self._logger.handlers):
+            handler.flush()
+            handler.close()
+            self._logger.removeHandler(handler)
+
 
 def setup_logging(name: str, log_file: Path | None, level: str = "info", *, stderr: bool = True) -> EventLogger:
     """A JSON-lines logger writing to ``log_file`` (appending) and/or stderr."""

@@ -552,6 +552,36 @@ class GraphStore:
                 (int(is_new), len(interest_rows) - gone_interests, len(rec_rows) - gone_recs, _now(), version_id),
             )
 
+    def forget_user(self, shop: str, user: str) -> int:
+        """Erase one customer from ``shop``'s graph: their node and every edge from it, in one
+        transaction, then rewrite the file (``secure_delete``, ``VACUUM``, WAL truncated) so that
+        no byte of the removed rows remains in it. Returns the rows removed (0: not in the graph;
+        an unknown shop is not an error, there is nothing to forget)."""
+        user = str(user)
+        with self._errors():
+            self._conn.execute("PRAGMA secure_delete = ON")
+        with self._transaction() as conn:
+            current = conn.execute("SELECT id FROM graph_versions WHERE shop = ? AND is_current = 1", (shop,)).fetchone()
+            node = conn.execute("DELETE FROM users WHERE shop = ? AND user_id = ?", (shop, user)).rowcount
+            interests = conn.execute("DELETE FROM user_interest WHERE shop = ? AND user_id = ?", (shop, user)).rowcount
+            recommendations = conn.execute("DELETE FROM user_item WHERE shop = ? AND user_id = ?", (shop, user)).rowcount
+            if current is not None and node + interests + recommendations:
+                conn.execute(
+                    "UPDATE graph_versions SET n_users = n_users - ?, n_user_interest = n_user_interest - ?, "
+                    "n_user_item = n_user_item - ?, updated_at = ? WHERE id = ?",
+                    (node, interests, recommendations, _now(), current[0]),
+                )
+        self.compact()
+        return node + interests + recommendations
+
+    def compact(self) -> None:
+        """Rewrite the file without free pages and empty the write-ahead log, so deleted rows are
+        gone from the bytes on disk, not only from the tables."""
+        with self._errors():
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._conn.execute("VACUUM")
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     # --- queries --------------------------------------------------------------------------------
 
     def shops(self) -> list[str]:

@@ -115,9 +115,9 @@ def test_drop_folder_ingests_each_event_once_across_redrops_and_restarts(tmp_pat
     # a crash after the commit but before the move: the restarted daemon just moves the file
     _events(50, 10).to_csv(drop / "d.csv", index=False)
     frame = pd.read_csv(drop / "d.csv", dtype=str)
-    from fedgraph.deploy.ingest import _sha256, check_events
+    from fedgraph.deploy.ingest import check_events, file_sha256
 
-    events.ingest(check_events(frame, shop=SHOP, items=set(ITEMS), source="d.csv"), source=_sha256(drop / "d.csv"), name="d.csv")
+    events.ingest(check_events(frame, shop=SHOP, items=set(ITEMS), source="d.csv"), source=file_sha256(drop / "d.csv"), name="d.csv")
     events.close()
     events = EventLog(tmp_path / "events.sqlite")  # "restart"
     folder = _folder(tmp_path, log, events)
