@@ -7,6 +7,7 @@ what it writes and shows an example.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -57,6 +58,7 @@ examples:
   fedgraph graph runs/smoke shops
   fedgraph graph runs/smoke user germany 12626          # top interests and recommendations
   fedgraph graph runs/smoke item germany 22423          # an item's nearest neighbours
+  fedgraph graph runs/smoke audience germany "CHRISTMAS DECORATION" --top 50 --csv audience.csv
   fedgraph graph runs/smoke export germany --graphml g.graphml --neo4j neo4j/
 
 RUN may be a run directory (its graph.sqlite is used) or a graph store file.
@@ -106,6 +108,20 @@ def _parser() -> argparse.ArgumentParser:
     item.add_argument("shop")
     item.add_argument("item")
     item.add_argument("-k", type=int, default=10, help="how many neighbours (default 10)")
+    aud = gsub.add_parser(
+        "audience",
+        help="the customers most interested in an interest or a free-text topic (CSV export)",
+        description=(
+            "Rank a shop's customers for marketing. QUERY that names one of the shop's interests (categories) exactly "
+            "ranks by the graph's interest edges; any other text is a topic, embedded with the run's text model and "
+            "scored by the global model like a new item described by it (needs RUN as a run or state directory)."
+        ),
+    )
+    aud.add_argument("shop")
+    aud.add_argument("query", metavar="INTEREST_OR_TOPIC")
+    aud.add_argument("--top", type=int, default=20, help="how many customers (default 20)")
+    aud.add_argument("--csv", type=Path, help="also write rank,user,score,basis,query rows to this file")
+    aud.add_argument("--json", action="store_true", help="machine-readable output")
     export = gsub.add_parser("export", help="export a shop's graph to GraphML and/or Neo4j import files")
     export.add_argument("shop")
     export.add_argument("--graphml", type=Path, help="GraphML output file")
@@ -180,6 +196,29 @@ def _cmd_graph(args: argparse.Namespace) -> int:
         print(f"items most similar to {args.item} in shop {args.shop}:")
         for row in neighbours:
             print(f"    {row.item:<10} {row.title:<45.45} similarity {row.similarity:.3f}")
+    elif args.graph_command == "audience":
+        from fedgraph.graph.audience import audience
+
+        if args.top < 1:
+            raise SystemExit("fedgraph graph audience: --top must be at least 1")
+        if not args.query.strip():
+            raise SystemExit(
+                "fedgraph graph audience: the query is empty; give an interest of the shop or a topic, e.g. 'garden decoration'"
+            )
+        found = audience(args.run, store, args.shop, args.query, top=args.top)
+        if args.csv is not None:
+            if not args.csv.parent.is_dir():
+                raise FileNotFoundError(f"the directory {args.csv.parent} does not exist; create it first or choose another path")
+            found.write_csv(args.csv)
+        if args.json:
+            print(json.dumps(found.as_dict(), indent=2))
+        else:
+            how = "interest edge weight" if found.basis == "interest" else "model score for a new item described by the topic"
+            print(f"audience for {args.query!r} in shop {args.shop} ({found.basis}; ranked by {how}; {found.scored_users} customers)")
+            for m in found.members:
+                print(f"    {m.rank:>3}. {m.user:<16} {m.score:.4f}")
+            if args.csv is not None:
+                print(f"wrote {len(found.members)} rows to {args.csv}")
     elif args.graph_command == "export":
         from fedgraph.graph import export_graphml, export_neo4j
 

@@ -633,6 +633,29 @@ class GraphStore:
                 self._require("user", shop, str(user))
             return [Recommendation(*r) for r in rows]
 
+    def interest_audience(self, shop: str, interest: str, k: int = 100) -> list[tuple[str, float]]:
+        """The ``k`` customers of ``shop`` most interested in ``interest``: ``(user, weight)`` pairs
+        of their ``interested_in`` edges, highest weight first (ties by user id). Only customers
+        whose top interests (``graph.top_k_interests``) include it have such an edge.
+
+        Raises:
+            GraphLookupError: unknown shop or interest (the message lists the shop's interests).
+        """
+        k = _check_k(k)
+        with self.snapshot():
+            self._require("interest", shop, interest)
+            rows = self._conn.execute(
+                "SELECT user_id, weight FROM user_interest WHERE shop = ? AND interest = ? ORDER BY weight DESC, user_id LIMIT ?",
+                (shop, interest, k),
+            ).fetchall()
+        return [(str(u), float(w)) for u, w in rows]
+
+    def interests(self, shop: str) -> list[str]:
+        """The interest nodes of ``shop``'s graph, sorted."""
+        with self.snapshot():
+            self._current(shop)
+            return [r[0] for r in self._conn.execute("SELECT interest FROM interests WHERE shop = ? ORDER BY interest", (shop,))]
+
     def item_neighbours(self, shop: str, item: str, k: int = 10) -> list[Neighbour]:
         """The item's ``k`` most similar items with titles, most similar first."""
         k = _check_k(k)
