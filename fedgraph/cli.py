@@ -59,6 +59,7 @@ examples:
   fedgraph graph runs/smoke user germany 12626          # top interests and recommendations
   fedgraph graph runs/smoke item germany 22423          # an item's nearest neighbours
   fedgraph graph runs/smoke audience germany "CHRISTMAS DECORATION" --top 50 --csv audience.csv
+  fedgraph graph runs/smoke explain germany 12626 22423      # why this item for this user
   fedgraph graph runs/smoke export germany --graphml g.graphml --neo4j neo4j/
 
 RUN may be a run directory (its graph.sqlite is used) or a graph store file.
@@ -122,6 +123,22 @@ def _parser() -> argparse.ArgumentParser:
     aud.add_argument("--top", type=int, default=20, help="how many customers (default 20)")
     aud.add_argument("--csv", type=Path, help="also write rank,user,score,basis,query rows to this file")
     aud.add_argument("--json", action="store_true", help="machine-readable output")
+    why = gsub.add_parser(
+        "explain",
+        help="why an item was recommended to a user (history items, attention, content share, interests)",
+        description=(
+            "Take the global model's score of ITEM for USER apart over the user's own history: each history item's "
+            "contribution, attention weight and what removing it would do, the content term's share, and the "
+            "interests on the path. Without ITEM: the same for each of the user's top recommendations. Needs RUN as "
+            "a run or state directory."
+        ),
+    )
+    why.add_argument("shop")
+    why.add_argument("user")
+    why.add_argument("item", nargs="?", help="the item to explain (default: each of the user's top -k recommendations)")
+    why.add_argument("-k", type=int, default=5, help="recommendations explained without ITEM (default 5)")
+    why.add_argument("--top", type=int, default=5, help="history items shown per explanation (default 5)")
+    why.add_argument("--json", action="store_true", help="machine-readable output")
     export = gsub.add_parser("export", help="export a shop's graph to GraphML and/or Neo4j import files")
     export.add_argument("shop")
     export.add_argument("--graphml", type=Path, help="GraphML output file")
@@ -219,6 +236,20 @@ def _cmd_graph(args: argparse.Namespace) -> int:
                 print(f"    {m.rank:>3}. {m.user:<16} {m.score:.4f}")
             if args.csv is not None:
                 print(f"wrote {len(found.members)} rows to {args.csv}")
+    elif args.graph_command == "explain":
+        from fedgraph.graph.explain import explain, render
+        from fedgraph.graph.serving import open_served_shop
+
+        served = open_served_shop(args.run, args.shop)
+        if args.item is not None:
+            items = [args.item]
+        else:
+            items = [r.item for r in store.user_recommendations(args.shop, args.user, k=args.k)]
+        found = [explain(served, args.user, i, top=args.top, store=store, hybrid_alpha=served.hybrid_alpha) for i in items]
+        if args.json:
+            print(json.dumps([e.as_dict() for e in found], indent=2))
+        else:
+            print("\n\n".join(render(e) for e in found))
     elif args.graph_command == "export":
         from fedgraph.graph import export_graphml, export_neo4j
 

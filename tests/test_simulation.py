@@ -316,3 +316,41 @@ def test_audiences_for_an_interest_and_for_a_free_text_topic(finished_run, run_f
     assert lines[0] == "rank,user,score,basis,query" and len(lines) == 6 and lines[1].startswith("1,")
     bad = run_fedgraph("graph", str(out / "graph.sqlite"), "audience", shop, "baby blanket", timeout=120)
     assert bad.returncode == 1 and "needs the model" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_an_explanation_takes_the_models_own_score_apart(finished_run, run_fedgraph):
+    """Issue 14.1: the explained score is the score the graph ranks by (model_scores), its parts
+    add up, attention is a distribution over the history, and the content term's shares add up
+    to the content term exactly."""
+    import numpy as np
+
+    from fedgraph.evaluation import model_scores
+    from fedgraph.graph.explain import ExplainError, explain, history_effects
+    from fedgraph.graph.serving import open_served_shop
+
+    out, _ = finished_run
+    store = GraphStore(out / "graph.sqlite")
+    shop = store.shops()[0]
+    served = open_served_shop(out, shop)
+    data = served.data
+    u = int(next(u for u in data.evaluable_users() if len(data.history(u)) >= 3))
+    user = str(data.users[u])
+    item = store.user_recommendations(shop, user, k=1)[0].item
+    i = int(np.flatnonzero(data.items == item)[0])
+    found = explain(served, user, item, top=3, store=store)
+    expected = float(model_scores(served.model, data, np.array([u]), history=served.history)[0, i])
+    assert found.score == pytest.approx(expected, rel=1e-4, abs=1e-4)
+    assert found.learned + found.content + found.bias == pytest.approx(found.score, rel=1e-4, abs=1e-4)
+    assert len(found.reasons) == 3 and [r.contribution for r in found.reasons] == sorted(
+        (r.contribution for r in found.reasons), reverse=True
+    )
+    parts, rows = history_effects(served, u, i)
+    assert rows[:, 0].sum() == pytest.approx(1.0, abs=1e-5) and len(rows) == min(len(data.history(u)), served.history)
+    assert {r.item for r in found.reasons} <= {str(data.items[j]) for j in data.history(u)}
+    assert found.interests and found.interests[0]["interest"] == found.category
+    with pytest.raises(ExplainError, match="not in shop"):
+        explain(served, "nobody", item)
+    cli = run_fedgraph("graph", str(out), "explain", shop, user, "-k", "2", "--json", timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    listed = json.loads(cli.stdout)
+    assert len(listed) == 2 and all(e["reasons"] and 0 <= e["content_share"] <= 1 for e in listed)

@@ -35,6 +35,8 @@ class ServedShop:
     config: Any  # fedgraph.config.RunConfig
     round: int
     history: int
+    #: With the hybrid (simulations): the share of the global model in the served blend.
+    hybrid_alpha: float | None = None
 
     @torch.no_grad()
     def user_embeddings(self) -> torch.Tensor:
@@ -62,12 +64,14 @@ def open_served_shop(location: str | Path, shop: str) -> ServedShop:
         run = RunDir.at(location)
         selection = json.loads((location / "selection.json").read_text())
         kept = int(selection["round"])
+        alpha = (selection.get("per_shop") or {}).get(shop, {}).get("alpha")
         data_file = run.final_shop_file(shop)
         state = run.load_checkpoint(kept)["state_dict"] if kept > 0 else None
     elif (location / "run" / "config.toml").is_file():
         from fedgraph.deploy.paths import ShopPaths
 
         run = RunDir.at(location / "run")
+        alpha = None
         data_file = run.shop_file(shop)
         model_file = ShopPaths(location).model
         payload = torch.load(model_file, map_location="cpu", weights_only=True) if model_file.exists() else None
@@ -87,4 +91,4 @@ def open_served_shop(location: str | Path, shop: str) -> ServedShop:
         state = run.new_model(data.num_items).shared_state_dict()
     model = model_for_shop(run, data, state, server_round=kept if (location / "selection.json").is_file() else None)
     model.eval()
-    return ServedShop(shop, data, model, run.config, kept, run.config.evaluation.history)
+    return ServedShop(shop, data, model, run.config, kept, run.config.evaluation.history, alpha)

@@ -248,10 +248,22 @@ class InterestModel(nn.Module):
         profile = text_profile(history_emb[..., self.dim : self.dim + self.content_dim], history_mask)
         return torch.cat([user, self.content_scale(profile.unsqueeze(-1)).squeeze(-1)], dim=-1)
 
+    def _attention_logits(self, history_emb: Tensor, history_attr: Tensor) -> Tensor:
+        """The encoder's attention logits ``[B, H, 1]`` over ``[B, H, dim]`` history item vectors."""
+        return self.attention_score(torch.tanh(self.attention_hidden(torch.cat([history_emb, history_attr], dim=-1))))
+
+    def attention_weights(self, history_emb: Tensor, history_attr: Tensor, history_mask: Tensor) -> Tensor:
+        r"""The encoder's attention :math:`\alpha_{uj}` over each user's history: ``[B, H]``, each
+        row summing to 1 over its unmasked items (0 at padding and for an empty history). Takes
+        the embedded history as :meth:`user_embeddings_from` does."""
+        logits = self._attention_logits(history_emb[..., : self.dim], history_attr).squeeze(-1)
+        weights = torch.softmax(logits.masked_fill(~history_mask, float("-inf")), dim=-1)
+        return torch.nan_to_num(weights, nan=0.0)
+
     def _user_vector(self, history_emb: Tensor, history_attr: Tensor, history_mask: Tensor) -> Tensor:
         """The attentive ego-graph encoder: ``[B, H, dim]`` item vectors -> unit :math:`z_u` ``[B, dim]``."""
         batch, hist = history_mask.shape
-        logits = self.attention_score(torch.tanh(self.attention_hidden(torch.cat([history_emb, history_attr], dim=-1))))
+        logits = self._attention_logits(history_emb, history_attr)
         messages = self.message(history_emb)
         # Flatten the padded rows into the edge list of the batch's ego graphs.
         user_index = torch.arange(batch, device=history_mask.device).unsqueeze(1).expand(batch, hist)[history_mask]
