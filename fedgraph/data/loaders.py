@@ -145,6 +145,24 @@ def _extension(path: Path) -> str:
     return "".join(path.suffixes[-2:]) if path.suffixes else ""
 
 
+def write_table(frame: pd.DataFrame, path: PathLike, *, like: PathLike | None = None) -> Path:
+    """Write ``frame`` in the format ``path``'s name says (or ``like``'s: .csv, .csv.gz or
+    .parquet), atomically: the inverse of :func:`read_table`, for rewriting a shop's own files
+    (e.g. without a forgotten customer's rows)."""
+    from fedgraph.atomic import atomic_path
+
+    path = Path(path)
+    ext = _extension(Path(like) if like is not None else path)
+    if ext not in SUPPORTED_EXTENSIONS:
+        raise ValueError(f"{path}: cannot write a table ending in {ext or 'no extension'}; use .csv, .csv.gz or .parquet")
+    with atomic_path(path) as tmp:
+        if ext == ".parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False, compression="gzip" if ext == ".csv.gz" else None)
+    return path
+
+
 def read_table(path: PathLike, name: str, what: str) -> pd.DataFrame:
     """The raw rows of a .csv, .csv.gz or .parquet file, not yet validated (``name`` is the file's
     name in error messages, ``what`` "events" or "catalog").

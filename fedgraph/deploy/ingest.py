@@ -46,8 +46,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fedgraph.atomic import atomic_path
-from fedgraph.data.loaders import DataValidationError, read_table, validate_events
+from fedgraph.data.loaders import DataValidationError, read_table, validate_events, write_table
 from fedgraph.deploy.logs import EventLogger
 
 SUFFIXES = (".csv", ".csv.gz", ".parquet")
@@ -470,11 +469,7 @@ class DropFolder:
         while target.exists():
             target = self.processed / f"{path.name}.{n}"
             n += 1
-        with atomic_path(target) as tmp:
-            if path.name.endswith(".parquet"):
-                rest.to_parquet(tmp, index=False)
-            else:
-                rest.to_csv(tmp, index=False, compression="gzip" if path.name.endswith(".gz") else None)
+        write_table(rest, target, like=path)
         path.unlink()
         self.log.info(
             "forgotten_rows_refused",

@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fedgraph.atomic import atomic_path, atomic_write_text
+from fedgraph.atomic import atomic_write_text
+from fedgraph.data.loaders import write_table
 
 #: What an erased id is replaced by in text files (logs, status).
 REDACTED = "<forgotten>"
@@ -63,14 +64,25 @@ def _token(user: str) -> re.Pattern[bytes]:
     return re.compile(rb"(?<![A-Za-z0-9_\-.])" + re.escape(user.encode("utf-8")) + rb"(?![A-Za-z0-9_\-])")
 
 
+_DROP_NAME = re.compile(r"(.+\.(?:csv|csv\.gz|parquet))(?:\.\d+)?$")
+
+
+def _format_name(path: Path) -> str | None:
+    """The name whose extension gives ``path``'s table format: ``a.csv`` for ``a.csv`` and for
+    ``a.csv.1`` (the name ``processed/`` gives a second file called ``a.csv``); None otherwise."""
+    match = _DROP_NAME.fullmatch(path.name)
+    return match.group(1) if match else None
+
+
 def is_drop_file(path: Path) -> bool:
-    return path.name.endswith((".csv", ".csv.gz", ".parquet"))
+    return _format_name(path) is not None
 
 
 def _read_drop_file(path: Path) -> pd.DataFrame:
-    if path.name.endswith(".parquet"):
+    name = _format_name(path) or path.name
+    if name.endswith(".parquet"):
         return pd.read_parquet(path)
-    return pd.read_csv(path, dtype=str, keep_default_na=False, compression="gzip" if path.name.endswith(".gz") else None)
+    return pd.read_csv(path, dtype=str, keep_default_na=False, compression="gzip" if name.endswith(".gz") else None)
 
 
 def rewrite_without(path: Path, user: str) -> bool:
@@ -86,11 +98,7 @@ def rewrite_without(path: Path, user: str) -> bool:
     if rest.empty:
         path.unlink()
         return True
-    with atomic_path(path) as tmp:
-        if path.name.endswith(".parquet"):
-            rest.to_parquet(tmp, index=False)
-        else:
-            rest.to_csv(tmp, index=False, compression="gzip" if path.name.endswith(".gz") else None)
+    write_table(rest, path, like=path.with_name(_format_name(path) or path.name))
     return True
 
 

@@ -114,7 +114,8 @@ def test_a_restarted_daemon_does_not_take_the_customer_back_from_a_delivered_aga
     other = redone[redone["user"] != CUSTOMER].iloc[0]
     new_event = other.copy()
     new_event["event_id"] = "e-new-1"
-    pd.concat([redone, new_event.to_frame().T]).to_csv(drop / "reexport.csv", index=False)
+    # under the name of a file already in processed/, so it is archived as processed/part2.csv.1
+    pd.concat([redone, new_event.to_frame().T]).to_csv(drop / "part2.csv", index=False)
     # a restart: new event log connection, new drop folder reader, as the daemon makes them
     catalog = load_catalog_features(cfg.resolve(cfg.source.catalog), name, cfg.run_config(), paths.items)
     events = EventLog(paths.events)
@@ -125,6 +126,11 @@ def test_a_restarted_daemon_does_not_take_the_customer_back_from_a_delivered_aga
     events.close()
     log.close()
     assert _files_naming(demo.root / name, CUSTOMER) == []  # processed/ keeps the files without their rows
+    assert (drop / "processed" / "part2.csv.1").is_file()
+    # and a second erasure reads the renamed archive like any other (another customer this time)
+    second = str(redone.loc[redone["user"] != CUSTOMER, "user"].iloc[-1])
+    report = forget_customer(cfg, second)
+    assert str(drop / "processed" / "part2.csv.1") in report.drop_files_rewritten and report.left == []
 
 
 def test_forget_refuses_while_the_daemon_holds_the_state_directory(shop):
