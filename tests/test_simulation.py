@@ -189,8 +189,9 @@ def test_resume_continues_from_last_checkpoint(finished_run, run_fedgraph):
     assert replayed == uninterrupted
 
 
-def test_corrupt_checkpoint_is_reported_on_resume(finished_run, run_fedgraph):
-    out, _ = finished_run
+def test_corrupt_checkpoint_is_reported_on_resume(finished_run, run_fedgraph, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(finished_run[0], out)  # the module's run stays intact for the tests after this one
     ckpt = out / "checkpoints" / "round-0002.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:200])
     result = run_fedgraph("simulate", "--resume", str(out), timeout=120)
