@@ -244,6 +244,7 @@ class EventLog:
             "files_ingested": int(by_status.get("ingested", 0)),
             "files_quarantined": int(by_status.get("quarantined", 0)),
             "bad_rows": int(c.execute("SELECT count(*) FROM bad_rows").fetchone()[0]),
+            "customers_forgotten": self.forgotten_count(),
         }
 
     def users_since(self, seq: int) -> tuple[list[str], int]:

@@ -84,7 +84,14 @@ def collect(cfg: ShopConfig) -> dict[str, Any]:
         finally:
             events.close()
     else:
-        out["events"] = {"events": 0, "event_offset": 0, "files_ingested": 0, "files_quarantined": 0, "bad_rows": 0}
+        out["events"] = {
+            "events": 0,
+            "event_offset": 0,
+            "files_ingested": 0,
+            "files_quarantined": 0,
+            "bad_rows": 0,
+            "customers_forgotten": 0,
+        }
     out["graph"] = None
     if paths.graph.exists():  # plain SQLite: `status` stays quick (no torch import via fedgraph.graph)
         import sqlite3
@@ -143,6 +150,7 @@ def render(s: dict[str, Any]) -> str:
     lines.append(
         f"  events          {ev['events']:,} ingested (event offset {ev['event_offset']:,}); {ev['files_ingested']} file(s)/batch(es) ingested, "
         f"{ev['files_quarantined']} quarantined, {ev['bad_rows']} bad row(s)"
+        + (f", {ev['customers_forgotten']} customer(s) forgotten on request" if ev.get("customers_forgotten") else "")
     )
     g = s.get("graph")
     if g:

@@ -100,6 +100,10 @@ def test_after_forget_no_file_names_the_customer_and_the_rest_is_kept(shop):
 
     data = ShopData.load(paths.run / "shops" / f"{name}.npz")
     assert CUSTOMER not in list(data.users) and data.num_users == users_before - 1
+    from fedgraph.deploy.status import collect, render
+
+    status = collect(cfg)
+    assert status["events"]["customers_forgotten"] == 1 and "1 customer(s) forgotten on request" in render(status)
     logged = [json.loads(line) for line in paths.log.read_text().splitlines()]
     done = [e for e in logged if e["event"] == "customer_forgotten"]
     assert len(done) == 1 and done[0]["events"] == mine and CUSTOMER not in json.dumps(done[0])
