@@ -122,8 +122,12 @@ class FederationConfig:
     #: Flower simulation backend resources per shop (fractions share a device).
     cpus_per_shop: int = 1
     gpus_per_shop: float = 0.0
-    #: CPUs Ray may use in total (0 = all).
+    #: CPUs Ray may use in total (0 = all). Ignored with ray_address (the cluster has its own).
     total_cpus: int = 0
+    #: Simulation engine only: run the shops on an existing Ray cluster ("host:port" of its
+    #: head, as `ray start --head` prints, or "auto") instead of a Ray instance of its own. The
+    #: run directory must be on a path every node of the cluster sees (checked before training).
+    ray_address: str = ""
     #: Simulation engine only: ask at most this many shops at a time within a round (0 = all
     #: at once). Flower's in-memory link state scans every pending message on each shop's
     #: poll, so asking N shops at once costs O(N^2) server time; waves keep it O(N).
@@ -328,6 +332,11 @@ class RunConfig:
             (0.0 < self.federation.fraction_train <= 1.0, "federation.fraction_train must be in (0, 1]"),
             (self.federation.min_train_shops >= 1, "federation.min_train_shops must be >= 1"),
             (self.federation.simulation_wave >= 0, "federation.simulation_wave must be >= 0 (0 = ask every shop at once)"),
+            (
+                _RAY_ADDRESS.fullmatch(self.federation.ray_address) is not None,
+                f"federation.ray_address must be empty (a Ray instance of the run's own), 'auto' or HOST:PORT of a running "
+                f"cluster's head (`ray start --head` prints it), got {self.federation.ray_address!r}",
+            ),
             (self.federation.weighting in ("auto", "users", "uniform"), "federation.weighting must be auto, users or uniform"),
             (
                 self.federation.weighting != "users" or not (self.privacy.enabled or self.privacy.secure_aggregation),
@@ -421,6 +430,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool, str]] = {
 #: The ``[low, high]`` pairs (synthetic shop sizes).
 _PAIRS = ("data.synthetic_users_per_shop", "data.synthetic_items_per_shop")
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+_RAY_ADDRESS = re.compile(r"|auto|[A-Za-z0-9.\-]+:\d{1,5}")
 
 
 def _range_problem(key: str, value: Any) -> str:

@@ -349,6 +349,11 @@ def simulate(config: RunConfig | None, out_dir: str | Path, *, resume: bool = Fa
     history = run.read_history()
     if not history.get("rounds") or (history["rounds"][-1]["round"] < config.train.rounds and "stopped" not in history):
         fed = config.federation
+        if fed.ray_address:
+            from fedgraph.runtime.ray_cluster import check_cluster
+
+            nodes = check_cluster(fed.ray_address, run.path)
+            say(f"Ray cluster at {fed.ray_address}: {plural(len(nodes), 'node')}, every one sees {run.path}")
         say(
             f"federated training: {plural(len(run.round_shops), 'shop')}, {plural(config.train.rounds, 'round')}, {fed.strategy} (Flower simulation engine)"
         )
@@ -360,6 +365,7 @@ def simulate(config: RunConfig | None, out_dir: str | Path, *, resume: bool = Fa
             total_cpus=fed.total_cpus,
             on_line=lambda line: _forward_flower_line(line, say),
             secure_aggregation=config.privacy.secure_aggregation,
+            ray_address=fed.ray_address,
         )
     federated_results(run)  # raises unless training finished
     timings["federated_s"] = time.perf_counter() - t

@@ -21,6 +21,7 @@ from fedgraph.models.interest_model import is_private_key
 from fedgraph.privacy.accounting import epsilons_of
 from fedgraph.privacy.budget import ShopBudget, open_budget
 from fedgraph.privacy.client_level import UNIFORM_WEIGHT_KEY
+from fedgraph.runtime.ray_cluster import record_node
 from fedgraph.shop import ShopData
 from fedgraph.training import TrainSettings, resolve_device, train_local
 
@@ -168,6 +169,7 @@ def shop_train(
     run = RunDir.at(run_dir)
     _limit_threads(run)
     data = shop_data(run, partition_id)
+    record_node(run.path, data.shop, server_round)  # simulations on Ray only: which node trained the shop
     previous = _private_start(run, data.shop, server_round)
     model = model_for_shop(run, data, state, server_round=previous)
     seed = round_seed(run.config.train.seed, server_round, data.shop)

@@ -40,9 +40,12 @@ def run_flower_simulation(
     on_line: Callable[[str], None] = print,
     startup_timeout: float = 60.0,
     secure_aggregation: bool = False,
+    ray_address: str = "",
 ) -> None:
     """Run the fedgraph ServerApp/ClientApp for ``run_dir`` on ``num_shops`` virtual shops
-    (the ClientApp with Flower's SecAgg+ mod with ``secure_aggregation``)."""
+    (the ClientApp with Flower's SecAgg+ mod with ``secure_aggregation``). With ``ray_address``
+    the shops run on that existing Ray cluster (Flower's Ray backend calls ``ray.init()``, which
+    joins the cluster named by ``RAY_ADDRESS``); ``total_cpus`` is then the cluster's business."""
     flower_dir = run_dir / "flower"
     app_dir = flower_dir / "app"
     home = flower_dir / "home"
@@ -52,6 +55,10 @@ def run_flower_simulation(
     superlink.write_cli_config(home, f"127.0.0.1:{port}")
     # Ray's log de-duplication hides which shop printed what; a zero GPU share must not hide GPUs.
     env = processes.flower_env(home, RAY_DEDUP_LOGS="0", RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO="0")
+    if ray_address:
+        env["RAY_ADDRESS"] = ray_address
+    else:
+        env.pop("RAY_ADDRESS", None)  # an operator's RAY_ADDRESS must not silently move the run onto a cluster
     log_path = run_dir / "flower.log"
     console_path = flower_dir / "superlink.console.log"
     previous_sigterm = None
@@ -81,7 +88,7 @@ def run_flower_simulation(
             'init-args-logging-level="error"',
             "init-args-log-to-driver=true",
         ]
-        if total_cpus:
+        if total_cpus and not ray_address:  # Ray refuses num_cpus when joining a cluster
             fed.append(f"init-args-num-cpus={int(total_cpus)}")
         command = [
             processes.flower_bin("flwr"),
