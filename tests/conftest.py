@@ -29,6 +29,7 @@ def text_cache(tmp_path_factory):
 # at a time, the long Flower-backed files then do not end up queued behind each other at the end.
 _LONG_FIRST = (
     "deploy/test_federation.py",
+    "runtime/test_ray_cluster.py",
     "test_simulation.py",
     "audit/test_audit.py",
     "federation/test_secure_aggregation.py",
