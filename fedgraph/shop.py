@@ -61,6 +61,11 @@ class ShopData:
     def test_items(self, u: int) -> np.ndarray:
         return self.test_item[self.test_indptr[u] : self.test_indptr[u + 1]]
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the data's arrays (what keeping it in memory costs, roughly)."""
+        return int(sum(v.nbytes for v in vars(self).values() if isinstance(v, np.ndarray)))
+
     def history_lengths(self) -> np.ndarray:
         return np.diff(self.indptr)
 

@@ -54,13 +54,19 @@ class MemorySampler:
     proportional set size (PSS: shared pages divided among the processes sharing them, so
     libraries mapped by many Ray workers are counted once), ``peak_rss_mb`` the peak of the
     summed RSS (double-counts shared pages) and ``peak_procs`` the most processes seen.
+    ``roles`` (tree only): name -> a substring of a process's command line; ``role_peak_mb[name]``
+    is then the peak PSS of the largest single process whose command line contains it (e.g.
+    ``{"server": "flwr-simulation", "worker": "ray::"}``: the ServerApp process and the largest
+    Ray worker).
     """
 
-    def __init__(self, *, tree: bool = False, interval: float = 0.05) -> None:
+    def __init__(self, *, tree: bool = False, interval: float = 0.05, roles: dict[str, str] | None = None) -> None:
         self.tree = tree
         self.interval = interval
         self.peak_mb = self.delta_mb = self.peak_rss_mb = 0.0
         self.peak_procs = 0
+        self.roles = dict(roles or {})
+        self.role_peak_mb = {name: 0.0 for name in self.roles}
         self._stop = threading.Event()
         self._me = psutil.Process()
 
@@ -74,8 +80,14 @@ class MemorySampler:
         for p in procs:
             try:
                 info = p.memory_full_info()
-                pss += getattr(info, "pss", info.rss) / 2**20
+                one = getattr(info, "pss", info.rss) / 2**20
+                pss += one
                 rss += info.rss / 2**20
+                if self.roles:
+                    line = " ".join(p.cmdline())
+                    for name, needle in self.roles.items():
+                        if needle in line:
+                            self.role_peak_mb[name] = max(self.role_peak_mb[name], one)
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
         self.peak_mb = max(self.peak_mb, pss)

@@ -14,7 +14,10 @@ CPUs each, so ``cores / cpus-per-shop`` light clients share the machine, and a f
 * ``graphs_s``: interest-graph rebuild of every shop; ``total_s``: the whole command;
 * ``peak_pss_mb``: peak of the summed proportional set size of the command and every process it
   started (SuperLink, Ray, client workers), sampled each second; ``peak_rss_mb`` the same with
-  RSS (counts shared pages once per process).
+  RSS (counts shared pages once per process);
+* ``server_pss_mb``: peak PSS of Flower's ServerApp process (``flwr-simulation``: the round loop,
+  what the server holds per shop), and ``server_kb_per_shop`` that divided by the shops;
+  ``worker_pss_mb``: peak PSS of the largest Ray worker (a shop's client).
 
 The text cache (``--cache-dir``) is shared between sizes and runs: the first run of a size
 embeds its catalog (cold; MiniLM on CPU, minutes for 1,000 shops), later runs do not. The
@@ -42,6 +45,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import MemorySampler, load, machine, table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Processes whose peak memory is reported on its own: Flower's ServerApp process (it runs the
+#: round loop and holds what the server keeps per shop) and the largest Ray worker (a shop's client).
+ROLES = {"server": "flwr-simulation", "worker": "ray::"}
 
 
 def run_one(args: argparse.Namespace, n: int) -> dict:
@@ -66,7 +72,7 @@ def run_one(args: argparse.Namespace, n: int) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     log = Path(args.out) / f"shops-{n}.log"
     before = load()
-    with open(log, "w") as handle, MemorySampler(tree=True, interval=1.0) as mem:
+    with open(log, "w") as handle, MemorySampler(tree=True, interval=1.0, roles=ROLES) as mem:
         started = time.perf_counter()
         proc = subprocess.run(
             [sys.executable, "-m", "fedgraph.cli", "simulate", "--out", str(out), *overrides],
@@ -100,6 +106,9 @@ def run_one(args: argparse.Namespace, n: int) -> dict:
             "peak_pss_mb": mem.peak_mb,
             "peak_rss_mb": mem.peak_rss_mb,
             "procs": mem.peak_procs,
+            "server_pss_mb": mem.role_peak_mb["server"],
+            "server_kb_per_shop": 1024 * mem.role_peak_mb["server"] / n,
+            "worker_pss_mb": mem.role_peak_mb["worker"],
             "ndcg@20": sum(e["ndcg@20"] for e in history[-1]["eval"].values()) / max(1, len(history[-1]["eval"])),
         }
     )
@@ -149,6 +158,9 @@ def main() -> None:
         "peak_pss_mb",
         "peak_rss_mb",
         "procs",
+        "server_pss_mb",
+        "server_kb_per_shop",
+        "worker_pss_mb",
         "ndcg@20",
         "load",
     ]

@@ -100,11 +100,7 @@ def aggregate_in_shop_order(strategy: Strategy, server_round: int, replies: list
     noise comes from the CSPRNG (DP-SGD without ``privacy.deterministic_noise``, or
     ``privacy.client_dp``), which is not seeded by design."""
 
-    def shop_index(msg: Message) -> tuple[int, int]:
-        metrics = msg.content["metrics"] if "metrics" in msg.content else {}
-        return (int(metrics.get("partition-id", -1)), int(msg.metadata.src_node_id))
-
-    return strategy.aggregate_train(server_round, sorted(replies, key=shop_index))
+    return strategy.aggregate_train(server_round, sorted(replies, key=_shop_index))
 
 
 def _check_enough(cfg: Any, server_round: int, trained: int, failures: list[str]) -> None:
@@ -181,6 +177,82 @@ def _budget_note(exhausted: dict[str, dict[str, float]]) -> str:
     return ", ".join(one(shop, m) for shop, m in exhausted.items())
 
 
+class TrainingReplies:
+    """One training round's replies, taken in wave by wave and folded as they come.
+
+    For every wave :meth:`add` keeps each shop's own figures (:attr:`train`; shops out of
+    privacy budget in :attr:`exhausted`; failed shops and shops whose ledger went backwards in
+    :attr:`failures`) and, in place of the wave's updates, one *pre-reduced* update: their
+    weighted mean (Flower's ``aggregate_arrayrecords``, over the wave's replies sorted by shop)
+    carrying the wave's summed weight. The strategy's ``aggregate_train`` over the pre-reduced
+    updates is then the weighted mean over all shops (FedAvg's; FedAdam takes its server step
+    once, on it), and the server holds one model-sized array per wave instead of one per shop
+    (10,000 shops x 66,241 float32 were 2.65 GB). One wave, as in a deployment, gives bit for
+    bit the aggregate of the unfolded replies. Waves hold the same shops in every run
+    (:func:`in_shop_order`), so a multi-wave run is repeatable too.
+
+    Nothing is folded under client-level DP (``privacy.client_dp``): Flower's wrapper clips
+    every shop's update before the mean, so it needs them one by one.
+    """
+
+    def __init__(self, run: RunDir, history: dict[str, Any], strategy: Strategy) -> None:
+        self.run, self.history = run, history
+        self.train: dict[str, dict[str, float]] = {}
+        self.exhausted: dict[str, dict[str, float]] = {}
+        self.failures: list[str] = []
+        #: What the strategy aggregates: one pre-reduced update per wave (or every reply unfolded).
+        self.updates: list[Message] = []
+        folds = run.config.privacy.client_dp == "off"
+        self._weight_key: str | None = getattr(strategy, "weighted_by_key", None) if folds else None
+
+    def add(self, replies: Iterable[Message]) -> None:
+        """Take in one wave's replies (in any order)."""
+        run = self.run
+        ok, failures = _split_replies(replies, run)
+        ok, exhausted = _split_exhausted(run, ok)
+        regressed = _ledger_regressions(self.history, _per_shop(run, ok)) if run.config.privacy.enabled else {}
+        if regressed:
+            ok = [m for m in ok if run.round_shops[int(m.content["metrics"]["partition-id"])] not in regressed]
+        self.failures += failures + list(regressed.values())
+        self.exhausted.update(exhausted)
+        self.train.update(_per_shop(run, ok))
+        if not ok:
+            return
+        self.updates.extend([_pre_reduced(ok, self._weight_key)] if self._weight_key else ok)
+
+
+def _pre_reduced(replies: list[Message], weight_key: str) -> Message:
+    """The weighted mean of ``replies``' updates as one reply whose weight is their summed
+    weight and whose partition id is their first shop's (so the waves stay in shop order)."""
+    from flwr.app import MetricRecord, RecordDict
+    from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+
+    replies = sorted(replies, key=_shop_index)
+    contents = [m.content for m in replies]
+    weight = sum(m.content["metrics"][weight_key] for m in replies)
+    first = int(replies[0].content["metrics"]["partition-id"])
+    mean = aggregate_arrayrecords(contents, weight_key)
+    return Message(RecordDict({"arrays": mean, "metrics": MetricRecord({weight_key: weight, "partition-id": first})}), reply_to=replies[0])
+
+
+def _shop_index(msg: Message) -> tuple[int, int]:
+    metrics = msg.content["metrics"] if "metrics" in msg.content else {}
+    return (int(metrics.get("partition-id", -1)), int(msg.metadata.src_node_id))
+
+
+def in_shop_order(grid: Grid, messages: Iterable[Message]) -> list[Message]:
+    """``messages`` sorted by their shop, in Flower's simulation engine: it registers the node of
+    partition ``i`` as the ``i``-th node of its in-memory link state (``vce_api._register_nodes``;
+    node ids are random), so that order is the shops' order and every run sends each wave to the
+    same shops. Elsewhere (a deployment's grid, one wave) the order is left as it is."""
+    messages = list(messages)
+    nodes = getattr(getattr(grid, "state", None), "nodes", None)
+    if not isinstance(nodes, dict):
+        return messages
+    rank = {node: i for i, node in enumerate(nodes)}
+    return sorted(messages, key=lambda m: rank.get(m.metadata.dst_node_id, len(rank)))
+
+
 def _mean(values: list[float]) -> float:
     values = [v for v in values if v == v]
     return float(np.mean(values)) if values else float("nan")
@@ -206,8 +278,13 @@ def _wave_size(grid: Grid, run: RunDir) -> int:
     return int(run.config.federation.simulation_wave) if _in_simulation(grid) else 0
 
 
-def send_in_waves(grid: Grid, messages: Iterable[Message], *, timeout: float, wave: int) -> list[Message]:
+def send_in_waves(
+    grid: Grid, messages: Iterable[Message], *, timeout: float, wave: int, on_wave: Callable[[list[Message]], None] | None = None
+) -> list[Message]:
     """``grid.send_and_receive`` over ``messages``, ``wave`` at a time (0: all at once).
+
+    Returns every reply, or, with ``on_wave``, hands each wave's replies to it as they come and
+    returns ``[]`` (so the caller can fold them and the replies are not all held at once).
 
     The round's ``timeout`` is shared by the waves. Flower's in-memory link state (simulation
     engine) scans every stored message whenever a shop polls for its own, so a round that asks
@@ -217,15 +294,17 @@ def send_in_waves(grid: Grid, messages: Iterable[Message], *, timeout: float, wa
     answered by nobody and count as missing shops, as a timeout would.
     """
     messages = list(messages)
-    if wave <= 0 or len(messages) <= wave:
-        return list(grid.send_and_receive(messages, timeout=timeout))
-    deadline = time.monotonic() + timeout
     replies: list[Message] = []
+    take = on_wave or replies.extend
+    if wave <= 0 or len(messages) <= wave:
+        take(list(grid.send_and_receive(messages, timeout=timeout)))
+        return replies
+    deadline = time.monotonic() + timeout
     for start in range(0, len(messages), wave):
         left = deadline - time.monotonic()
         if left <= 0:
             break
-        replies.extend(grid.send_and_receive(messages[start : start + wave], timeout=left))
+        take(list(grid.send_and_receive(messages[start : start + wave], timeout=left)))
     return replies
 
 
@@ -271,7 +350,7 @@ def _evaluate(
     needed = _shops_needed(run)
     if wait_for_shops(grid, needed, timeout=timeout) < needed:
         return {}, [f"evaluation skipped: fewer than federation.min_train_shops={needed} shops connected after {timeout:.0f} s"]
-    messages = strategy.configure_evaluate(server_round, arrays, ConfigRecord(), grid)
+    messages = in_shop_order(grid, strategy.configure_evaluate(server_round, arrays, ConfigRecord(), grid))
     replies, failures = _split_replies(send_in_waves(grid, messages, timeout=timeout, wave=wave), run)
     return _per_shop(run, replies), failures
 
@@ -360,15 +439,11 @@ def run_rounds(grid: Grid, strategy: Strategy, run: RunDir, *, say: Callable[[st
             exhausted: dict[str, dict[str, float]] = {}
         else:
             _enough_connected(grid, run, server_round, "training", say)
-            messages = strategy.configure_train(server_round, arrays, train_config, grid)
-            replies, failures = _split_replies(send_in_waves(grid, messages, timeout=timeout, wave=wave), run)
-            replies, exhausted = _split_exhausted(run, replies)
-            regressed = _ledger_regressions(history, _per_shop(run, replies)) if cfg.privacy.enabled else {}
-            if regressed:
-                names = run.round_shops
-                replies = [m for m in replies if names[int(m.content["metrics"]["partition-id"])] not in regressed]
-                failures = failures + list(regressed.values())
-            if exhausted and not replies and not failures:
+            messages = in_shop_order(grid, strategy.configure_train(server_round, arrays, train_config, grid))
+            collected = TrainingReplies(run, history, strategy)
+            send_in_waves(grid, messages, timeout=timeout, wave=wave, on_wave=collected.add)
+            train, exhausted, failures = collected.train, collected.exhausted, collected.failures
+            if exhausted and not train and not failures:
                 say(
                     f"{PREFIX} round {server_round}/{total} | every shop has spent its privacy budget "
                     f"({_budget_note(exhausted)}); training stops after round {server_round - 1}"
@@ -376,12 +451,11 @@ def run_rounds(grid: Grid, strategy: Strategy, run: RunDir, *, say: Callable[[st
                 history["stopped"] = {"round": server_round, "reason": "privacy budget exhausted", "shops": exhausted}
                 run.write_history(history)
                 break
-            _check_enough(cfg, server_round, len(replies), failures)
-            new_arrays, _ = aggregate_in_shop_order(strategy, server_round, replies)
+            _check_enough(cfg, server_round, len(train), failures)
+            new_arrays, _ = aggregate_in_shop_order(strategy, server_round, collected.updates)
             if new_arrays is None:
                 raise RoundFailed(f"round {server_round}: aggregation produced no model; the global model was not updated")
             arrays = new_arrays
-            train = _per_shop(run, replies)
         state = arrays.to_torch_state_dict()
         version = state_digest(state)[:16]
         client_dp = None

@@ -25,24 +25,60 @@ from fedgraph.runtime.ray_cluster import record_node
 from fedgraph.shop import ShopData
 from fedgraph.training import TrainSettings, resolve_device, train_local
 
-_SHOPS: dict[str, ShopData] = {}
+
+class ShopCache:
+    """Prepared shop data kept in memory by one process, at most a byte budget of it.
+
+    A simulation round asks every shop once, one after another, so a least-recently-used cache
+    smaller than the worker's shops would evict each shop just before its next turn and never
+    hit. This one keeps the first shops that fit (:meth:`put` refuses the rest); the others are
+    read from disk at each ask. A deployed shop (one shop) is always kept unless it alone is
+    over the budget.
+    """
+
+    def __init__(self) -> None:
+        self._shops: dict[str, ShopData] = {}
+        self.nbytes = 0
+
+    def __len__(self) -> int:
+        return len(self._shops)
+
+    def get(self, key: str) -> ShopData | None:
+        return self._shops.get(key)
+
+    def put(self, key: str, data: ShopData, budget_bytes: float) -> None:
+        size = int(data.nbytes)
+        if key not in self._shops and self.nbytes + size <= budget_bytes:
+            self._shops[key] = data
+            self.nbytes += size
+
+    def pop(self, key: str) -> None:
+        data = self._shops.pop(key, None)
+        if data is not None:
+            self.nbytes -= int(data.nbytes)
+
+
+_SHOPS = ShopCache()
 
 
 def shop_data(run: RunDir, partition_id: int) -> ShopData:
-    """The prepared data of the shop at ``partition_id`` (cached per process)."""
+    """The prepared data of the shop at ``partition_id`` (kept in memory per process, up to
+    ``federation.shop_cache_mb``: :class:`ShopCache`)."""
     names = run.round_shops
     if not 0 <= partition_id < len(names):
         raise IndexError(f"partition-id {partition_id} is out of range: the run has {len(names)} shops")
     path = run.shop_file(names[partition_id])
     key = str(path)
-    if key not in _SHOPS:
-        _SHOPS[key] = ShopData.load(path)
-    return _SHOPS[key]
+    data = _SHOPS.get(key)
+    if data is None:
+        data = ShopData.load(path)
+        _SHOPS.put(key, data, run.config.federation.shop_cache_mb * 2**20)
+    return data
 
 
 def forget_cached(path) -> None:
     """Drop the cached copy of the shop data at ``path`` (after it was rebuilt on disk)."""
-    _SHOPS.pop(str(path), None)
+    _SHOPS.pop(str(path))
 
 
 def train_settings(run: RunDir, *, epochs: int | None = None, seed: int = 0, proximal_mu: float = 0.0) -> TrainSettings:
