@@ -44,6 +44,8 @@ class DataConfig:
     synthetic_shops: int = 20
     synthetic_users_per_shop: list[int] = field(default_factory=lambda: [20, 500])
     synthetic_items_per_shop: list[int] = field(default_factory=lambda: [50, 500])
+    #: Planted search queries per synthetic user (Poisson mean; 0 = none).
+    synthetic_searches_per_user: float = 0.0
     seed: int = 0
     #: Temporal hold-out: each user's last ``test_fraction`` of distinct items.
     test_fraction: float = 0.2
@@ -75,6 +77,9 @@ class ModelConfig:
     #: Add s * cos(user's text profile, item's text embedding) / temperature to every score
     #: (s learned, starting at 1): training starts from the content baseline.
     content_score: bool = True
+    #: Each user's latest search queries (events of kind "search") that join the history's items
+    #: in the user's text profile, the content term's c_u (0 = searches are not used).
+    search_queries: int = 16
     #: What each shop blends with the global model (weights chosen on its validation split):
     #: "federated_ease" (EASE on its own counts or on the federation's summed item
     #: co-occurrence counts, whichever validates better: the shops send their counts, not DP,
@@ -405,11 +410,13 @@ RANGES: dict[str, tuple[float | None, float | None, bool, str]] = {
     "data.min_customers": (1, None, True, ""),
     "data.max_users_per_shop": (0, None, True, " (0 = all users)"),
     "data.synthetic_shops": (1, None, True, ""),
+    "data.synthetic_searches_per_user": (0, None, True, " (0 = no searches)"),
     "data.min_user_items": (1, None, True, ""),
     "features.neighbours": (1, None, True, ""),
     "features.hops": (0, None, True, " (0 = no smoothed-text block)"),
     "features.text_batch_size": (1, None, True, ""),
     "model.dim": (1, None, True, ""),
+    "model.search_queries": (0, None, True, " (0 = searches not used)"),
     "model.hidden": (1, None, True, ""),
     "model.recency_halflife_days": (0, None, False, ""),
     "train.weight_decay": (0, None, True, ""),

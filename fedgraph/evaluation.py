@@ -44,7 +44,9 @@ def user_embeddings(
     out = []
     for start in range(0, len(users), batch_size):
         batch = sampler.encoding_batch(users[start : start + batch_size], history).to(device)
-        out.append(model.user_embeddings_from(items[batch.history], batch.history_attr, batch.history_mask))
+        out.append(
+            model.user_embeddings_from(items[batch.history], batch.history_attr, batch.history_mask, batch.queries, batch.query_mask)
+        )
     return torch.cat(out) if out else torch.empty(0, model.user_embedding_size, device=device)
 
 
@@ -80,13 +82,14 @@ def evaluate_model(
 def content_scores(data: ShopData, users: np.ndarray, *, history: int) -> torch.Tensor:
     """``[len(users), items]`` cosine between every item's text embedding (the first
     :attr:`~fedgraph.shop.ShopData.text_dim` columns of its public features) and the mean of those of
-    the user's ``history`` most recent training items: a recommender with no training and no
-    other user's data (the ``content`` baseline). Why the text block and not the whole feature
+    the user's ``history`` most recent training items (and of the user's own search queries,
+    if the shop logs them): a recommender with no training and no other user's data (the
+    ``content`` baseline). Why the text block and not the whole feature
     vector: simulations/RESULTS.md, 'Implementation measurements'."""
     text = torch.from_numpy(data.item_features[:, : data.text_dim]).float()
     feats = torch.nn.functional.normalize(text, dim=1)
     batch = RowSampler(data, history=history, positives=1, negatives=1).encoding_batch(users, history)
-    return text_profile(feats[batch.history], batch.history_mask) @ feats.T
+    return text_profile(feats[batch.history], batch.history_mask, batch.queries, batch.query_mask) @ feats.T
 
 
 def evaluate_content(data: ShopData, *, k: int = 20, history: int = 64, chunk: int = 4096) -> dict[str, float | int]:

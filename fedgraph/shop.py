@@ -41,6 +41,23 @@ class ShopData:
     test_indptr: np.ndarray  # [U+1] int64
     test_item: np.ndarray  # [nnz_test] int64
     meta: dict = field(default_factory=dict)
+    #: Each user's search queries before its held-out period (latest ``model.search_queries``),
+    #: embedded with the item text model: user ``u``'s are rows
+    #: ``query_indptr[u]:query_indptr[u+1]`` of ``query_text`` [Q, text_dim] float32, oldest first.
+    #: None when built: no queries (data prepared before searches existed has none either).
+    query_indptr: np.ndarray | None = None  # [U+1] int64
+    query_text: np.ndarray | None = None  # [Q, text_dim] float32
+
+    def __post_init__(self) -> None:
+        if self.query_indptr is None:
+            self.query_indptr = np.zeros(len(self.users) + 1, dtype=np.int64)
+        if self.query_text is None:
+            self.query_text = np.zeros((0, self.text_dim), dtype=np.float32)
+        if len(self.query_indptr) != len(self.users) + 1 or int(self.query_indptr[-1]) != len(self.query_text):
+            raise ShopDataError(
+                f"shop {self.shop!r}: query_indptr ({len(self.query_indptr)} entries, last {int(self.query_indptr[-1])}) does not fit "
+                f"{len(self.users)} users and {len(self.query_text)} queries"
+            )
 
     # ---------------------------------------------------------------- views
     @property
@@ -60,6 +77,10 @@ class ShopData:
 
     def test_items(self, u: int) -> np.ndarray:
         return self.test_item[self.test_indptr[u] : self.test_indptr[u + 1]]
+
+    def queries(self, u: int) -> np.ndarray:
+        """User ``u``'s embedded search queries, ``[q, text_dim]``, oldest first."""
+        return self.query_text[self.query_indptr[u] : self.query_indptr[u + 1]]
 
     @property
     def nbytes(self) -> int:
@@ -87,13 +108,14 @@ class ShopData:
         return np.flatnonzero(np.diff(self.indptr) >= 2)
 
     def without_user(self, user: str) -> ShopData:
-        """A copy without ``user``: their row of the histories and of the held-out items, and
-        their id (the right to erasure; the catalog and the other users are unchanged). A user
+        """A copy without ``user``: their row of the histories, of the held-out items and of the
+        search queries, and their id (the right to erasure; the catalog and the other users are unchanged). A user
         not in the shop gives an equal copy."""
         keep = self.users != str(user)
         lengths, test_lengths = np.diff(self.indptr), np.diff(self.test_indptr)
         rows = np.repeat(keep, lengths)
         test_rows = np.repeat(keep, test_lengths)
+        query_lengths = np.diff(self.query_indptr)
         return ShopData(
             shop=self.shop,
             items=self.items,
@@ -107,6 +129,8 @@ class ShopData:
             test_indptr=np.concatenate([[0], np.cumsum(test_lengths[keep])]).astype(self.test_indptr.dtype),
             test_item=self.test_item[test_rows],
             meta=dict(self.meta),
+            query_indptr=np.concatenate([[0], np.cumsum(query_lengths[keep])]).astype(np.int64),
+            query_text=self.query_text[np.repeat(keep, query_lengths)],
         )
 
     # ---------------------------------------------------------------- io
@@ -174,13 +198,19 @@ def build_shop_data(
     item_features: np.ndarray,
     *,
     recency_halflife_days: float = 60.0,
+    searches: pd.DataFrame | None = None,
+    search_vectors: np.ndarray | None = None,
+    max_queries: int = 16,
 ) -> ShopData:
     """Assemble :class:`ShopData` for ``shop`` from its split events and catalog rows.
 
     ``catalog`` rows must be this shop's, in the order of ``item_features``. Events of the
     same (user, item) pair are merged into one edge: summed weight, latest time, strongest
     kind. Recency is measured from the user's own latest training event, so a user's
-    features depend only on that user's events.
+    features depend only on that user's events. ``searches`` (already restricted to what may
+    be used, e.g. before each user's held-out period) with their embedded queries
+    ``search_vectors`` (one row each) give each user's latest ``max_queries`` queries; a
+    search by a user with no events here is left out.
     """
     items = catalog["item"].to_numpy(dtype=str)
     item_pos = pd.Index(items)
@@ -220,6 +250,7 @@ def build_shop_data(
     order = np.lexsort((ti[keep], tu[keep]))
     tu, ti = tu[keep][order], ti[keep][order]
     test_counts = np.bincount(tu, minlength=len(users))
+    query_indptr, query_text = _user_queries(shop, user_pos, searches, search_vectors, max_queries)
 
     return ShopData(
         shop=shop,
@@ -234,4 +265,29 @@ def build_shop_data(
         test_indptr=np.concatenate([[0], np.cumsum(test_counts)]).astype(np.int64),
         test_item=ti.astype(np.int64),
         meta={"train_events": int(len(train)), "test_events": int(len(test))},
+        query_indptr=query_indptr,
+        query_text=query_text,
     )
+
+
+def _user_queries(
+    shop: str, user_pos: pd.Index, searches: pd.DataFrame | None, vectors: np.ndarray | None, most: int
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``(query_indptr, query_text)`` of :func:`build_shop_data` (``(None, None)``: no searches)."""
+    if searches is None or vectors is None or len(searches) == 0 or most <= 0:
+        return None, None
+    mine = (searches["shop"] == shop).to_numpy(dtype=bool)
+    u = user_pos.get_indexer(searches["user"][mine])
+    seconds = searches["timestamp"][mine].to_numpy().astype("int64")
+    vecs = np.asarray(vectors, dtype=np.float32)[mine]
+    known = u >= 0
+    u, seconds, vecs = u[known], seconds[known], vecs[known]
+    order = np.lexsort((seconds, u))
+    u, vecs = u[order], vecs[order]
+    # Keep each user's latest `most`: the position from the end within the user's run.
+    counts = np.bincount(u, minlength=len(user_pos))
+    ends = np.cumsum(counts)[u]
+    keep = ends - np.arange(len(u)) <= most
+    u, vecs = u[keep], vecs[keep]
+    counts = np.bincount(u, minlength=len(user_pos))
+    return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), np.ascontiguousarray(vecs)

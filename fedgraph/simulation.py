@@ -73,6 +73,18 @@ def prepare(config: RunConfig, run: RunDir, say: Say = print, *, dataset: Datase
         f"text features: {len(catalog):,} items ({st.hits:,} from the cache, {st.embedded:,} embedded"
         f"{', model loaded' if st.model_loads else ''})"
     )
+    # Searches: the test view uses those before each user's test period, the training view
+    # those before its validation period too; embedded once (the training view's are a subset).
+    searches = dataset.searches.reset_index(drop=True)
+    final_ok = pipeline.before_held_out(searches, test)
+    fit_ok = pipeline.before_held_out(searches, val, test) & final_ok
+    final_searches = searches[final_ok].reset_index(drop=True)
+    final_vectors = pipeline.query_vectors(final_searches, config)
+    fit_searches, fit_vectors = final_searches[fit_ok[final_ok]].reset_index(drop=True), final_vectors[fit_ok[final_ok]]
+    if len(searches):
+        say(
+            f"searches: {len(searches):,} ({len(fit_searches):,} before validation, {len(final_searches):,} before test) embedded, not cached"
+        )
     # Order shops by size (largest first) so partition ids are stable and readable.
     users_per_shop = dataset.events.groupby("shop")["user"].nunique()
     shops = sorted(users_per_shop.index, key=lambda s: (-int(users_per_shop[s]), s))
@@ -91,11 +103,21 @@ def prepare(config: RunConfig, run: RunDir, say: Say = print, *, dataset: Datase
         frame, index = parts[name]
         return frame.iloc[index.get(shop, no_rows)]
 
+    queries = {
+        name: (frame, vectors, frame.groupby("shop", sort=False).indices)
+        for name, frame, vectors in (("final", final_searches, final_vectors), ("fit", fit_searches, fit_vectors))
+    }
+
+    def searched(name: str, shop: str) -> dict[str, Any]:
+        frame, vectors, index = queries[name]
+        at = index.get(shop, no_rows)
+        return {"searches": frame.iloc[at], "search_vectors": vectors[at]}
+
     for shop in shops:
         shop_catalog = catalog.iloc[rows_of_shop[shop]]
         feats = pipeline.shop_item_features(text[rows_of_shop[shop]], shop_catalog["price"].to_numpy(), config)
-        final = pipeline.shop_data(shop, rows("train", shop), rows("test", shop), shop_catalog, feats, config)
-        data = pipeline.shop_data(shop, rows("fit", shop), rows("val", shop), shop_catalog, feats, config)
+        final = pipeline.shop_data(shop, rows("train", shop), rows("test", shop), shop_catalog, feats, config, **searched("final", shop))
+        data = pipeline.shop_data(shop, rows("fit", shop), rows("val", shop), shop_catalog, feats, config, **searched("fit", shop))
         final.save(run.final_shop_file(shop))  # first: shop_file's presence marks the shop as prepared
         data.save(run.shop_file(shop))
         # users, items, interactions: of the data trained on (run.shop_file); evaluable users: of the test split

@@ -487,12 +487,14 @@ class TextEmbedder:
         h.update(text.encode("utf-8", errors="surrogatepass"))
         return h.digest()
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
+    def encode(self, texts: Sequence[str], *, cache: bool = True) -> np.ndarray:
         """Embed ``texts`` -> float32 array [len(texts), dim] (unit rows, input order).
 
         Each distinct text is looked up in the cache, and only the misses are run through the
         model, longest first in batches of ``batch_size`` (similar lengths share a batch, so
-        little padding); every finished batch is written to the cache straight away.
+        little padding); every finished batch is written to the cache straight away. With
+        ``cache=False`` the cache is neither read nor written (customer text, e.g. search
+        queries, must not be left on disk).
         """
         if isinstance(texts, str):
             raise TypeError("encode() takes a sequence of strings, not a single string")
@@ -512,7 +514,7 @@ class TextEmbedder:
             keys = [self.cache_key(t) for t in uniq_texts]
             vecs = np.empty((len(uniq_texts), self.dim), dtype=np.float32)
 
-            cached = self._cache.get(keys)
+            cached = self._cache.get(keys) if cache else {}
             missing = [i for i, k in enumerate(keys) if k not in cached]
             for i, k in enumerate(keys):
                 v = cached.get(k)
@@ -523,13 +525,13 @@ class TextEmbedder:
             self.stats.misses += len(missing)
 
             if missing:
-                self._embed_missing(missing, uniq_texts, keys, vecs)
+                self._embed_missing(missing, uniq_texts, keys, vecs, keep=cache)
 
             index = np.fromiter((unique[t] for t in texts), dtype=np.int64, count=len(texts))
             np.take(vecs, index, axis=0, out=out)
         return out
 
-    def _embed_missing(self, missing: list[int], uniq_texts: list[str], keys: list[bytes], vecs: np.ndarray) -> None:
+    def _embed_missing(self, missing: list[int], uniq_texts: list[str], keys: list[bytes], vecs: np.ndarray, *, keep: bool = True) -> None:
         from tqdm.auto import tqdm
 
         if self._model is None:
@@ -540,7 +542,8 @@ class TextEmbedder:
                 idx = order[start : start + self.batch_size]
                 emb = self._embed([uniq_texts[i] for i in idx])
                 vecs[idx] = emb
-                self._cache.put([keys[i] for i in idx], emb)
+                if keep:
+                    self._cache.put([keys[i] for i in idx], emb)
                 self.stats.embedded += len(idx)
                 bar.update(len(idx))
 

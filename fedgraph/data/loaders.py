@@ -30,6 +30,9 @@ from .schema import (
     CATALOG_COLUMNS,
     EVENT_COLUMNS,
     EVENT_KINDS,
+    QUERY_COLUMN,
+    SEARCH_COLUMNS,
+    SEARCH_KIND,
     STRING_DTYPE,
     TIMESTAMP_DTYPE,
 )
@@ -129,6 +132,13 @@ def load_events(path: PathLike, *, source_name: str | None = None) -> pd.DataFra
     """
     name = source_name or Path(path).name
     return validate_events(read_table(path, name, "events"), source=name)
+
+
+def load_event_log(path: PathLike, *, source_name: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read an events file that may hold search rows: ``(events, searches)``, both validated
+    (:func:`validate_event_log`)."""
+    name = source_name or Path(path).name
+    return validate_event_log(read_table(path, name, "events"), source=name)
 
 
 def load_catalog(path: PathLike, *, source_name: str | None = None) -> pd.DataFrame:
@@ -273,32 +283,86 @@ def _columns_for(what: str) -> list[str]:
 
 
 def validate_events(df: pd.DataFrame, source: str = "events") -> pd.DataFrame:
-    """Check ``df`` against the events schema; return a canonical copy.
+    """Check ``df`` against the events schema; return a canonical copy of its interactions.
 
     The result has exactly :data:`EVENT_COLUMNS` in order, string ids, ``datetime64[s]``
     timestamps (sub-second parts are floored) and float64 weights, with a fresh RangeIndex.
-    Raises :class:`DataValidationError` on the first problem found.
+    Search rows (kind ``search``, with a ``query`` column) are checked too and left out:
+    :func:`validate_event_log` returns them. Raises :class:`DataValidationError` on the first
+    problem found.
     """
-    df = _check_frame(df, source, EVENT_COLUMNS, "events")
+    return validate_event_log(df, source)[0]
+
+
+def validate_event_log(df: pd.DataFrame, source: str = "events") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Check an events table that may hold logged searches; return ``(events, searches)``.
+
+    ``events`` is what :func:`validate_events` returns; ``searches`` has :data:`SEARCH_COLUMNS`
+    (:mod:`fedgraph.data.schema`): the rows of kind ``search``, whose ``item`` must be empty
+    and whose ``query`` must not be (a missing ``weight`` is allowed there). Rows are numbered
+    as in ``df``, searches included. Without a ``query`` column there are no searches and a
+    ``search`` row is an error that says to add the column.
+    """
+    df = _check_frame(df, source, EVENT_COLUMNS, "events", optional=(QUERY_COLUMN,))
+    has_query = QUERY_COLUMN in df.columns
     out = {}
-    for col in ("event_id", "shop", "user", "item"):
+    for col in ("event_id", "shop", "user"):
         out[col] = _ids(df[col], source, col)
-    out["timestamp"] = _timestamps(df["timestamp"], source)
     kind = _strings(df["kind"])
-    bad = ~kind.isin(EVENT_KINDS)
+    allowed = EVENT_KINDS + ((SEARCH_KIND,) if has_query else ())
+    bad = ~kind.isin(allowed)
     if bad.any():
         i = _first(bad)
         raise DataValidationError(
             source,
             row=i + 1,
             column="kind",
-            expected="one of " + ", ".join(f"'{k}'" for k in EVENT_KINDS),
+            expected="one of " + ", ".join(f"'{k}'" for k in allowed),
             found=_value(kind, i),
+            fix=(
+                "A search row needs a 'query' column with its text (see the events schema); otherwise fix or remove that row."
+                if _value(kind, i) == SEARCH_KIND
+                else _FIX_ROW
+            ),
         )
+    search = (kind == SEARCH_KIND).to_numpy(dtype=bool)
+    item = _strings(df["item"])
+    no_item = (item.isna() | (item.str.strip() == "")).to_numpy(dtype=bool)
+    for wrong, expected in (
+        (no_item & ~search, "a non-empty item" + (" (only a 'search' row has none)" if has_query else "")),
+        (~no_item & search, "an empty item on a 'search' row (the query text goes in the 'query' column)"),
+    ):
+        if wrong.any():
+            i = int(np.flatnonzero(wrong)[0])
+            raise DataValidationError(source, row=i + 1, column="item", expected=expected, found=_value(item, i))
+    out["item"] = item
+    out["timestamp"] = _timestamps(df["timestamp"], source)
     out["kind"] = kind
-    out["weight"] = _numbers(df["weight"], source, "weight", strictly_positive=True)
+    weight = df["weight"].reset_index(drop=True)
+    if search.any():  # a search has no quantity: an empty weight is 1
+        missing = (weight.isna() | (weight.astype(object).astype(str).str.strip() == "")).to_numpy(dtype=bool)
+        weight = weight.astype(object).where(~(search & missing), 1.0)
+    out["weight"] = _numbers(weight, source, "weight", strictly_positive=True)
+    if has_query:
+        query = _strings(df[QUERY_COLUMN]).fillna("").str.strip()
+        for wrong, expected in (
+            (search & (query == "").to_numpy(dtype=bool), "the query text on a 'search' row"),
+            (~search & (query != "").to_numpy(dtype=bool), "an empty query (only a 'search' row has one)"),
+        ):
+            if wrong.any():
+                i = int(np.flatnonzero(wrong)[0])
+                raise DataValidationError(source, row=i + 1, column=QUERY_COLUMN, expected=expected, found=_value(query, i) or None)
+        out[QUERY_COLUMN] = query
     _check_unique(out["event_id"], source, "event_id")
-    return _assemble(out, EVENT_COLUMNS)
+    full = _assemble(out, [*EVENT_COLUMNS, *([QUERY_COLUMN] if has_query else [])])
+    events = full.loc[~search, EVENT_COLUMNS].reset_index(drop=True)
+    if has_query:
+        searches = full.loc[search, SEARCH_COLUMNS].reset_index(drop=True)
+    else:
+        from .schema import empty_searches
+
+        searches = empty_searches()
+    return events, searches
 
 
 def validate_catalog(df: pd.DataFrame, source: str = "catalog") -> pd.DataFrame:
@@ -388,13 +452,13 @@ def check_events_against_catalog(
 # helpers
 
 
-def _check_frame(df: Any, source: str, columns: list[str], what: str) -> pd.DataFrame:
+def _check_frame(df: Any, source: str, columns: list[str], what: str, optional: Sequence[str] = ()) -> pd.DataFrame:
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"{source}: expected a pandas DataFrame, got {type(df).__name__}")
     present = [str(c) for c in df.columns]
     missing = [c for c in columns if c not in present]
-    unknown = [c for c in present if c not in columns]
-    expected_list = ", ".join(columns)
+    unknown = [c for c in present if c not in columns and c not in optional]
+    expected_list = ", ".join(columns) + (f" (and optionally {', '.join(optional)})" if optional else "")
     if missing:
         extra = f" and unknown column(s) {_show(unknown)}" if unknown else ""
         raise DataValidationError(

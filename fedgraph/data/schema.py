@@ -27,6 +27,23 @@ category    str       non-empty interest category
 price       float64   finite and >= 0
 =========== ========= ================================================================
 
+Searches (optional): an events *file* may also hold the shop's logged search queries, as rows
+of kind ``search`` whose ``item`` is empty and whose text is in an extra ``query`` column
+(empty on the other rows; ``weight`` may be empty on a search row). A file without a
+``query`` column is read as before. The loaders return searches as their own table:
+
+=========== ================= ==========================================================
+column      dtype             meaning
+=========== ================= ==========================================================
+event_id    str               unique over the whole events file, searches included
+shop        str               the shop
+user        str               shop-local user id (the customer who searched)
+timestamp   datetime64[s]     when
+query       str               the query text, non-empty
+=========== ================= ==========================================================
+
+A search is the customer's own data, in the same privacy unit as their interactions.
+
 User and item ids are shop-local: the same id in two shops means nothing. ``str`` is
 pandas' string dtype (``pd.StringDtype(na_value=np.nan)``, pyarrow-backed where pyarrow is
 installed), which is what ``pd.Series(["a"])`` gives under pandas 3.
@@ -45,6 +62,15 @@ CATALOG_COLUMNS: list[str] = ["shop", "item", "title", "description", "category"
 #: Allowed values of ``events.kind``.
 EVENT_KINDS: tuple[str, ...] = ("view", "cart", "purchase")
 
+#: The event kind of a logged search query (kept apart from :data:`EVENT_KINDS`: it has no item).
+SEARCH_KIND = "search"
+
+#: The optional events-file column with a search's query text.
+QUERY_COLUMN = "query"
+
+#: Columns of the searches table, in order.
+SEARCH_COLUMNS: list[str] = ["event_id", "shop", "user", "timestamp", "query"]
+
 #: The string dtype of every text column.
 STRING_DTYPE = "str"
 
@@ -62,6 +88,15 @@ EVENT_DTYPES: dict[str, str] = {
     "weight": "float64",
 }
 
+#: dtype of each searches column.
+SEARCH_DTYPES: dict[str, str] = {
+    "event_id": STRING_DTYPE,
+    "shop": STRING_DTYPE,
+    "user": STRING_DTYPE,
+    "timestamp": TIMESTAMP_DTYPE,
+    "query": STRING_DTYPE,
+}
+
 #: dtype of each catalog column.
 CATALOG_DTYPES: dict[str, str] = {
     "shop": STRING_DTYPE,
@@ -76,6 +111,11 @@ CATALOG_DTYPES: dict[str, str] = {
 def empty_events() -> pd.DataFrame:
     """An events table with no rows and the canonical columns and dtypes."""
     return pd.DataFrame({c: pd.Series(dtype=d) for c, d in EVENT_DTYPES.items()})
+
+
+def empty_searches() -> pd.DataFrame:
+    """A searches table with no rows and the canonical columns and dtypes."""
+    return pd.DataFrame({c: pd.Series(dtype=d) for c, d in SEARCH_DTYPES.items()})
 
 
 def empty_catalog() -> pd.DataFrame:

@@ -9,7 +9,7 @@ and catalog files. Every loader returns a validated :class:`Dataset`; the simula
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -20,11 +20,20 @@ if TYPE_CHECKING:
 
 @dataclass
 class Dataset:
-    """Validated events and catalog of every shop, and where they came from (for the report)."""
+    """Validated events and catalog of every shop, where they came from (for the report), and
+    the shops' logged search queries (:data:`~fedgraph.data.schema.SEARCH_COLUMNS`; none for
+    a source without them)."""
 
     events: pd.DataFrame
     catalog: pd.DataFrame
     description: dict[str, Any]
+    searches: pd.DataFrame = field(default_factory=lambda: _no_searches())
+
+
+def _no_searches() -> pd.DataFrame:
+    from fedgraph.data.schema import empty_searches
+
+    return empty_searches()
 
 
 SOURCES: dict[str, Callable[[RunConfig], Dataset]] = {}
@@ -67,16 +76,20 @@ def _synthetic(config: RunConfig) -> Dataset:
 
     d = config.data
     fed = generate_federation(
-        d.synthetic_shops, seed=d.seed, users_per_shop=tuple(d.synthetic_users_per_shop), items_per_shop=tuple(d.synthetic_items_per_shop)
+        d.synthetic_shops,
+        seed=d.seed,
+        users_per_shop=tuple(d.synthetic_users_per_shop),
+        items_per_shop=tuple(d.synthetic_items_per_shop),
+        searches_per_user=d.synthetic_searches_per_user,
     )
-    return Dataset(fed.events, fed.catalog, {"source": f"synthetic ({d.synthetic_shops} shops, seed {d.seed})"})
+    return Dataset(fed.events, fed.catalog, {"source": f"synthetic ({d.synthetic_shops} shops, seed {d.seed})"}, fed.searches)
 
 
 @source("files")
 def _files(config: RunConfig) -> Dataset:
-    from fedgraph.data.loaders import check_events_against_catalog, load_catalog, load_events
+    from fedgraph.data.loaders import check_events_against_catalog, load_catalog, load_event_log
 
     d = config.data
-    events, catalog = load_events(d.events), load_catalog(d.catalog)
+    (events, searches), catalog = load_event_log(d.events), load_catalog(d.catalog)
     check_events_against_catalog(events, catalog, source=d.events, catalog_source=d.catalog)
-    return Dataset(events, catalog, {"source": f"files: {d.events}, {d.catalog}"})
+    return Dataset(events, catalog, {"source": f"files: {d.events}, {d.catalog}"}, searches)

@@ -20,7 +20,7 @@ The same arguments always give identical frames.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
@@ -28,7 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .schema import CATALOG_COLUMNS, EVENT_COLUMNS, EVENT_KINDS, STRING_DTYPE, TIMESTAMP_DTYPE
+from .schema import CATALOG_COLUMNS, EVENT_COLUMNS, EVENT_KINDS, SEARCH_COLUMNS, STRING_DTYPE, TIMESTAMP_DTYPE, empty_searches
 
 #: Fraction of a user's events that ignore the planted interests (uniform over the shop).
 NOISE_FRACTION = 0.1
@@ -223,12 +223,14 @@ class SyntheticFederation:
 
     ``events`` and ``catalog`` follow the canonical schema; ``planted`` has one row per
     (shop, user, interest category) with the Dirichlet ``weight`` of that interest (a
-    user's weights sum to 1).
+    user's weights sum to 1); ``searches`` (:data:`~fedgraph.data.schema.SEARCH_COLUMNS`) the
+    planted search queries (none unless ``searches_per_user > 0``).
     """
 
     events: pd.DataFrame
     catalog: pd.DataFrame
     planted: pd.DataFrame
+    searches: pd.DataFrame = field(default_factory=empty_searches)
 
 
 # --------------------------------------------------------------------------------------
@@ -343,6 +345,7 @@ def generate_federation(
     events_per_user: tuple[int, int] = (5, 60),
     n_interests_per_user: tuple[int, int] = (1, 3),
     view_fraction: float = 0.5,
+    searches_per_user: float = 0.0,
 ) -> SyntheticFederation:
     """Generate ``n_shops`` synthetic shops (see the module docstring for the model).
 
@@ -352,6 +355,13 @@ def generate_federation(
     log-uniformly per shop/user from the inclusive ranges given. A user's number of
     interests is capped by the number of categories its shop sells. Deterministic for a
     given set of arguments.
+
+    With ``searches_per_user > 0`` each user also searches a Poisson(``searches_per_user``)
+    number of times, each query for one of its planted interests (drawn by the interest's
+    weight) in that category's words, e.g. "oak cutting board" (a material and a noun; items
+    of the category are titled "<adjective> <material> <noun>"), at a time drawn uniformly
+    over the user's own events. Searches use a generator of their own, so the events, catalog
+    and planted interests are the same with or without them.
     """
     if int(n_shops) != n_shops or n_shops < 1:
         raise ValueError(f"n_shops must be a positive integer, got {n_shops!r}")
@@ -550,4 +560,40 @@ def generate_federation(
         },
         copy=False,
     )
-    return SyntheticFederation(events=events, catalog=catalog, planted=planted)
+    searches = _planted_searches(events, planted, voc, searches_per_user, seed) if searches_per_user > 0 else empty_searches()
+    return SyntheticFederation(events=events, catalog=catalog, planted=planted, searches=searches)
+
+
+def _planted_searches(events: pd.DataFrame, planted: pd.DataFrame, voc: _Vocab, rate: float, seed: int) -> pd.DataFrame:
+    """Search queries for the planted interests (see :func:`generate_federation`)."""
+    rng = np.random.default_rng([int(seed), 14_4])
+    span = events.groupby(["shop", "user"], sort=True)["timestamp"].agg(["min", "max"]).reset_index()
+    counts = rng.poisson(float(rate), size=len(span))
+    who = np.repeat(np.arange(len(span)), counts)
+    if len(who) == 0:
+        return empty_searches()
+    interests = planted.assign(key=planted["shop"].astype(str) + "\x00" + planted["user"].astype(str))
+    by_user = interests.groupby("key", sort=False).indices
+    user_key = (span["shop"].astype(str) + "\x00" + span["user"].astype(str)).to_numpy()
+    names = {name: i for i, name in enumerate(voc.names)}
+    texts, times = [], []
+    lo = span["min"].to_numpy().astype("int64")
+    hi = span["max"].to_numpy().astype("int64")
+    for u in who:
+        rows = by_user[user_key[u]]
+        weights = interests["weight"].to_numpy()[rows]
+        category = names[str(interests["category"].iloc[rows[rng.choice(len(rows), p=weights / weights.sum())]])]
+        noun = voc.noun_lower[int(voc.noun_off[category] + rng.integers(voc.noun_cnt[category]))].as_py()
+        material = voc.mat_lower[int(voc.mat_off[category] + rng.integers(voc.mat_cnt[category]))].as_py()
+        texts.append(f"{material} {noun}")
+        times.append(lo[u] + int(rng.integers(0, hi[u] - lo[u] + 1)))
+    frame = pd.DataFrame(
+        {
+            "event_id": [f"q{i:07d}" for i in range(len(who))],
+            "shop": span["shop"].to_numpy()[who],
+            "user": span["user"].to_numpy()[who],
+            "timestamp": np.asarray(times, dtype="int64").astype("datetime64[s]"),
+            "query": texts,
+        }
+    )
+    return frame.astype({c: STRING_DTYPE for c in ("event_id", "shop", "user", "query")})[SEARCH_COLUMNS]

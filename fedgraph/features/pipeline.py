@@ -74,14 +74,60 @@ def split_events(events: pd.DataFrame, config: RunConfig) -> tuple[pd.DataFrame,
     return temporal_split(events, test_fraction=config.data.test_fraction, min_user_items=config.data.min_user_items)
 
 
+def before_held_out(searches: pd.DataFrame, *held_out: pd.DataFrame) -> np.ndarray:
+    """Which ``searches`` a view may use: ``bool [len(searches)]``, true for a search made strictly
+    before its user's first event in any of the ``held_out`` tables (every search of a user with
+    none there). So no query typed during the period being predicted is used to predict it."""
+    if len(searches) == 0:
+        return np.zeros(0, dtype=bool)
+    frames = [h[["shop", "user", "timestamp"]] for h in held_out if len(h)]
+    if not frames:
+        return np.ones(len(searches), dtype=bool)
+    first = pd.concat(frames).groupby(["shop", "user"])["timestamp"].min()
+    cut = first.reindex(pd.MultiIndex.from_frame(searches[["shop", "user"]])).to_numpy()
+    return np.asarray(pd.isna(cut) | (searches["timestamp"].to_numpy() < cut), dtype=bool)
+
+
+def query_vectors(searches: pd.DataFrame, config: RunConfig, *, progress: bool = True) -> np.ndarray:
+    """The searches' query texts embedded by the item text encoder (the same space as the items'
+    text block), ``float32 [len(searches), text_dim]``; never read from or written to the text
+    cache (queries are customer data)."""
+    from fedgraph.features.encoders import build_encoder, text_dim
+
+    if len(searches) == 0 or config.model.search_queries <= 0:
+        return np.zeros((len(searches), text_dim(config)), dtype=np.float32)
+    encoder = build_encoder(config, progress=progress)
+    return np.asarray(encoder.encode(searches["query"].astype(str).tolist(), cache=False), dtype=np.float32)
+
+
 def shop_data(
-    shop: str, history: pd.DataFrame, held_out: pd.DataFrame, catalog: pd.DataFrame, features: np.ndarray, config: RunConfig
+    shop: str,
+    history: pd.DataFrame,
+    held_out: pd.DataFrame,
+    catalog: pd.DataFrame,
+    features: np.ndarray,
+    config: RunConfig,
+    *,
+    searches: pd.DataFrame | None = None,
+    search_vectors: np.ndarray | None = None,
 ) -> ShopData:
     """The :class:`~fedgraph.shop.ShopData` a shop trains and is evaluated on (edge recency with
-    ``model.recency_halflife_days``; the text block's width, ``meta["text_dim"]``, from the encoder)."""
+    ``model.recency_halflife_days``; the text block's width, ``meta["text_dim"]``, from the encoder;
+    each user's latest ``model.search_queries`` of ``searches``, embedded as ``search_vectors``
+    (:func:`query_vectors`), already cut to what this view may use (:func:`before_held_out`))."""
     from fedgraph.features.encoders import text_dim
     from fedgraph.shop import build_shop_data
 
-    data = build_shop_data(shop, history, held_out, catalog, features, recency_halflife_days=config.model.recency_halflife_days)
+    data = build_shop_data(
+        shop,
+        history,
+        held_out,
+        catalog,
+        features,
+        recency_halflife_days=config.model.recency_halflife_days,
+        searches=searches,
+        search_vectors=search_vectors,
+        max_queries=config.model.search_queries,
+    )
     data.meta["text_dim"] = text_dim(config)
     return data

@@ -104,7 +104,8 @@ def history_effects(served, u: int, i: int) -> tuple[dict, np.ndarray]:
     emb = items[hist].unsqueeze(0)  # [1, n, D]
     attr = batch.history_attr[0][mask].unsqueeze(0)
     ones = torch.ones(1, n, dtype=torch.bool)
-    user = model.user_embeddings_from(emb, attr, ones)
+    queries, query_mask = batch.queries, batch.query_mask  # the customer's own searches, if any
+    user = model.user_embeddings_from(emb, attr, ones, queries, query_mask)
     target = items[i : i + 1]
     dim, cdim, tau = model.dim, model.content_dim, model.temperature
     learned = float(user[0, :dim] @ target[0, :dim] / tau)
@@ -116,17 +117,30 @@ def history_effects(served, u: int, i: int) -> tuple[dict, np.ndarray]:
     pooled = (alpha.unsqueeze(-1) * messages).sum(0)
     pre = pooled + model.user_out(torch.nn.functional.gelu(pooled))
     contribution = alpha * (messages @ target[0, :dim]) / (torch.linalg.vector_norm(pre).clamp(min=1e-12) * tau)
+    searched = 0.0
     if cdim:
         text = emb[0, :, dim : dim + cdim]  # unit text vectors
         scale = float(model.content_scale.weight.reshape(()))
-        contribution = contribution + scale * (text @ target[0, dim : dim + cdim]) / (
-            torch.linalg.vector_norm(text.sum(0)).clamp(min=1e-12) * tau
-        )
+        total = text.sum(0)
+        unit_queries = None
+        if queries is not None and queries.shape[1]:
+            unit_queries = torch.nn.functional.normalize(queries[0][query_mask[0]], dim=-1)
+            total = total + unit_queries.sum(0)
+        norm = torch.linalg.vector_norm(total).clamp(min=1e-12) * tau
+        contribution = contribution + scale * (text @ target[0, dim : dim + cdim]) / norm
+        if unit_queries is not None:
+            searched = float(scale * (unit_queries @ target[0, dim : dim + cdim]).sum() / norm)
     without = ~torch.eye(n, dtype=torch.bool) if n > 1 else torch.zeros(1, 1, dtype=torch.bool)
-    others = model.user_embeddings_from(emb.expand(n, n, -1), attr.expand(n, n, -1), without)
+    others = model.user_embeddings_from(
+        emb.expand(n, n, -1),
+        attr.expand(n, n, -1),
+        without,
+        None if queries is None else queries.expand(n, -1, -1),
+        None if query_mask is None else query_mask.expand(n, -1),
+    )
     removal = score - model.score(others, target)[:, 0]
     rows = torch.stack([alpha, contribution, removal], dim=1).numpy()
-    parts = {"score": score, "learned": learned, "content": content, "bias": bias, "history": hist.numpy()}
+    parts = {"score": score, "learned": learned, "content": content, "bias": bias, "history": hist.numpy(), "searches": searched}
     return parts, rows
 
 

@@ -32,8 +32,9 @@ edges of the batch's ego graphs. The score of item :math:`i` for user :math:`u` 
 
 **Content term (option, ``content_dim > 0``).** With :math:`\mathbf{t}_i` the item's unit-norm
 text embedding (the first ``content_dim`` public feature columns) and
-:math:`\mathbf{c}_u = \mathrm{norm}(\sum_{i \in \mathcal{N}(u)} \mathbf{t}_i)` the user's text
-profile, the score gains :math:`s \cos(\mathbf{c}_u, \mathbf{t}_i) / \tau` with one learned,
+:math:`\mathbf{c}_u = \mathrm{norm}(\sum_{i \in \mathcal{N}(u)} \mathbf{t}_i + \sum_{q \in \mathcal{Q}(u)} \mathbf{t}_q)`
+the user's text profile (:math:`\mathcal{Q}(u)`: the user's own search queries, unit vectors of
+the same text model; none if the shop logs no searches), the score gains :math:`s \cos(\mathbf{c}_u, \mathbf{t}_i) / \tau` with one learned,
 shared scale :math:`s` that starts at 1: an untrained model is the training-free content
 baseline (:func:`fedgraph.evaluation.content_scores`) plus a small random part. It is carried by
 the embeddings (user :math:`[\mathbf{z}_u \| s\,\mathbf{c}_u]`, item
@@ -78,12 +79,18 @@ def is_private_key(name: str) -> bool:
 EDGE_FEATURES = 5
 
 
-def text_profile(text: Tensor, mask: Tensor) -> Tensor:
+def text_profile(text: Tensor, mask: Tensor, queries: Tensor | None = None, query_mask: Tensor | None = None) -> Tensor:
     r"""A user's text profile :math:`\mathbf{c}_u`: the normalised sum of the *unit* text vectors of
     the user's own history items, from ``text [B, H, T]`` (unit or not: each row is scaled by its
-    inverse norm, so no normalised copy is made) where ``mask [B, H]`` is set -> ``[B, T]``."""
+    inverse norm, so no normalised copy is made) where ``mask [B, H]`` is set -> ``[B, T]``; with
+    ``queries [B, Q, T]`` (the user's own search queries, embedded by the same text model) where
+    ``query_mask [B, Q]`` is set, their unit vectors join the sum, one each like an item."""
     weights = mask.to(text.dtype) / torch.linalg.vector_norm(text, dim=-1).clamp(min=1e-12)
-    return F.normalize(torch.einsum("bh,bht->bt", weights, text), dim=-1)
+    total = torch.einsum("bh,bht->bt", weights, text)
+    if queries is not None and query_mask is not None and queries.shape[1]:
+        query_weights = query_mask.to(queries.dtype) / torch.linalg.vector_norm(queries, dim=-1).clamp(min=1e-12)
+        total = total + torch.einsum("bq,bqt->bt", query_weights, queries.to(total.dtype))
+    return F.normalize(total, dim=-1)
 
 
 @dataclass
@@ -103,9 +110,12 @@ class UserBatch:
     positive_mask: Tensor  # [B, P] bool
     negatives: Tensor  # [B, N] long
     negative_mask: Tensor  # [B, N] bool
+    #: The users' own search queries (embedded, ``[B, Q, text_dim]``) and which are set; None: none.
+    queries: Tensor | None = None
+    query_mask: Tensor | None = None
 
     def to(self, device: torch.device | str) -> UserBatch:
-        return UserBatch(**{k: v.to(device) for k, v in self.__dict__.items()})
+        return UserBatch(**{k: (None if v is None else v.to(device)) for k, v in self.__dict__.items()})
 
     def __len__(self) -> int:
         return int(self.history.shape[0])
@@ -234,18 +244,26 @@ class InterestModel(nn.Module):
         """The items' unit text vectors :math:`t_i` (public, no parameters): ``[..., content_dim]``."""
         return F.normalize(item_features[..., : self.content_dim], dim=-1)
 
-    def user_embeddings_from(self, history_emb: Tensor, history_attr: Tensor, history_mask: Tensor) -> Tensor:
+    def user_embeddings_from(
+        self,
+        history_emb: Tensor,
+        history_attr: Tensor,
+        history_mask: Tensor,
+        queries: Tensor | None = None,
+        query_mask: Tensor | None = None,
+    ) -> Tensor:
         r"""Encode users from their embedded ego graphs: ``[B, H, item_embedding_size] -> [B, user_embedding_size]``.
 
         The first ``dim`` columns are unit norm; with the content term the rest are
-        :math:`s\,c_u`, the user's text profile (normalised sum of the history's text vectors)
+        :math:`s\,c_u`, the user's text profile (normalised sum of the history's text vectors
+        and of the user's embedded search ``queries [B, Q, text_dim]`` where ``query_mask``)
         times the learned scale. A user with an empty history gets the zero vector (it scores
         every item 0).
         """
         user = self._user_vector(history_emb[..., : self.dim], history_attr, history_mask)
         if self.content_scale is None:
             return user
-        profile = text_profile(history_emb[..., self.dim : self.dim + self.content_dim], history_mask)
+        profile = text_profile(history_emb[..., self.dim : self.dim + self.content_dim], history_mask, queries, query_mask)
         return torch.cat([user, self.content_scale(profile.unsqueeze(-1)).squeeze(-1)], dim=-1)
 
     def _attention_logits(self, history_emb: Tensor, history_attr: Tensor) -> Tensor:
@@ -294,7 +312,7 @@ class InterestModel(nn.Module):
                 # The same cosines as the serving vectors give, from the raw text columns and their
                 # norms, so no normalised copy of the batch's text block is made.
                 text = features[..., : self.content_dim]
-                profile = text_profile(text[:, :hist], batch.history_mask)
+                profile = text_profile(text[:, :hist], batch.history_mask, batch.queries, batch.query_mask)
                 items = text[:, hist:]
                 cosine = torch.einsum("bt,bit->bi", profile, items) / torch.linalg.vector_norm(items, dim=-1).clamp(min=1e-12)
             scores = scores + self.content_scale(cosine.unsqueeze(-1)).squeeze(-1) / self.temperature

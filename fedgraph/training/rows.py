@@ -97,7 +97,7 @@ class RowSampler:
             hist_attr[row, : len(rest)] = attr[start + rest]
             hist_mask[row, : len(rest)] = True
             neg_mask[row] = ~np.isin(neg[row], items[start:stop])
-        return _to_batch(hist, hist_attr, hist_mask, pos, pos_mask, neg, neg_mask)
+        return _with_queries(_to_batch(hist, hist_attr, hist_mask, pos, pos_mask, neg, neg_mask), self.data, users)
 
     def encoding_batch(self, users: np.ndarray, history: int | None = None) -> UserBatch:
         """History-only rows (the ``history`` most recent items) to embed ``users``."""
@@ -115,8 +115,24 @@ class RowSampler:
             hist_mask[row, : stop - start] = True
         empty_i = np.zeros((b, 0), dtype=np.int64)
         empty_m = np.zeros((b, 0), dtype=bool)
-        return _to_batch(hist, hist_attr, hist_mask, empty_i, empty_m, empty_i, empty_m)
+        return _with_queries(_to_batch(hist, hist_attr, hist_mask, empty_i, empty_m, empty_i, empty_m), self.data, users)
 
 
 def _to_batch(*arrays: np.ndarray) -> UserBatch:
     return UserBatch(*(torch.from_numpy(a) for a in arrays))
+
+
+def _with_queries(batch: UserBatch, data: ShopData, users: np.ndarray) -> UserBatch:
+    """``batch`` with each row's own search queries (all the user's, padded to the batch's most),
+    or unchanged when the shop has none: a row still holds one user's data only."""
+    if len(data.query_text) == 0:
+        return batch
+    users = np.asarray(users, dtype=np.int64)
+    counts = data.query_indptr[users + 1] - data.query_indptr[users]
+    width = int(counts.max()) if len(users) else 0
+    queries = np.zeros((len(users), width, data.query_text.shape[1]), dtype=np.float32)
+    mask = np.arange(width)[None, :] < counts[:, None]
+    for row, u in enumerate(users):
+        queries[row, : counts[row]] = data.queries(int(u))
+    batch.queries, batch.query_mask = torch.from_numpy(queries), torch.from_numpy(mask)
+    return batch

@@ -38,8 +38,9 @@ class TextEncoder(Protocol):
     dim: int
     stats: Any
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """``float32 [len(texts), dim]``, unit-norm rows, in input order."""
+    def encode(self, texts: Sequence[str], *, cache: bool = True) -> np.ndarray:
+        """``float32 [len(texts), dim]``, unit-norm rows, in input order. ``cache=False``: no
+        cache is read or written (customer text such as search queries)."""
         ...
 
 
