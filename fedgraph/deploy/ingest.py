@@ -46,7 +46,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fedgraph.data.loaders import DataValidationError, read_table, validate_events, write_table
+from fedgraph.data.loaders import DataValidationError, read_table, validate_event_log, write_table
+from fedgraph.data.schema import SEARCH_KIND
 from fedgraph.deploy.logs import EventLogger
 
 SUFFIXES = (".csv", ".csv.gz", ".parquet")
@@ -316,7 +317,17 @@ def check_events(frame: pd.DataFrame, *, shop: str, items: set[str], source: str
             )
     else:
         frame.insert(1, "shop", shop)
-    events = validate_events(frame, source=source)
+    events, searches = validate_event_log(frame, source=source)
+    if len(searches):  # not silently dropped: the daemon has no place for them yet
+        i = int(np.flatnonzero((frame["kind"].astype(str) == SEARCH_KIND).to_numpy())[0])
+        raise DataValidationError(
+            source,
+            row=i + 1,
+            column="kind",
+            expected="an interaction (view, cart or purchase): the shop daemon does not ingest search rows yet",
+            found=SEARCH_KIND,
+            fix="Drop search queries into the folder in a later release, or leave the search rows out of this file.",
+        )
     unknown = ~events["item"].isin(items)
     if unknown.any():
         i = int(np.flatnonzero(unknown.to_numpy())[0])

@@ -727,3 +727,18 @@ def test_an_insecure_shop_against_a_tls_server_says_so_instead_of_connecting_for
     failed = [e for e in _log_lines(tmp_path) if e["event"] == "supernode_cannot_connect"]
     assert len(failed) == 1 and failed[0]["level"] == "error"
     assert "server.insecure = true" in failed[0]["msg"] and "TLS" in failed[0]["msg"]
+
+
+def test_a_drop_file_with_search_rows_is_refused_by_row_not_silently_dropped():
+    """Issue 14.4: the loaders now read search rows; the daemon does not store them yet, so it
+    must say so (row and fix) rather than ingest the file without them."""
+    from fedgraph.data.loaders import DataValidationError
+
+    frame = _events(0, 3).drop(columns=["shop"], errors="ignore")
+    frame["query"] = ""
+    search = frame.iloc[[1]].assign(event_id="q1", item="", kind="search", query="garden decoration")
+    frame = pd.concat([frame.iloc[[0]], search, frame.iloc[[2]]], ignore_index=True)
+    with pytest.raises(DataValidationError, match=r"d.csv, row 2, column 'kind': expected an interaction .* does not ingest search rows"):
+        from fedgraph.deploy.ingest import check_events
+
+        check_events(frame, shop=SHOP, items=set(ITEMS), source="d.csv")
