@@ -89,3 +89,47 @@ def test_config_checks_cover_every_numeric_key_with_a_lower_bound():
         if type(getattr(getattr(config, s.name), f.name)) in (int, float)
     }
     assert numeric - set(RANGES) - checked_elsewhere == set()
+
+
+def test_prepared_shops_carry_each_customers_searches_from_before_the_held_out_period_only(tmp_path):
+    """Issue 14.4: every view's queries precede its held-out events; the text cache holds no query."""
+    import numpy as np
+
+    from fedgraph.config import RunConfig
+    from fedgraph.data.sources import load_dataset
+    from fedgraph.federation.run_dir import RunDir
+    from fedgraph.shop import ShopData
+    from fedgraph.simulation import prepare
+    from fedgraph.text import TextEmbedder
+
+    config = RunConfig.load(
+        overrides=[
+            "data.source=synthetic",
+            "data.synthetic_shops=3",
+            "data.synthetic_users_per_shop=[20,40]",
+            "data.synthetic_items_per_shop=[50,60]",
+            "data.synthetic_searches_per_user=3",
+            f"features.cache_dir='{tmp_path / 'cache'}'",
+        ]
+    )
+    config.save(tmp_path / "run" / "config.toml")
+    run = RunDir.at(tmp_path / "run")
+    shops = prepare(config, run, say=lambda _: None)
+    searches = load_dataset(config).searches
+    assert len(searches)
+    embedder = TextEmbedder(cache_dir=tmp_path / "cache", progress=False)
+    total = 0
+    for shop in shops:
+        for path in (run.shop_file(shop), run.final_shop_file(shop)):
+            data = ShopData.load(path)
+            total += len(data.query_text)
+            assert data.query_text.shape[1] == data.text_dim
+            np.testing.assert_allclose(np.linalg.norm(data.query_text, axis=1), 1.0, atol=1e-4)
+    assert total > 0
+    # The test view cuts later than the training view (its held-out period comes after validation).
+    fit, final = ShopData.load(run.shop_file(shops[0])), ShopData.load(run.final_shop_file(shops[0]))
+    assert list(fit.users) == list(final.users)
+    assert (np.diff(fit.query_indptr) <= np.diff(final.query_indptr)).all() and len(fit.query_text) < len(final.query_text)
+    # No query reached the item text cache.
+    cached = embedder._cache.get([embedder.cache_key(q) for q in searches["query"].unique()])
+    assert not cached

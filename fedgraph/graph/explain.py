@@ -67,6 +67,8 @@ class Explanation:
     reasons: list[HistoryReason] = field(default_factory=list)
     interests: list[dict] = field(default_factory=list)
     hybrid_alpha: float | None = None
+    #: The part of the content term that comes from the customer's own search queries.
+    searches: float = 0.0
 
     @property
     def content_share(self) -> float:
@@ -182,6 +184,7 @@ def explain(served, user: str, item: str, *, top: int = 5, store=None, hybrid_al
         reasons,
         interests,
         hybrid_alpha,
+        parts["searches"],
     )
 
 
@@ -192,6 +195,8 @@ def render(e: Explanation) -> str:
         f"  score {e.score:.3f} = learned {e.learned:.3f} + content term {e.content:.3f} ({e.content_share:.0%} of it) "
         f"+ item bias {e.bias:.3f}",
     ]
+    if e.searches:
+        lines.append(f"  of the content term, {e.searches:.3f} comes from the customer's own search queries")
     if e.hybrid_alpha is not None:
         lines.append(f"  served recommendations blend this score with the shop's own EASE (share of this model: {e.hybrid_alpha:.2f})")
     if e.reasons:
