@@ -57,7 +57,7 @@ _SCHEMA = [
         event_id TEXT NOT NULL UNIQUE,
         user TEXT NOT NULL, item TEXT NOT NULL, ts INTEGER NOT NULL,
         kind TEXT NOT NULL, weight REAL NOT NULL,
-        source TEXT NOT NULL, ingested_at REAL NOT NULL)""",
+        source TEXT NOT NULL, ingested_at REAL NOT NULL, query TEXT NOT NULL DEFAULT '')""",
     "CREATE INDEX IF NOT EXISTS events_user ON events (user, seq)",
     """CREATE TABLE IF NOT EXISTS sources (
         sha256 TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL,
@@ -95,6 +95,9 @@ class EventLog:
         with self._tx() as c:
             for statement in _SCHEMA:
                 c.execute(statement)
+            # A log written before searches were ingested (issue 14.4): add their text column.
+            if "query" not in {row[1] for row in c.execute("PRAGMA table_info(events)")}:
+                c.execute("ALTER TABLE events ADD COLUMN query TEXT NOT NULL DEFAULT ''")
 
     def close(self) -> None:
         self._conn.close()
@@ -119,6 +122,7 @@ class EventLog:
         now = time.time()
         events = events[~self.forgotten_mask(events)]
         ts = events["timestamp"].to_numpy(dtype="datetime64[s]").astype(np.int64).tolist()
+        queries = events["query"].fillna("").astype(str) if "query" in events.columns else pd.Series([""] * len(events))
         rows = list(
             zip(
                 events["event_id"].astype(str),
@@ -127,6 +131,7 @@ class EventLog:
                 ts,
                 events["kind"].astype(str),
                 events["weight"].astype(float),
+                queries,
             )
         )
         with self._tx() as c:
@@ -144,7 +149,8 @@ class EventLog:
                     seen.add(r[0])
                     fresh.append((*r, name, now))
             c.executemany(
-                "INSERT INTO events (event_id, user, item, ts, kind, weight, source, ingested_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", fresh
+                "INSERT INTO events (event_id, user, item, ts, kind, weight, query, source, ingested_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                fresh,
             )
             new = len(fresh)
             c.execute(
@@ -236,11 +242,15 @@ class EventLog:
     def count(self) -> int:
         return int(self._conn.execute("SELECT count(*) FROM events").fetchone()[0])
 
+    def search_count(self) -> int:
+        return int(self._conn.execute("SELECT count(*) FROM events WHERE kind = ?", (SEARCH_KIND,)).fetchone()[0])
+
     def counts(self) -> dict[str, int]:
         c = self._conn
         by_status = dict(c.execute("SELECT status, count(*) FROM sources GROUP BY status").fetchall())
         return {
             "events": self.count(),
+            "searches": self.search_count(),
             "event_offset": self.head,
             "files_ingested": int(by_status.get("ingested", 0)),
             "files_quarantined": int(by_status.get("quarantined", 0)),
@@ -256,13 +266,17 @@ class EventLog:
         return users, head
 
     def histories(self, users: list[str]) -> pd.DataFrame:
-        """All events of ``users`` (user, item, ts, kind, weight, seq)."""
+        """All interaction events of ``users`` (user, item, ts, kind, weight, seq); no searches."""
         frames = []
         for start in range(0, len(users), 500):
             chunk = users[start : start + 500]
             q = ",".join("?" * len(chunk))
             frames.append(
-                pd.read_sql_query(f"SELECT user, item, ts, kind, weight, seq FROM events WHERE user IN ({q})", self._conn, params=chunk)
+                pd.read_sql_query(
+                    f"SELECT user, item, ts, kind, weight, seq FROM events WHERE kind != ? AND user IN ({q})",
+                    self._conn,
+                    params=[SEARCH_KIND, *chunk],
+                )
             )
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["user", "item", "ts", "kind", "weight", "seq"])
 
@@ -270,11 +284,9 @@ class EventLog:
         return int(self._conn.execute("SELECT coalesce(max(ts), 0) FROM events").fetchone()[0])
 
     def all_events(self, shop: str, upto: int | None = None) -> pd.DataFrame:
-        """The events up to offset ``upto`` in the canonical schema (for ShopData)."""
-        sql = (
-            "SELECT event_id, user, item, ts, kind, weight FROM events" + (" WHERE seq <= ?" if upto is not None else "") + " ORDER BY seq"
-        )
-        df = pd.read_sql_query(sql, self._conn, params=(upto,) if upto is not None else None)
+        """The interaction events up to offset ``upto`` in the canonical schema (for ShopData)."""
+        sql = "SELECT event_id, user, item, ts, kind, weight FROM events WHERE kind != ?" + (" AND seq <= ?" if upto is not None else "")
+        df = pd.read_sql_query(sql + " ORDER BY seq", self._conn, params=(SEARCH_KIND, *(() if upto is None else (upto,))))
         out = pd.DataFrame(
             {
                 "event_id": df["event_id"].astype("str"),
@@ -287,6 +299,20 @@ class EventLog:
             }
         )
         return out
+
+    def all_searches(self, shop: str, upto: int | None = None) -> pd.DataFrame:
+        """The search queries up to offset ``upto``, a :data:`~fedgraph.data.schema.SEARCH_COLUMNS` table."""
+        sql = "SELECT event_id, user, ts, query FROM events WHERE kind = ?" + (" AND seq <= ?" if upto is not None else "")
+        df = pd.read_sql_query(sql + " ORDER BY seq", self._conn, params=(SEARCH_KIND, *(() if upto is None else (upto,))))
+        return pd.DataFrame(
+            {
+                "event_id": df["event_id"].astype("str"),
+                "shop": pd.Series([shop] * len(df), dtype="str"),
+                "user": df["user"].astype("str"),
+                "timestamp": pd.to_datetime(df["ts"].to_numpy(dtype=np.int64), unit="s").astype("datetime64[s]"),
+                "query": df["query"].astype("str"),
+            }
+        )
 
     @contextlib.contextmanager
     def _snapshot(self) -> Iterator[sqlite3.Connection]:
@@ -301,7 +327,11 @@ class EventLog:
 
 
 def check_events(frame: pd.DataFrame, *, shop: str, items: set[str], source: str) -> pd.DataFrame:
-    """Validate a raw events table for ``shop``; raise :class:`DataValidationError` naming the row."""
+    """Validate a raw events table for ``shop``; raise :class:`DataValidationError` naming the row.
+
+    Returns the canonical events; a file with search rows (``docs/data.md``, "Searches") gives
+    them too, as rows of kind ``search`` with an empty item and a ``query`` column (empty on
+    the interactions), which :meth:`EventLog.ingest` stores beside the interactions."""
     frame = frame.copy()
     if "shop" in frame.columns:
         wrong = frame["shop"].astype(str) != shop
@@ -318,19 +348,11 @@ def check_events(frame: pd.DataFrame, *, shop: str, items: set[str], source: str
     else:
         frame.insert(1, "shop", shop)
     events, searches = validate_event_log(frame, source=source)
-    if len(searches):  # not silently dropped: the daemon has no place for them yet
-        i = int(np.flatnonzero((frame["kind"].astype(str) == SEARCH_KIND).to_numpy())[0])
-        raise DataValidationError(
-            source,
-            row=i + 1,
-            column="kind",
-            expected="an interaction (view, cart or purchase): the shop daemon does not ingest search rows yet",
-            found=SEARCH_KIND,
-            fix="Drop search queries into the folder in a later release, or leave the search rows out of this file.",
-        )
     unknown = ~events["item"].isin(items)
     if unknown.any():
         i = int(np.flatnonzero(unknown.to_numpy())[0])
+        if len(searches):  # the i-th interaction's row in the file
+            i = int(np.flatnonzero((frame["kind"].astype(str) != SEARCH_KIND).to_numpy())[i])
         raise DataValidationError(
             source,
             row=i + 1,
@@ -339,7 +361,11 @@ def check_events(frame: pd.DataFrame, *, shop: str, items: set[str], source: str
             found=str(events["item"].iloc[i]),
             fix="Add the item to the catalog (source.catalog) and restart the daemon, or remove the row.",
         )
-    return events
+    if not len(searches):
+        return events
+    # Searches are stored beside the interactions (kind "search", no item, the text in "query").
+    as_rows = searches.assign(item="", kind=SEARCH_KIND, weight=1.0)[[*events.columns, "query"]]
+    return pd.concat([events.assign(query=""), as_rows], ignore_index=True)
 
 
 # ----------------------------------------------------------------------------- drop folder

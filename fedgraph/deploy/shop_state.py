@@ -154,7 +154,13 @@ def refresh_training_data(paths: ShopPaths, catalog: Catalog, config: RunConfig,
                 f"shop {catalog.shop!r} has ingested no events yet, so it cannot train; drop event files into its source first"
             )
         train, test = pipeline.split_events(frame, config)
-        data = pipeline.shop_data(catalog.shop, train, test, catalog.frame, catalog.features, config)
+        # The customers' searches before their held-out items, embedded here (never cached): the same rule as a simulation's.
+        searches = events.all_searches(catalog.shop, upto=head)
+        searches = searches[pipeline.before_held_out(searches, test)].reset_index(drop=True)
+        vectors = pipeline.query_vectors(searches, config, progress=False)
+        data = pipeline.shop_data(
+            catalog.shop, train, test, catalog.frame, catalog.features, config, searches=searches, search_vectors=vectors
+        )
         data.meta["event_offset"] = head
         data.save(target)
         shop_side.forget_cached(target)  # the warm ClientApp caches shop data per process
@@ -289,9 +295,36 @@ class GraphUpdater:
                 recency_halflife_days=self.config.model.recency_halflife_days,
             )
             mask[r, :n] = True
+        queries, query_mask = self._queries(users)
         with torch.no_grad():
-            z = self._model.user_embeddings_from(self._items[torch.from_numpy(idx)], torch.from_numpy(attr), torch.from_numpy(mask))
+            z = self._model.user_embeddings_from(
+                self._items[torch.from_numpy(idx)], torch.from_numpy(attr), torch.from_numpy(mask), queries, query_mask
+            )
         return (z / self._model.temperature).numpy(), seen
+
+    def _queries(self, users: list[str]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The users' embedded search queries as the shop's prepared training data holds them
+        (``run/shops/<shop>.npz``, rebuilt when events or searches arrive): ``[B, Q, T]`` and
+        its mask, or ``(None, None)`` when the shop has none. A search counts in the graph from
+        the next rebuild of that data on."""
+        path = RunDir.at(self.paths.run).shop_file(self.catalog.shop)
+        if not path.exists():
+            return None, None
+        stamp = path.stat().st_mtime_ns
+        if getattr(self, "_query_stamp", None) != stamp:
+            from fedgraph.shop import ShopData
+
+            self._query_data, self._query_stamp = ShopData.load(path), stamp
+        data = self._query_data
+        if not len(data.query_text):
+            return None, None
+        pos = pd.Index(data.users).get_indexer(users)
+        counts = np.where(pos >= 0, data.query_indptr[pos + 1] - data.query_indptr[np.maximum(pos, 0)], 0)
+        width = int(counts.max()) if len(users) else 0
+        queries = np.zeros((len(users), width, data.query_text.shape[1]), dtype=np.float32)
+        for row in np.flatnonzero(counts):
+            queries[row, : counts[row]] = data.queries(int(pos[row]))
+        return torch.from_numpy(queries), torch.from_numpy(np.arange(width)[None, :] < counts[:, None])
 
     def _graph(self, users: list[str], offset: int, *, neighbours: bool):
         from fedgraph.graph import build_interest_graph

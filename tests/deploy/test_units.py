@@ -729,16 +729,50 @@ def test_an_insecure_shop_against_a_tls_server_says_so_instead_of_connecting_for
     assert "server.insecure = true" in failed[0]["msg"] and "TLS" in failed[0]["msg"]
 
 
-def test_a_drop_file_with_search_rows_is_refused_by_row_not_silently_dropped():
-    """Issue 14.4: the loaders now read search rows; the daemon does not store them yet, so it
-    must say so (row and fix) rather than ingest the file without them."""
+def test_a_drop_file_with_search_rows_is_ingested_with_its_queries_and_forgotten_with_its_customer(tmp_path, log):
+    """Issue 14.4: search rows (kind "search", no item, a query column) are stored beside the
+    interactions, kept out of the interaction views, and go with the customer on ``forget``."""
     from fedgraph.data.loaders import DataValidationError
+    from fedgraph.deploy.ingest import check_events
 
-    frame = _events(0, 3).drop(columns=["shop"], errors="ignore")
+    frame = _events(0, 6)
     frame["query"] = ""
-    search = frame.iloc[[1]].assign(event_id="q1", item="", kind="search", query="garden decoration")
-    frame = pd.concat([frame.iloc[[0]], search, frame.iloc[[2]]], ignore_index=True)
-    with pytest.raises(DataValidationError, match=r"d.csv, row 2, column 'kind': expected an interaction .* does not ingest search rows"):
-        from fedgraph.deploy.ingest import check_events
+    searches = pd.DataFrame(
+        {"event_id": ["q1", "q2"], "user": ["u1", "u2"], "item": ["", ""], "timestamp": ["2024-01-01 00:30:00"] * 2}
+    ).assign(kind="search", weight="", query=["garden decoration", "oak cutting board"])
+    frame = pd.concat([frame.iloc[:2], searches, frame.iloc[2:]], ignore_index=True)
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    frame.to_csv(drop / "a.csv", index=False)
+    events = EventLog(tmp_path / "events.sqlite")
+    report = _folder(tmp_path, log, events).poll()
+    assert (report.rows, report.new_events) == (8, 8)
+    assert events.counts()["searches"] == 2 and len(events.all_events(SHOP)) == 6
+    assert "search" not in set(events.histories(["u1", "u2"])["kind"])
+    got = events.all_searches(SHOP)
+    assert got[["user", "query"]].values.tolist() == [["u1", "garden decoration"], ["u2", "oak cutting board"]]
+    events.forget_user("u1")
+    assert list(events.all_searches(SHOP)["user"]) == ["u2"]
+    events.close()
+    # An unknown item after a search row is named by its row in the file, searches counted.
+    bad = frame.copy()
+    bad.loc[5, "item"] = "nope"
+    with pytest.raises(DataValidationError, match=r"b.csv, row 6, column 'item'"):
+        check_events(bad, shop=SHOP, items=set(ITEMS), source="b.csv")
 
-        check_events(frame, shop=SHOP, items=set(ITEMS), source="d.csv")
+
+def test_an_event_log_written_before_searches_gains_the_query_column(tmp_path):
+    path = tmp_path / "events.sqlite"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE, user TEXT NOT NULL, "
+        "item TEXT NOT NULL, ts INTEGER NOT NULL, kind TEXT NOT NULL, weight REAL NOT NULL, source TEXT NOT NULL, ingested_at REAL NOT NULL)"
+    )
+    old.execute(
+        "INSERT INTO events (event_id, user, item, ts, kind, weight, source, ingested_at) VALUES ('e1', 'u1', 'i001', 0, 'view', 1, 's', 0)"
+    )
+    old.commit()
+    old.close()
+    events = EventLog(path)
+    assert len(events.all_events(SHOP)) == 1 and len(events.all_searches(SHOP)) == 0 and events.counts()["searches"] == 0
+    events.close()

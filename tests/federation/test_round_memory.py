@@ -161,3 +161,27 @@ def test_a_workers_shop_cache_stays_within_its_budget(tmp_path, budget_mb, loads
     cache = shop_side._SHOPS
     assert cache.nbytes <= budget_mb * 2**20
     assert len(loaded) == loads and len(cache) == kept
+
+
+def test_a_workers_every_message_does_not_reparse_the_runs_shop_index(tmp_path, monkeypatch):
+    """Profile of 10,000 shops (simulations/RESULTS.md): a Ray worker spent 23 % of its time
+    parsing shops/index.json (every shop's summary) once per message, O(shops) per shop."""
+    import json
+
+    from fedgraph.federation import run_dir as module
+    from fedgraph.federation.run_dir import RunDir
+
+    index = tmp_path / "shops" / "index.json"
+    index.parent.mkdir()
+    index.write_text(json.dumps({"shops": ["a", "b"], "round_shops": ["a", "b"]}))
+    parsed = []
+    real = module.json.loads
+    monkeypatch.setattr(module.json, "loads", lambda text, *a, **k: parsed.append(1) or real(text, *a, **k))
+    for _ in range(5):  # one RunDir per message, as the ClientApp makes
+        assert RunDir.at(tmp_path).round_shops == ["a", "b"]
+    assert len(parsed) == 1
+    # Rewritten (atomically, as prepare and the shop daemon write it): read again.
+    fresh = index.with_suffix(".tmp")
+    fresh.write_text(json.dumps({"shops": ["a", "b", "c"], "round_shops": ["c"]}))
+    fresh.replace(index)
+    assert RunDir.at(tmp_path).round_shops == ["c"] and len(parsed) == 2
