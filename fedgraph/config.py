@@ -44,6 +44,8 @@ class DataConfig:
     synthetic_shops: int = 20
     synthetic_users_per_shop: list[int] = field(default_factory=lambda: [20, 500])
     synthetic_items_per_shop: list[int] = field(default_factory=lambda: [50, 500])
+    #: Events per synthetic user, log-uniform [low, high].
+    synthetic_events_per_user: list[int] = field(default_factory=lambda: [5, 60])
     #: Planted search queries per synthetic user (Poisson mean; 0 = none).
     synthetic_searches_per_user: float = 0.0
     seed: int = 0
@@ -441,7 +443,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool, str]] = {
     "privacy.secagg_quantization_range": (2, None, True, ""),
 }
 #: The ``[low, high]`` pairs (synthetic shop sizes).
-_PAIRS = ("data.synthetic_users_per_shop", "data.synthetic_items_per_shop")
+_PAIRS = ("data.synthetic_users_per_shop", "data.synthetic_items_per_shop", "data.synthetic_events_per_user")
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 _RAY_ADDRESS = re.compile(r"|auto|[A-Za-z0-9.\-]+:\d{1,5}")
 

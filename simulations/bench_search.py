@@ -45,6 +45,8 @@ def simulate(args: argparse.Namespace, queries: int) -> Path:
         f"data.synthetic_users_per_shop=[{args.users_per_shop}]",
         f"data.synthetic_items_per_shop=[{args.items_per_shop}]",
         f"data.synthetic_searches_per_user={args.searches}",
+        f"data.synthetic_events_per_user=[{args.events_per_user}]",
+        f"data.min_user_items={args.min_user_items}",
         f"model.search_queries={queries}",
         "model.shop_private=none",
         f"train.rounds={args.rounds}",
@@ -98,6 +100,15 @@ def main() -> None:
     p.add_argument("--shops", type=int, default=10, help="synthetic shops (default %(default)s)")
     p.add_argument("--users-per-shop", default="50,300", help="customers per shop, log-uniform range (default %(default)s)")
     p.add_argument("--items-per-shop", default="50,300", help="items per shop, log-uniform range (default %(default)s)")
+    p.add_argument(
+        "--events-per-user", default="2,30", help="events per customer, log-uniform range (default %(default)s: many short histories)"
+    )
+    p.add_argument(
+        "--min-user-items",
+        type=int,
+        default=2,
+        help="data.min_user_items: distinct items a customer needs to be held out (default %(default)s)",
+    )
     p.add_argument("--searches", type=float, default=3.0, help="planted searches per customer, Poisson mean (default %(default)s)")
     p.add_argument("--rounds", type=int, default=6, help="federated rounds (default %(default)s)")
     p.add_argument("--k", type=int, default=20, help="cut-off of NDCG@k / Recall@k (default %(default)s)")

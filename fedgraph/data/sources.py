@@ -80,6 +80,7 @@ def _synthetic(config: RunConfig) -> Dataset:
         seed=d.seed,
         users_per_shop=tuple(d.synthetic_users_per_shop),
         items_per_shop=tuple(d.synthetic_items_per_shop),
+        events_per_user=tuple(d.synthetic_events_per_user),
         searches_per_user=d.synthetic_searches_per_user,
     )
     return Dataset(fed.events, fed.catalog, {"source": f"synthetic ({d.synthetic_shops} shops, seed {d.seed})"}, fed.searches)
