@@ -175,3 +175,45 @@ def test_forget_in_a_shop_that_has_not_trained_yet_removes_its_events(tmp_path):
     events.close()
     report = forget_customer(cfg, user)
     assert report.events == int((frame["user"].astype(str) == user).sum()) and report.training_data == "not built yet"
+
+
+def test_a_customers_searches_feed_the_shops_data_and_go_with_the_customer(shop):
+    """Issue 14.4: search rows dropped into the folder are ingested, reach the training data as
+    the customer's embedded queries, and ``forget`` leaves no file holding their text."""
+    from fedgraph.shop import ShopData
+
+    demo, cfg, name, paths, _, _, _ = shop
+    events = demo.events[name]
+    other = next(u for u in events["user"].astype(str).unique() if u != CUSTOMER)
+    late = pd.Timestamp(events["timestamp"].min())  # before anything is held out
+    searches = pd.DataFrame(
+        {
+            "event_id": ["q-1", "q-2", "q-3"],
+            "user": [CUSTOMER, CUSTOMER, other],
+            "item": ["", "", ""],
+            "timestamp": [str(late)] * 3,
+            "kind": ["search"] * 3,
+            "weight": ["", "", ""],
+            "query": ["zanzibar velvet lampshade", "zanzibar brass candlestick", "plain mug"],
+        }
+    )
+    searches.to_csv(demo.drop(name) / "part3.csv", index=False)
+    config = cfg.run_config()
+    log = setup_logging("fedgraph.test.forget", paths.log, "debug", stderr=False)
+    catalog = load_catalog_features(cfg.resolve(cfg.source.catalog), name, config, paths.items, log=log)
+    log_ = EventLog(paths.events)
+    report = DropFolder(demo.drop(name), log_, shop=name, items=set(catalog.items), log=log, settle_s=0.0).poll()
+    assert report.new_events == 3 and log_.counts()["searches"] == 3
+    refresh_training_data(paths, catalog, config, log_)
+    log_.close()
+    log.close()
+    data = ShopData.load(paths.run / "shops" / f"{name}.npz")
+    assert len(data.queries(list(data.users).index(CUSTOMER))) == 2 and len(data.queries(list(data.users).index(other))) == 1
+    root = demo.root / name
+    assert "state/events.sqlite" in _files_naming(root, "zanzibar")
+
+    forget_customer(cfg, CUSTOMER)
+
+    assert _files_naming(root, "zanzibar") == [] and _files_naming(root, CUSTOMER) == []
+    data = ShopData.load(paths.run / "shops" / f"{name}.npz")
+    assert len(data.queries(list(data.users).index(other))) == 1  # the other customer's search is kept
