@@ -259,10 +259,15 @@ class EventLog:
         }
 
     def users_since(self, seq: int) -> tuple[list[str], int]:
-        """Users with events after offset ``seq``, and the offset they are read up to."""
+        """Users with interaction events after offset ``seq``, and the offset they are read up to."""
         with self._snapshot() as c:
             head = int(c.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
-            users = [r[0] for r in c.execute("SELECT DISTINCT user FROM events WHERE seq > ? AND seq <= ?", (seq, head))]
+            # Interactions only: a customer who has only searched has no history to embed (their queries
+            # reach the graph through the prepared training data, with their interactions).
+            users = [
+                r[0]
+                for r in c.execute("SELECT DISTINCT user FROM events WHERE seq > ? AND seq <= ? AND kind != ?", (seq, head, SEARCH_KIND))
+            ]
         return users, head
 
     def histories(self, users: list[str]) -> pd.DataFrame:
