@@ -122,6 +122,10 @@ def select_users(data: ShopData, keep: np.ndarray) -> ShopData:
     test_rows = (
         np.concatenate([np.arange(data.test_indptr[u], data.test_indptr[u + 1]) for u in keep]) if len(keep) else np.zeros(0, np.int64)
     )
+    query_lengths = np.diff(data.query_indptr)[keep]
+    query_rows = (
+        np.concatenate([np.arange(data.query_indptr[u], data.query_indptr[u + 1]) for u in keep]) if len(keep) else np.zeros(0, np.int64)
+    )
     return replace(
         data,
         users=data.users[keep],
@@ -130,6 +134,8 @@ def select_users(data: ShopData, keep: np.ndarray) -> ShopData:
         attr=data.attr[rows],
         test_indptr=np.concatenate([[0], np.cumsum(test_lengths)]).astype(np.int64),
         test_item=data.test_item[test_rows],
+        query_indptr=np.concatenate([[0], np.cumsum(query_lengths)]).astype(np.int64),
+        query_text=data.query_text[query_rows.astype(np.int64)],
     )
 
 
@@ -159,6 +165,7 @@ def with_canaries(data: ShopData, canaries: list[np.ndarray], prefix: str = "can
         item=np.concatenate(items).astype(np.int64),
         attr=np.concatenate(attrs).astype(np.float32),
         test_indptr=test_indptr,
+        query_indptr=np.concatenate([data.query_indptr, np.full(len(canaries), data.query_indptr[-1])]),  # a canary has no searches
     )
 
 

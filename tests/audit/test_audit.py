@@ -338,3 +338,23 @@ def test_channels_beside_the_weights_are_listed_and_exact_ones_are_outside_the_c
     assert by["b"]["budget bookkeeping"]["status"] == "public" and "evaluation" not in by["b"] and "ε and δ" not in by["b"]
     assert by["b"]["counts, timings, loss"]["keys"] == ["num-examples", "train_seconds"]
     assert released_channels(history, ["a"], private=False)["a"][0]["status"] == "outside the claim"  # no DP: the weights too
+
+
+def test_the_audits_user_subsets_and_canaries_keep_every_users_own_search_queries(planted_shop):
+    """Issue 14.4: ShopData now carries each user's queries; the audit's data edits keep them aligned."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from fedgraph.audit.training import select_users, with_canaries
+
+    data = planted_shop()
+    counts = np.zeros(data.num_users, dtype=np.int64)
+    counts[:6] = [0, 2, 1, 0, 3, 1]
+    text = np.arange(counts.sum() * 4, dtype=np.float32).reshape(-1, 4)
+    data = replace(data, query_indptr=np.concatenate([[0], np.cumsum(counts)]), query_text=text)
+    picked = select_users(data, np.array([4, 1]))
+    np.testing.assert_array_equal(picked.queries(0), data.queries(4))
+    np.testing.assert_array_equal(picked.queries(1), data.queries(1))
+    grown = with_canaries(picked, [np.array([0, 1, 2])])
+    assert grown.num_users == 3 and len(grown.queries(2)) == 0 and len(grown.query_text) == 5
