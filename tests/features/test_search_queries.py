@@ -121,3 +121,44 @@ def test_queries_are_embedded_without_touching_the_text_cache(tmp_path):
     assert embedder.stats.embedded == 1
     embedder.encode(["garden decoration"])  # not served from a cache: it was never written
     assert embedder.stats.hits == 0 and embedder.stats.embedded == 2
+
+
+def test_a_customers_queries_pull_their_interests_in_the_graph_toward_what_they_searched(make_events, make_catalog):
+    """A customer who bought kitchen items and searched for garden items: with the queries the
+    garden interest's weight in the interest graph goes up (interests come from the same user
+    embedding the queries enter)."""
+    from fedgraph.evaluation import item_embeddings, user_embeddings
+    from fedgraph.graph import build_interest_graph
+
+    events = make_events([("u1", "i1", 1, "purchase", 1.0), ("u1", "i2", 2, "purchase", 1.0)])
+    catalog = make_catalog(["i1", "i2", "i3", "i4"]).assign(category=["kitchen", "kitchen", "garden", "garden"])
+    feats = np.zeros((4, 8), dtype=np.float32)
+    feats[[0, 1], 0] = 1.0  # kitchen text direction
+    feats[[2, 3], 1] = 1.0  # garden text direction
+    garden = np.zeros((3, 8), dtype=np.float32)
+    garden[:, 1] = 1.0
+    searches = _searches([("s", "u1", 1, "rose"), ("s", "u1", 2, "rake"), ("s", "u1", 3, "hose")])
+    torch.manual_seed(0)
+    model = InterestModel(8, dim=4, hidden=4, content_dim=8)
+    model.eval()
+
+    def garden_weight(vectors):
+        data = build_shop_data(
+            "s", events, events.iloc[:0], catalog, feats, searches=searches if vectors is not None else None, search_vectors=vectors
+        )
+        items = item_embeddings(model, data)
+        users = user_embeddings(model, data, np.arange(data.num_users), history=8, items=items)
+        graph = build_interest_graph(
+            "s",
+            list(data.users),
+            users.numpy(),
+            list(data.items),
+            items[:, :-1].numpy(),
+            list(data.items),
+            list(data.item_categories),
+            top_k_interests=2,
+        )
+        interests = graph.interests
+        return {interests[int(r["interest_idx"])]: float(r["weight"]) for r in graph.user_interest}.get("garden", 0.0)
+
+    assert garden_weight(garden) > garden_weight(None) + 0.2
