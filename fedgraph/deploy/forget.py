@@ -93,7 +93,7 @@ def forget_customer(cfg: ShopConfig, user: str) -> ForgetReport:
             target = RunDir.at(paths.run).shop_file(cfg.shop.name)
             if target.exists():
                 events.set_offset(DATA_OFFSET_KEY, -1)
-                if events.count() == 0:
+                if events.count() == events.search_count():  # no interaction left (searches alone cannot train)
                     target.unlink()
                     report.training_data = "removed (no events left)"
                 else:

@@ -580,9 +580,15 @@ class SqliteTable:
                 rows = cur.fetchall()
                 if not rows:
                     return report
-                frame = pd.DataFrame(rows, columns=columns).astype(str)
+                raw = pd.DataFrame(rows, columns=columns)
+                frame = raw.astype(str)
+                for column in ("item", "weight", "query"):  # empty on a search row: NULL is "", not "None"
+                    if column in raw.columns:
+                        frame[column] = raw[column].where(raw[column].notna(), "").astype(str)
                 rowids = frame.pop(columns[0]).astype(int).to_numpy()
-                frame = frame[[c for c in frame.columns if c in ("event_id", "shop", "user", "item", "timestamp", "kind", "weight")]]
+                frame = frame[
+                    [c for c in frame.columns if c in ("event_id", "shop", "user", "item", "timestamp", "kind", "weight", "query")]
+                ]
                 name = f"{self.database.name}:{self.table}"
                 source = f"sqlite:{self.database}:{self.table}:{rowids[0]}-{rowids[-1]}"
                 offset = (self.OFFSET_KEY, int(rowids[-1]))

@@ -217,3 +217,21 @@ def test_a_customers_searches_feed_the_shops_data_and_go_with_the_customer(shop)
     assert _files_naming(root, "zanzibar") == [] and _files_naming(root, CUSTOMER) == []
     data = ShopData.load(paths.run / "shops" / f"{name}.npz")
     assert len(data.queries(list(data.users).index(other))) == 1  # the other customer's search is kept
+
+
+def test_forgetting_the_last_customer_with_purchases_when_others_only_searched_completes(shop):
+    """Review of issue 14.4: the event count included searches, so forgetting the last customer
+    with interactions tried to rebuild training data from searches alone and stopped half-way."""
+    demo, cfg, name, paths, _, _, _ = shop
+    log_ = EventLog(paths.events)
+    for user in {str(u) for u in demo.events[name]["user"].astype(str)} - {CUSTOMER}:
+        log_.forget_user(user)
+    search = pd.DataFrame(
+        {"event_id": ["q-9"], "shop": [name], "user": ["only-searched"], "item": [""], "timestamp": [pd.Timestamp("2011-01-01")]}
+    ).assign(kind="search", weight=1.0, query="brass lamp")
+    log_.ingest(search, source="s", name="s.csv")
+    log_.close()
+
+    report = forget_customer(cfg, CUSTOMER)
+
+    assert report.training_data == "removed (no events left)" and report.left == []

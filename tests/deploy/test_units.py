@@ -193,6 +193,22 @@ def test_sqlite_table_is_read_incrementally_and_bad_rows_are_set_aside(tmp_path,
     assert any(x["event"] == "row_rejected" and "wishlist" in x["msg"] for x in _log_lines(tmp_path))
 
 
+def test_a_sqlite_table_source_ingests_search_rows_with_null_item_and_weight(tmp_path, log):
+    """Review of issue 14.4: the table source dropped the query column and turned NULL into "None"."""
+    src = tmp_path / "shop.db"
+    db = sqlite3.connect(src)
+    rows = _events(0, 4).assign(query=None)
+    rows.loc[4] = ["q1", "u1", None, "2024-01-01 05:00:00", "search", None, "garden decoration"]
+    rows.to_sql("events", db, index=False)
+    db.commit()
+    db.close()
+    events = EventLog(tmp_path / "events.sqlite")
+    report = SqliteTable(src, "events", events, shop=SHOP, items=set(ITEMS), log=log).poll()
+    assert report.new_events == 5 and events.counts()["bad_rows"] == 0
+    assert events.all_searches(SHOP)["query"].tolist() == ["garden decoration"] and len(events.all_events(SHOP)) == 4
+    events.close()
+
+
 # ----------------------------------------------------------------------------- graph maintenance
 
 
