@@ -218,7 +218,16 @@ class TrainingReplies:
         self.train.update(_per_shop(run, ok))
         if not ok:
             return
-        self.updates.extend([_pre_reduced(ok, self._weight_key)] if self._weight_key else ok)
+        if not self._weight_key:
+            self.updates.extend(ok)
+            return
+        from flwr.serverapp.strategy.strategy_utils import validate_message_reply_consistency
+
+        # The check Flower's aggregate_train makes of the shops' replies (one array record with the
+        # same keys, the weight present), made here since it then sees only the pre-reduced ones.
+        validate_message_reply_consistency([m.content for m in ok], self._weight_key, True)
+        if sum(float(m.content["metrics"][self._weight_key]) for m in ok) > 0:  # weight 0: FedAvg ignores them
+            self.updates.append(_pre_reduced(ok, self._weight_key))
 
 
 def _pre_reduced(replies: list[Message], weight_key: str) -> Message:

@@ -185,3 +185,25 @@ def test_a_workers_every_message_does_not_reparse_the_runs_shop_index(tmp_path, 
     fresh.write_text(json.dumps({"shops": ["a", "b", "c"], "round_shops": ["c"]}))
     fresh.replace(index)
     assert RunDir.at(tmp_path).round_shops == ["c"] and len(parsed) == 2
+
+
+def test_folding_keeps_flowers_check_of_the_replies_and_a_wave_of_zero_weight_adds_nothing(train_reply):
+    """Review of 15.3: the fold called Flower's averaging directly, so replies with other array
+    keys were averaged silently (Flower refuses them), and a wave whose shops all weigh 0 divided by 0."""
+    from flwr.app import Array, ArrayRecord, Message, RecordDict
+    from flwr.serverapp.exception import InconsistentMessageReplies
+
+    config = RunConfig()
+    replies = _replies(train_reply, 3)
+    odd = replies[2]
+    arrays = dict(odd.content["arrays"].items()) | {"extra": Array(np.ones(2, np.float32))}
+    replies[2] = Message(RecordDict({"arrays": ArrayRecord(arrays), "metrics": odd.content["metrics"]}), metadata=odd.metadata)
+    collected = TrainingReplies(_run(config, 3), {"rounds": []}, build_strategy(config, num_shops=3))
+    with pytest.raises(InconsistentMessageReplies):
+        collected.add(replies)
+
+    empty = [train_reply(np.ones(2048, np.float32), {"num-examples": 0, "partition-id": p}, 900 + p) for p in range(2)]
+    collected = TrainingReplies(_run(config, 4), {"rounds": []}, build_strategy(config, num_shops=4))
+    collected.add(empty)
+    collected.add(_replies(train_reply, 4)[2:])
+    assert len(collected.updates) == 1 and len(collected.train) == 4  # the zero-weight shops' figures are still kept
