@@ -47,12 +47,18 @@ class ShopData:
     #: None when built: no queries (data prepared before searches existed has none either).
     query_indptr: np.ndarray | None = None  # [U+1] int64
     query_text: np.ndarray | None = None  # [Q, text_dim] float32
+    #: For each query, how many of the user's training items (rows of ``item``, oldest first)
+    #: were last touched at or before it: a training row that predicts items from a cut of the
+    #: timeline uses only the queries typed before the first item it predicts.
+    query_pos: np.ndarray | None = None  # [Q] int64
 
     def __post_init__(self) -> None:
         if self.query_indptr is None:
             self.query_indptr = np.zeros(len(self.users) + 1, dtype=np.int64)
         if self.query_text is None:
             self.query_text = np.zeros((0, self.text_dim), dtype=np.float32)
+        if self.query_pos is None or len(self.query_pos) != len(self.query_text):
+            self.query_pos = np.zeros(len(self.query_text), dtype=np.int64)
         if len(self.query_indptr) != len(self.users) + 1 or int(self.query_indptr[-1]) != len(self.query_text):
             raise ShopDataError(
                 f"shop {self.shop!r}: query_indptr ({len(self.query_indptr)} entries, last {int(self.query_indptr[-1])}) does not fit "
@@ -131,6 +137,7 @@ class ShopData:
             meta=dict(self.meta),
             query_indptr=np.concatenate([[0], np.cumsum(query_lengths[keep])]).astype(np.int64),
             query_text=self.query_text[np.repeat(keep, query_lengths)],
+            query_pos=self.query_pos[np.repeat(keep, query_lengths)],
         )
 
     # ---------------------------------------------------------------- io
@@ -250,7 +257,9 @@ def build_shop_data(
     order = np.lexsort((ti[keep], tu[keep]))
     tu, ti = tu[keep][order], ti[keep][order]
     test_counts = np.bincount(tu, minlength=len(users))
-    query_indptr, query_text = _user_queries(shop, user_pos, searches, search_vectors, max_queries)
+    query_indptr, query_text, query_pos = _user_queries(
+        shop, user_pos, searches, search_vectors, max_queries, grouped["u"].to_numpy(), seconds, np.cumsum(counts) - counts
+    )
 
     return ShopData(
         shop=shop,
@@ -267,27 +276,45 @@ def build_shop_data(
         meta={"train_events": int(len(train)), "test_events": int(len(test))},
         query_indptr=query_indptr,
         query_text=query_text,
+        query_pos=query_pos,
     )
 
 
 def _user_queries(
-    shop: str, user_pos: pd.Index, searches: pd.DataFrame | None, vectors: np.ndarray | None, most: int
-) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """``(query_indptr, query_text)`` of :func:`build_shop_data` (``(None, None)``: no searches)."""
+    shop: str,
+    user_pos: pd.Index,
+    searches: pd.DataFrame | None,
+    vectors: np.ndarray | None,
+    most: int,
+    edge_user: np.ndarray,
+    edge_seconds: np.ndarray,
+    edge_start: np.ndarray,
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """``(query_indptr, query_text, query_pos)`` of :func:`build_shop_data` (Nones: no searches).
+    ``edge_*``: the training edges sorted by user then time, and each user's first edge."""
     if searches is None or vectors is None or len(searches) == 0 or most <= 0:
-        return None, None
+        return None, None, None
     mine = (searches["shop"] == shop).to_numpy(dtype=bool)
     u = user_pos.get_indexer(searches["user"][mine])
-    seconds = searches["timestamp"][mine].to_numpy().astype("int64")
+    seconds = (searches["timestamp"][mine] - pd.Timestamp("1970-01-01")).dt.total_seconds().to_numpy()
     vecs = np.asarray(vectors, dtype=np.float32)[mine]
     known = u >= 0
     u, seconds, vecs = u[known], seconds[known], vecs[known]
     order = np.lexsort((seconds, u))
-    u, vecs = u[order], vecs[order]
+    u, seconds, vecs = u[order], seconds[order], vecs[order]
     # Keep each user's latest `most`: the position from the end within the user's run.
     counts = np.bincount(u, minlength=len(user_pos))
     ends = np.cumsum(counts)[u]
     keep = ends - np.arange(len(u)) <= most
-    u, vecs = u[keep], vecs[keep]
+    u, seconds, vecs = u[keep], seconds[keep], vecs[keep]
+    # How many of the user's edges (time-ordered) are at or before each query.
+    edge_counts = np.bincount(edge_user, minlength=len(user_pos)) if len(edge_user) else np.zeros(len(user_pos), dtype=np.int64)
+    pos = np.array(
+        [
+            np.searchsorted(edge_seconds[edge_start[x] : edge_start[x] + edge_counts[x]], t, side="right") if len(edge_user) else 0
+            for x, t in zip(u, seconds)
+        ],
+        dtype=np.int64,
+    )
     counts = np.bincount(u, minlength=len(user_pos))
-    return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), np.ascontiguousarray(vecs)
+    return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), np.ascontiguousarray(vecs), pos

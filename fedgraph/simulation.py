@@ -76,14 +76,17 @@ def prepare(config: RunConfig, run: RunDir, say: Say = print, *, dataset: Datase
     # Searches: the test view uses those before each user's test period, the training view
     # those before its validation period too; embedded once (the training view's are a subset).
     searches = dataset.searches.reset_index(drop=True)
-    final_ok = pipeline.before_held_out(searches, test)
-    fit_ok = pipeline.before_held_out(searches, val, test) & final_ok
-    final_searches = searches[final_ok].reset_index(drop=True)
-    final_vectors = pipeline.query_vectors(final_searches, config)
-    fit_searches, fit_vectors = final_searches[fit_ok[final_ok]].reset_index(drop=True), final_vectors[fit_ok[final_ok]]
+    most = config.model.search_queries
+    final_rows = pipeline.latest_queries(searches, pipeline.before_held_out(searches, test), most)
+    fit_rows = pipeline.latest_queries(searches, pipeline.before_held_out(searches, val, test), most)
+    needed = np.union1d(final_rows, fit_rows)
+    needed_vectors = pipeline.query_vectors(searches.iloc[needed], config)
+    final_searches, final_vectors = searches.iloc[final_rows].reset_index(drop=True), needed_vectors[np.searchsorted(needed, final_rows)]
+    fit_searches, fit_vectors = searches.iloc[fit_rows].reset_index(drop=True), needed_vectors[np.searchsorted(needed, fit_rows)]
     if len(searches):
         say(
-            f"searches: {len(searches):,} ({len(fit_searches):,} before validation, {len(final_searches):,} before test) embedded, not cached"
+            f"searches: {len(searches):,}, of which {len(needed):,} embedded (not cached): each customer's latest {most} "
+            f"before validation ({len(fit_rows):,}) and before test ({len(final_rows):,})"
         )
     # Order shops by size (largest first) so partition ids are stable and readable.
     users_per_shop = dataset.events.groupby("shop")["user"].nunique()

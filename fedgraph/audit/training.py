@@ -136,6 +136,7 @@ def select_users(data: ShopData, keep: np.ndarray) -> ShopData:
         test_item=data.test_item[test_rows],
         query_indptr=np.concatenate([[0], np.cumsum(query_lengths)]).astype(np.int64),
         query_text=data.query_text[query_rows.astype(np.int64)],
+        query_pos=data.query_pos[query_rows.astype(np.int64)],
     )
 
 

@@ -283,6 +283,7 @@ def pool_shops(shops: list[ShopData]) -> tuple[ShopData, np.ndarray]:
         # The customers' own search queries too, so the pooled model sees what the federated one does.
         query_indptr=np.concatenate([[0], np.cumsum(np.concatenate([np.diff(s.query_indptr) for s in shops]))]).astype(np.int64),
         query_text=np.concatenate([s.query_text for s in shops]),
+        query_pos=np.concatenate([s.query_pos for s in shops]),
     )
     return pooled, np.concatenate(ranges).astype(np.int64)
 

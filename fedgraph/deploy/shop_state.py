@@ -156,7 +156,8 @@ def refresh_training_data(paths: ShopPaths, catalog: Catalog, config: RunConfig,
         train, test = pipeline.split_events(frame, config)
         # The customers' searches before their held-out items, embedded here (never cached): the same rule as a simulation's.
         searches = events.all_searches(catalog.shop, upto=head)
-        searches = searches[pipeline.before_held_out(searches, test)].reset_index(drop=True)
+        rows = pipeline.latest_queries(searches, pipeline.before_held_out(searches, test), config.model.search_queries)
+        searches = searches.iloc[rows].reset_index(drop=True)  # only what the data keeps is embedded
         vectors = pipeline.query_vectors(searches, config, progress=False)
         data = pipeline.shop_data(
             catalog.shop, train, test, catalog.frame, catalog.features, config, searches=searches, search_vectors=vectors

@@ -88,6 +88,17 @@ def before_held_out(searches: pd.DataFrame, *held_out: pd.DataFrame) -> np.ndarr
     return np.asarray(pd.isna(cut) | (searches["timestamp"].to_numpy() < cut), dtype=bool)
 
 
+def latest_queries(searches: pd.DataFrame, allowed: np.ndarray, most: int) -> np.ndarray:
+    """Positions (in ``searches``) of each customer's latest ``most`` searches among the
+    ``allowed`` ones (:func:`before_held_out`), the only ones a view keeps; so only those are
+    embedded, however long the shop's search log."""
+    rows = np.flatnonzero(allowed)
+    if len(rows) == 0 or most <= 0:
+        return np.zeros(0, dtype=np.int64)
+    part = searches.iloc[rows].assign(_row=rows).sort_values(["shop", "user", "timestamp", "_row"], kind="stable")
+    return np.sort(part.groupby(["shop", "user"], sort=False).tail(int(most))["_row"].to_numpy(dtype=np.int64))
+
+
 def query_vectors(searches: pd.DataFrame, config: RunConfig, *, progress: bool = True) -> np.ndarray:
     """The searches' query texts embedded by the item text encoder (the same space as the items'
     text block), ``float32 [len(searches), text_dim]``; never read from or written to the text

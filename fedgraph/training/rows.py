@@ -70,6 +70,7 @@ class RowSampler:
         neg = np.zeros((b, n), dtype=np.int64)
         neg_mask = np.ones((b, n), dtype=bool)
         indptr, items, attr = self.data.indptr, self.data.item, self.data.attr
+        cuts = np.full(b, np.iinfo(np.int64).max, dtype=np.int64)  # queries a row may use: position <= cut
         batch_seed = int(rng.integers(0, 2**62))
         for row, u in enumerate(users):
             row_rng = np.random.default_rng([batch_seed, zlib.crc32(str(self.data.users[u]).encode())])
@@ -83,6 +84,7 @@ class RowSampler:
                 # A random cut in the user's timeline: predict the items right after it
                 # from the items before it (the shape of the temporal hold-out).
                 cut = int(row_rng.integers(1, count))
+                cuts[row] = cut  # only the searches typed before the first item predicted
                 chosen = np.arange(cut, min(cut + p, count))
                 rest = np.arange(max(0, cut - h), cut)
                 take = len(chosen)
@@ -97,7 +99,7 @@ class RowSampler:
             hist_attr[row, : len(rest)] = attr[start + rest]
             hist_mask[row, : len(rest)] = True
             neg_mask[row] = ~np.isin(neg[row], items[start:stop])
-        return _with_queries(_to_batch(hist, hist_attr, hist_mask, pos, pos_mask, neg, neg_mask), self.data, users)
+        return _with_queries(_to_batch(hist, hist_attr, hist_mask, pos, pos_mask, neg, neg_mask), self.data, users, cuts)
 
     def encoding_batch(self, users: np.ndarray, history: int | None = None) -> UserBatch:
         """History-only rows (the ``history`` most recent items) to embed ``users``."""
@@ -122,17 +124,26 @@ def _to_batch(*arrays: np.ndarray) -> UserBatch:
     return UserBatch(*(torch.from_numpy(a) for a in arrays))
 
 
-def _with_queries(batch: UserBatch, data: ShopData, users: np.ndarray) -> UserBatch:
-    """``batch`` with each row's own search queries (all the user's, padded to the batch's most),
-    or unchanged when the shop has none: a row still holds one user's data only."""
+def _with_queries(batch: UserBatch, data: ShopData, users: np.ndarray, cuts: np.ndarray | None = None) -> UserBatch:
+    """``batch`` with each row's own search queries (padded to the batch's most), or unchanged
+    when the shop has none: a row still holds one user's data only. With ``cuts``, row ``r``
+    takes only the queries made before the user's ``cuts[r]``-th item (``query_pos <= cut``):
+    a training row that predicts the items after a cut of the timeline sees no later search."""
     if len(data.query_text) == 0:
         return batch
     users = np.asarray(users, dtype=np.int64)
-    counts = data.query_indptr[users + 1] - data.query_indptr[users]
+    rows = []
+    for r, u in enumerate(users):
+        start, stop = int(data.query_indptr[u]), int(data.query_indptr[u + 1])
+        at = np.arange(start, stop)
+        if cuts is not None:
+            at = at[data.query_pos[start:stop] <= cuts[r]]
+        rows.append(at)
+    counts = np.array([len(a) for a in rows], dtype=np.int64)
     width = int(counts.max()) if len(users) else 0
     queries = np.zeros((len(users), width, data.query_text.shape[1]), dtype=np.float32)
-    mask = np.arange(width)[None, :] < counts[:, None]
-    for row, u in enumerate(users):
-        queries[row, : counts[row]] = data.queries(int(u))
-    batch.queries, batch.query_mask = torch.from_numpy(queries), torch.from_numpy(mask)
+    for r, at in enumerate(rows):
+        queries[r, : len(at)] = data.query_text[at]
+    batch.queries = torch.from_numpy(queries)
+    batch.query_mask = torch.from_numpy(np.arange(width)[None, :] < counts[:, None])
     return batch

@@ -162,3 +162,31 @@ def test_a_customers_queries_pull_their_interests_in_the_graph_toward_what_they_
         return {interests[int(r["interest_idx"])]: float(r["weight"]) for r in graph.user_interest}.get("garden", 0.0)
 
     assert garden_weight(garden) > garden_weight(None) + 0.2
+
+
+def test_a_training_row_sees_only_the_searches_typed_before_the_first_item_it_predicts(make_events, make_catalog):
+    """Review of 14.4: a row that predicts the items after a cut of the timeline had every query
+    of the user in its text profile, later ones included."""
+    events = make_events([("u1", f"i{k}", 10 * k, "purchase", 1.0) for k in range(1, 7)])
+    catalog = make_catalog([f"i{k}" for k in range(1, 7)])
+    feats = np.eye(6, 8, dtype=np.float32)
+    searches = _searches([("s", "u1", 5, "early"), ("s", "u1", 35, "middle"), ("s", "u1", 65, "late")])
+    vectors = np.eye(3, 8, k=5, dtype=np.float32)
+    data = build_shop_data("s", events, events.iloc[:0], catalog, feats, searches=searches, search_vectors=vectors)
+    assert data.query_pos.tolist() == [0, 3, 6]  # items at days 10..60: none, three, six before each query
+    sampler = RowSampler(data, history=8, positives=1, negatives=2)
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        batch = sampler.training_batch(np.array([0]), rng)
+        history = int(batch.history_mask.sum())  # = the cut: items before it
+        shown = int(batch.query_mask.sum())
+        assert shown == sum(p <= history for p in (0, 3, 6)), (history, shown)
+    # Encoding (evaluation, serving) takes every stored query: all precede the held-out period.
+    assert int(sampler.encoding_batch(np.array([0])).query_mask.sum()) == 3
+
+
+def test_only_each_customers_latest_allowed_queries_are_embedded():
+    searches = _searches([("s", "u1", d, f"q{d}") for d in (1, 5, 3, 9)] + [("s", "u2", 2, "x"), ("t", "u1", 4, "other shop")])
+    allowed = np.array([True, True, True, False, True, True])
+    rows = pipeline.latest_queries(searches, allowed, 2)
+    assert sorted(searches["query"].iloc[rows]) == ["other shop", "q3", "q5", "x"]  # q9 not allowed, q1 older than the latest two
