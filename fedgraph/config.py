@@ -143,7 +143,7 @@ class FederationConfig:
     #: Prepared shop data a simulation worker keeps in memory between messages, in MB per
     #: process. A round asks every shop once, so the worker keeps the first shops that fit and
     #: reads the others from disk at each ask (0 = keep none). Bounds a Ray worker's memory
-    #: however many shops it serves (it kept every shop it had served: 2.2 GB at 10,000 shops).
+    #: however many shops it serves (simulations/RESULTS.md, "Simulations past one machine").
     shop_cache_mb: float = 512.0
     #: How the server weighs the shops' updates: "users" (FedAvg by number of users: each shop
     #: sends its exact user count), "uniform" (every shop counts the same; a shop sends no

@@ -115,13 +115,17 @@ class ShopData:
 
     def without_user(self, user: str) -> ShopData:
         """A copy without ``user``: their row of the histories, of the held-out items and of the
-        search queries, and their id (the right to erasure; the catalog and the other users are unchanged). A user
-        not in the shop gives an equal copy."""
-        keep = self.users != str(user)
-        lengths, test_lengths = np.diff(self.indptr), np.diff(self.test_indptr)
-        rows = np.repeat(keep, lengths)
-        test_rows = np.repeat(keep, test_lengths)
-        query_lengths = np.diff(self.query_indptr)
+        search queries, and their id (the right to erasure; the catalog and the other users are
+        unchanged). A user not in the shop gives an equal copy."""
+        return self.select_users(np.flatnonzero(self.users != str(user)))
+
+    def select_users(self, keep: np.ndarray) -> ShopData:
+        """A copy holding only the users at indices ``keep``, in that order, each with its own
+        histories, held-out items and search queries (the catalog is unchanged)."""
+        keep = np.asarray(keep, dtype=np.int64)
+        indptr, rows = _ragged_rows(self.indptr, keep)
+        test_indptr, test_rows = _ragged_rows(self.test_indptr, keep)
+        query_indptr, query_rows = _ragged_rows(self.query_indptr, keep)
         return ShopData(
             shop=self.shop,
             items=self.items,
@@ -129,15 +133,15 @@ class ShopData:
             item_categories=self.item_categories,
             item_features=self.item_features,
             users=self.users[keep],
-            indptr=np.concatenate([[0], np.cumsum(lengths[keep])]).astype(self.indptr.dtype),
+            indptr=indptr,
             item=self.item[rows],
             attr=self.attr[rows],
-            test_indptr=np.concatenate([[0], np.cumsum(test_lengths[keep])]).astype(self.test_indptr.dtype),
+            test_indptr=test_indptr,
             test_item=self.test_item[test_rows],
             meta=dict(self.meta),
-            query_indptr=np.concatenate([[0], np.cumsum(query_lengths[keep])]).astype(np.int64),
-            query_text=self.query_text[np.repeat(keep, query_lengths)],
-            query_pos=self.query_pos[np.repeat(keep, query_lengths)],
+            query_indptr=query_indptr,
+            query_text=self.query_text[query_rows],
+            query_pos=self.query_pos[query_rows],
         )
 
     # ---------------------------------------------------------------- io
@@ -166,6 +170,14 @@ class ShopData:
         except (KeyError, TypeError, ValueError, SyntaxError) as exc:
             raise ShopDataError(f"shop data file {path} is incomplete ({exc}); delete it and re-run the preparation") from exc
         return data
+
+
+def _ragged_rows(indptr: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For a ragged table (``indptr`` [U+1]) restricted to rows ``keep``: its new ``indptr`` and
+    the positions of the kept entries, in ``keep``'s order."""
+    lengths = np.diff(indptr)[keep]
+    new = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return new, np.repeat(indptr[keep] - new[:-1], lengths) + np.arange(int(new[-1]), dtype=np.int64)
 
 
 def edge_attributes(
@@ -257,9 +269,8 @@ def build_shop_data(
     order = np.lexsort((ti[keep], tu[keep]))
     tu, ti = tu[keep][order], ti[keep][order]
     test_counts = np.bincount(tu, minlength=len(users))
-    query_indptr, query_text, query_pos = _user_queries(
-        shop, user_pos, searches, search_vectors, max_queries, grouped["u"].to_numpy(), seconds, np.cumsum(counts) - counts
-    )
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    query_indptr, query_text, query_pos = _user_queries(shop, user_pos, searches, search_vectors, max_queries, indptr, seconds)
 
     return ShopData(
         shop=shop,
@@ -268,7 +279,7 @@ def build_shop_data(
         item_categories=catalog["category"].to_numpy(dtype=str),
         item_features=np.ascontiguousarray(item_features, dtype=np.float32),
         users=users,
-        indptr=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        indptr=indptr,
         item=grouped["i"].to_numpy(dtype=np.int64),
         attr=attr,
         test_indptr=np.concatenate([[0], np.cumsum(test_counts)]).astype(np.int64),
@@ -286,12 +297,11 @@ def _user_queries(
     searches: pd.DataFrame | None,
     vectors: np.ndarray | None,
     most: int,
-    edge_user: np.ndarray,
+    indptr: np.ndarray,
     edge_seconds: np.ndarray,
-    edge_start: np.ndarray,
 ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
-    """``(query_indptr, query_text, query_pos)`` of :func:`build_shop_data` (Nones: no searches).
-    ``edge_*``: the training edges sorted by user then time, and each user's first edge."""
+    """``(query_indptr, query_text, query_pos)`` of :func:`build_shop_data` (Nones: no searches);
+    ``indptr`` and ``edge_seconds``: the users' training edges, each user's oldest first."""
     if searches is None or vectors is None or len(searches) == 0 or most <= 0:
         return None, None, None
     mine = (searches["shop"] == shop).to_numpy(dtype=bool)
@@ -303,18 +313,10 @@ def _user_queries(
     order = np.lexsort((seconds, u))
     u, seconds, vecs = u[order], seconds[order], vecs[order]
     # Keep each user's latest `most`: the position from the end within the user's run.
-    counts = np.bincount(u, minlength=len(user_pos))
-    ends = np.cumsum(counts)[u]
+    ends = np.cumsum(np.bincount(u, minlength=len(user_pos)))[u]
     keep = ends - np.arange(len(u)) <= most
     u, seconds, vecs = u[keep], seconds[keep], vecs[keep]
     # How many of the user's edges (time-ordered) are at or before each query.
-    edge_counts = np.bincount(edge_user, minlength=len(user_pos)) if len(edge_user) else np.zeros(len(user_pos), dtype=np.int64)
-    pos = np.array(
-        [
-            np.searchsorted(edge_seconds[edge_start[x] : edge_start[x] + edge_counts[x]], t, side="right") if len(edge_user) else 0
-            for x, t in zip(u, seconds)
-        ],
-        dtype=np.int64,
-    )
+    pos = np.array([np.searchsorted(edge_seconds[indptr[x] : indptr[x + 1]], t, side="right") for x, t in zip(u, seconds)], dtype=np.int64)
     counts = np.bincount(u, minlength=len(user_pos))
     return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), np.ascontiguousarray(vecs), pos

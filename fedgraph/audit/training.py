@@ -116,28 +116,7 @@ def mechanism_for(run: RunDir, shop: str, plan: dict | None, rounds: list[dict])
 # ------------------------------------------------------------------------------ data edits
 def select_users(data: ShopData, keep: np.ndarray) -> ShopData:
     """``data`` restricted to the users at indices ``keep`` (catalog unchanged)."""
-    keep = np.asarray(keep, dtype=np.int64)
-    lengths, test_lengths = np.diff(data.indptr)[keep], np.diff(data.test_indptr)[keep]
-    rows = np.concatenate([np.arange(data.indptr[u], data.indptr[u + 1]) for u in keep]) if len(keep) else np.zeros(0, np.int64)
-    test_rows = (
-        np.concatenate([np.arange(data.test_indptr[u], data.test_indptr[u + 1]) for u in keep]) if len(keep) else np.zeros(0, np.int64)
-    )
-    query_lengths = np.diff(data.query_indptr)[keep]
-    query_rows = (
-        np.concatenate([np.arange(data.query_indptr[u], data.query_indptr[u + 1]) for u in keep]) if len(keep) else np.zeros(0, np.int64)
-    )
-    return replace(
-        data,
-        users=data.users[keep],
-        indptr=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-        item=data.item[rows],
-        attr=data.attr[rows],
-        test_indptr=np.concatenate([[0], np.cumsum(test_lengths)]).astype(np.int64),
-        test_item=data.test_item[test_rows],
-        query_indptr=np.concatenate([[0], np.cumsum(query_lengths)]).astype(np.int64),
-        query_text=data.query_text[query_rows.astype(np.int64)],
-        query_pos=data.query_pos[query_rows.astype(np.int64)],
-    )
+    return data.select_users(keep)
 
 
 def with_canaries(data: ShopData, canaries: list[np.ndarray], prefix: str = "canary") -> ShopData:

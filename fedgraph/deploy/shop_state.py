@@ -229,6 +229,8 @@ class GraphUpdater:
         self.round = 0
         self._model = None
         self._items: torch.Tensor | None = None
+        self._query_data: Any = None  # the prepared data's queries, reloaded when the file changes
+        self._query_stamp: int | None = None
 
     def close(self) -> None:
         self.store.close()
@@ -308,24 +310,18 @@ class GraphUpdater:
         (``run/shops/<shop>.npz``, rebuilt when events or searches arrive): ``[B, Q, T]`` and
         its mask, or ``(None, None)`` when the shop has none. A search counts in the graph from
         the next rebuild of that data on."""
+        from fedgraph.training.rows import padded_queries
+
         path = RunDir.at(self.paths.run).shop_file(self.catalog.shop)
         if not path.exists():
             return None, None
         stamp = path.stat().st_mtime_ns
-        if getattr(self, "_query_stamp", None) != stamp:
+        if self._query_stamp != stamp:
             from fedgraph.shop import ShopData
 
             self._query_data, self._query_stamp = ShopData.load(path), stamp
         data = self._query_data
-        if not len(data.query_text):
-            return None, None
-        pos = pd.Index(data.users).get_indexer(users)
-        counts = np.where(pos >= 0, data.query_indptr[pos + 1] - data.query_indptr[np.maximum(pos, 0)], 0)
-        width = int(counts.max()) if len(users) else 0
-        queries = np.zeros((len(users), width, data.query_text.shape[1]), dtype=np.float32)
-        for row in np.flatnonzero(counts):
-            queries[row, : counts[row]] = data.queries(int(pos[row]))
-        return torch.from_numpy(queries), torch.from_numpy(np.arange(width)[None, :] < counts[:, None])
+        return padded_queries(data, pd.Index(data.users).get_indexer(users))
 
     def _graph(self, users: list[str], offset: int, *, neighbours: bool):
         from fedgraph.graph import build_interest_graph

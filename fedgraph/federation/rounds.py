@@ -187,7 +187,7 @@ class TrainingReplies:
     carrying the wave's summed weight. The strategy's ``aggregate_train`` over the pre-reduced
     updates is then the weighted mean over all shops (FedAvg's; FedAdam takes its server step
     once, on it), and the server holds one model-sized array per wave instead of one per shop
-    (10,000 shops x 66,241 float32 were 2.65 GB). One wave, as in a deployment, gives bit for
+    (simulations/RESULTS.md, "Simulations past one machine"). One wave, as in a deployment, gives bit for
     bit the aggregate of the unfolded replies. Waves hold the same shops in every run
     (:func:`in_shop_order`), so a multi-wave run is repeatable too.
 

@@ -85,8 +85,8 @@ class RunDir:
     @cached_property
     def index(self) -> dict[str, Any]:
         """``shops/index.json``, parsed once per process while the file is unchanged (a ClientApp
-        opens a RunDir per message, and with 10,000 shops re-parsing the index was 23 % of a
-        worker's time). Treat it as read-only: the parsed dict is shared."""
+        opens a RunDir per message and the index lists every shop; profile: simulations/RESULTS.md,
+        "Simulations past one machine"). Treat it as read-only: the parsed dict is shared."""
         path = self.shops_dir / "index.json"
         try:
             st = path.stat()

@@ -53,7 +53,7 @@ def skip_idle_polls(state: Any) -> bool:
 
     def get_if_pending(node_id: int, limit: int | None, *, run_id: int | None = None) -> list[Any]:
         # No lock for the look-up (one dict read, atomic in CPython; it ran for every idle node on
-        # every sweep: 15 % of the server's samples at 10,000 shops). A mark that lands just after
+        # every sweep; profile: simulations/RESULTS.md, "Simulations past one machine"). A mark that lands just after
         # it is seen on the next sweep, as with the lock.
         seen = pending.get(node_id)
         if seen is None:

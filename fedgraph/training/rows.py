@@ -125,25 +125,31 @@ def _to_batch(*arrays: np.ndarray) -> UserBatch:
 
 
 def _with_queries(batch: UserBatch, data: ShopData, users: np.ndarray, cuts: np.ndarray | None = None) -> UserBatch:
-    """``batch`` with each row's own search queries (padded to the batch's most), or unchanged
-    when the shop has none: a row still holds one user's data only. With ``cuts``, row ``r``
-    takes only the queries made before the user's ``cuts[r]``-th item (``query_pos <= cut``):
-    a training row that predicts the items after a cut of the timeline sees no later search."""
+    """``batch`` with each row's own search queries (:func:`padded_queries`); unchanged when the
+    shop has none. A row still holds one user's data only."""
+    batch.queries, batch.query_mask = padded_queries(data, users, cuts)
+    return batch
+
+
+def padded_queries(data: ShopData, users: np.ndarray, cuts: np.ndarray | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The embedded search queries of ``users`` (indices into ``data.users``; -1: a user the data
+    does not hold, who gets none), ``[B, Q, text_dim]`` padded to the most, and their mask; or
+    ``(None, None)`` when the shop has no queries. With ``cuts``, row ``r`` takes only the queries
+    made before the user's ``cuts[r]``-th item (``query_pos <= cut``): a training row that
+    predicts the items after a cut of the timeline sees no later search."""
     if len(data.query_text) == 0:
-        return batch
-    users = np.asarray(users, dtype=np.int64)
+        return None, None
     rows = []
-    for r, u in enumerate(users):
+    for r, u in enumerate(np.asarray(users, dtype=np.int64)):
+        if u < 0:
+            rows.append(np.zeros(0, dtype=np.int64))
+            continue
         start, stop = int(data.query_indptr[u]), int(data.query_indptr[u + 1])
         at = np.arange(start, stop)
-        if cuts is not None:
-            at = at[data.query_pos[start:stop] <= cuts[r]]
-        rows.append(at)
+        rows.append(at if cuts is None else at[data.query_pos[start:stop] <= cuts[r]])
     counts = np.array([len(a) for a in rows], dtype=np.int64)
-    width = int(counts.max()) if len(users) else 0
-    queries = np.zeros((len(users), width, data.query_text.shape[1]), dtype=np.float32)
+    width = int(counts.max()) if len(rows) else 0
+    queries = np.zeros((len(rows), width, data.query_text.shape[1]), dtype=np.float32)
     for r, at in enumerate(rows):
         queries[r, : len(at)] = data.query_text[at]
-    batch.queries = torch.from_numpy(queries)
-    batch.query_mask = torch.from_numpy(np.arange(width)[None, :] < counts[:, None])
-    return batch
+    return torch.from_numpy(queries), torch.from_numpy(np.arange(width)[None, :] < counts[:, None])
